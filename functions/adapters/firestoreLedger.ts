@@ -1,0 +1,951 @@
+// The Firestore ledger: the single source of truth (DESIGN.md §2.1).
+//
+// Shape, and the Firestore limits it follows from:
+// - `batches/{batchId}/items/{itemId}`: one document per item, so every item transition is a
+//   transaction on its own document. Nothing per item ever writes the batch document: a single
+//   document sustains ~1 write/s, and the emulator aborts concurrent transactions on one document
+//   ("lock timeout") well before 50. Progress counts are therefore derived with count()
+//   aggregations, never kept in a hot counter.
+// - The batch document is written per chunk of submission (cursor, at most about once a second)
+//   and per lifecycle step, never per item.
+// - An item holds its payload, step outputs and result; each is size-capped (core/limits.ts) so
+//   the document stays far below 1 MiB.
+// - Lease fields are flat (`leaseOwner`, `leaseUntil`) so the reconciler's collection-group query
+//   on (status, leaseUntil) is served by one composite index (firestoreIndexes.ts).
+import {
+  type CollectionReference,
+  type DocumentReference,
+  type DocumentSnapshot,
+  FieldPath,
+  type Firestore,
+  type Query,
+  Timestamp,
+  type Transaction,
+} from "@google-cloud/firestore";
+import type {
+  Batch,
+  BatchCounts,
+  BatchStatus,
+  BatchSummary,
+  ErrorKind,
+  Item,
+  ItemError,
+  ItemStatus,
+  NewBatch,
+  NewItem,
+  ResultRow,
+} from "../core/model";
+import { errorKinds, isFinalBatchStatus, isTerminalItemStatus } from "../core/model";
+import type {
+  CreateBatchResult,
+  ItemRef,
+  LeaseResult,
+  Ledger,
+  LedgerOpCounts,
+  Page,
+  RedriveResult,
+  TransitionResult,
+} from "../core/ports";
+import { batchesCollection, defaultRetentionDays, itemsCollection } from "./firestoreIndexes";
+
+export interface FirestoreLedgerOptions {
+  /** Documents expire (TTL policy) this many days after creation. */
+  retentionDays?: number;
+  /** Transaction attempts under contention (the client's default of 5 is too few for hot items). */
+  maxTransactionAttempts?: number;
+  /**
+   * Fault injection for the chaos suite (F1): fail this fraction of completion writes. Refused in
+   * production; see functions/faults.ts.
+   */
+  failCompletionRate?: number;
+}
+
+interface ItemDoc {
+  batchId: string;
+  itemId: string;
+  seq: number;
+  generation: number;
+  status: ItemStatus;
+  payload: unknown;
+  attempt: number;
+  leaseOwner: string | null;
+  leaseUntil: number | null;
+  heartbeatAt: number | null;
+  steps: Item["steps"];
+  result: unknown;
+  error: ItemError | null;
+  lastError: ItemError | null;
+  createdAt: number;
+  updatedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** When the item last became pending and publishable; null while its batch is blocked. */
+  pendingSince: number | null;
+  expireAt: Timestamp;
+}
+
+type BatchDoc = Omit<Batch, never> & { expireAt: Timestamp };
+
+const encodeToken = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+function decodeToken<T>(token: string | undefined): T | undefined {
+  if (!token) return undefined;
+  try {
+    return JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export class InvalidPageTokenError extends Error {}
+
+export class FirestoreLedger implements Ledger {
+  readonly ops: LedgerOpCounts = { reads: 0, writes: 0, transactions: 0, queries: 0, aggregations: 0 };
+  private readonly retentionMs: number;
+  private readonly maxAttempts: number;
+  private readonly failCompletionRate: number;
+
+  constructor(
+    private readonly db: Firestore,
+    opts: FirestoreLedgerOptions = {},
+  ) {
+    this.retentionMs = (opts.retentionDays ?? defaultRetentionDays) * 86_400_000;
+    this.maxAttempts = opts.maxTransactionAttempts ?? 25;
+    this.failCompletionRate = opts.failCompletionRate ?? 0;
+  }
+
+  // --- references ------------------------------------------------------------------------------
+  private batchRef(batchId: string): DocumentReference {
+    return this.db.collection(batchesCollection).doc(batchId);
+  }
+  private items(batchId: string): CollectionReference {
+    return this.batchRef(batchId).collection(itemsCollection);
+  }
+  private itemRef(batchId: string, itemId: string): DocumentReference {
+    return this.items(batchId).doc(itemId);
+  }
+  private expireAt(now: number): Timestamp {
+    return Timestamp.fromMillis(now + this.retentionMs);
+  }
+  private tx<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    this.ops.transactions++;
+    return this.db.runTransaction(fn, { maxAttempts: this.maxAttempts });
+  }
+
+  private static toBatch(snap: DocumentSnapshot): Batch | null {
+    if (!snap.exists) return null;
+    const { expireAt: _expireAt, ...rest } = snap.data() as BatchDoc;
+    return rest as Batch;
+  }
+  private static toItem(snap: DocumentSnapshot): Item | null {
+    if (!snap.exists) return null;
+    const d = snap.data() as ItemDoc;
+    return {
+      batchId: d.batchId,
+      itemId: d.itemId,
+      seq: d.seq,
+      generation: d.generation,
+      status: d.status,
+      payload: d.payload ?? null,
+      attempt: d.attempt,
+      lease: d.leaseOwner && d.leaseUntil !== null ? { owner: d.leaseOwner, until: d.leaseUntil } : null,
+      heartbeatAt: d.heartbeatAt,
+      steps: d.steps ?? {},
+      result: d.result ?? null,
+      error: d.error ?? null,
+      lastError: d.lastError ?? null,
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+      startedAt: d.startedAt,
+      finishedAt: d.finishedAt,
+    };
+  }
+
+  // --- batches ---------------------------------------------------------------------------------
+  async createBatch(nb: NewBatch, now: number): Promise<CreateBatchResult> {
+    const ref = this.batchRef(nb.batchId);
+    return this.tx(async (tx) => {
+      const snap = await tx.get(ref);
+      this.ops.reads++;
+      const existing = FirestoreLedger.toBatch(snap);
+      if (existing) {
+        return existing.contentHash === nb.contentHash
+          ? { kind: "exists", batch: existing }
+          : { kind: "conflict", batch: existing };
+      }
+      const batch: Batch = {
+        batchId: nb.batchId,
+        pipeline: nb.pipeline,
+        status: nb.dependsOn.length > 0 ? "blocked" : "submitting",
+        total: nb.total,
+        received: 0,
+        cursor: 0,
+        submissionComplete: false,
+        failureThreshold: nb.failureThreshold,
+        dependsOn: nb.dependsOn,
+        contentHash: nb.contentHash,
+        generation: 1,
+        reason: null,
+        terminateAs: null,
+        createdAt: now,
+        updatedAt: now,
+        progressAt: now,
+        startedAt: null,
+        finalizingAt: null,
+        finishedAt: null,
+        summary: null,
+      };
+      tx.create(ref, { ...batch, expireAt: this.expireAt(now) });
+      this.ops.writes++;
+      return { kind: "created", batch };
+    });
+  }
+
+  async getBatch(batchId: string): Promise<Batch | null> {
+    this.ops.reads++;
+    return FirestoreLedger.toBatch(await this.batchRef(batchId).get());
+  }
+
+  async getBatches(batchIds: string[]): Promise<(Batch | null)[]> {
+    if (batchIds.length === 0) return [];
+    this.ops.reads += batchIds.length;
+    const snaps = await this.db.getAll(...batchIds.map((id) => this.batchRef(id)));
+    return snaps.map((s) => FirestoreLedger.toBatch(s));
+  }
+
+  async listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>> {
+    let q: Query = this.db.collection(batchesCollection);
+    if (opts.status) q = q.where("status", "==", opts.status);
+    q = q.orderBy("createdAt", "desc").orderBy("batchId", "desc");
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
+    if (after) q = q.startAfter(after[0], after[1]);
+    const snap = await q.limit(opts.limit + 1).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    const all = snap.docs.map((d) => FirestoreLedger.toBatch(d)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return {
+      entries,
+      nextPageToken:
+        all.length > opts.limit && last ? encodeToken([last.createdAt, last.batchId]) : undefined,
+    };
+  }
+
+  async findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]> {
+    let q: Query = this.db.collection(batchesCollection).where("status", "==", opts.status);
+    if (opts.progressBefore !== undefined) q = q.where("progressAt", "<", opts.progressBefore);
+    const snap = await q.orderBy("progressAt").limit(opts.limit).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => FirestoreLedger.toBatch(d)!);
+  }
+
+  // --- submission ------------------------------------------------------------------------------
+  async getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]> {
+    if (count <= 0) return [];
+    const snap = await this.items(batchId)
+      .where("seq", ">=", fromSeq)
+      .where("seq", "<", fromSeq + count)
+      .orderBy("seq")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => FirestoreLedger.toItem(d)!);
+  }
+
+  async appendItems(
+    batchId: string,
+    fromSeq: number,
+    items: NewItem[],
+    now: number,
+    opts: { publishable: boolean },
+  ): Promise<void> {
+    if (items.length > 0) {
+      // BulkWriter, not a transaction: a chunk of new documents needs no read. `create` makes the
+      // write conditional on absence, so a re-submission racing the first one can never reset an
+      // item that a worker has already leased or finished. The default 500/s ramp-up (Firestore's
+      // guidance for a new collection) would cap submission far below what the database takes,
+      // so it is switched off: each batch's items live in their own subcollection, and Firestore
+      // itself pushes back (RESOURCE_EXHAUSTED) with retries handled by the writer.
+      const writer = this.db.bulkWriter({ throttling: false });
+      const failures: Error[] = [];
+      writer.onWriteError((err) => {
+        if (err.code === 6 /* ALREADY_EXISTS */) return false;
+        if (err.failedAttempts < 10) return true;
+        failures.push(err);
+        return false;
+      });
+      const expireAt = this.expireAt(now);
+      items.forEach((it, i) => {
+        const doc: ItemDoc = {
+          batchId,
+          itemId: it.itemId,
+          seq: fromSeq + i,
+          generation: 1,
+          status: "pending",
+          payload: it.payload ?? null,
+          attempt: 0,
+          leaseOwner: null,
+          leaseUntil: null,
+          heartbeatAt: null,
+          steps: {},
+          result: null,
+          error: null,
+          lastError: null,
+          createdAt: now,
+          updatedAt: now,
+          startedAt: null,
+          finishedAt: null,
+          pendingSince: opts.publishable ? now : null,
+          expireAt,
+        };
+        writer.create(this.itemRef(batchId, it.itemId), doc).catch(() => {
+          /* reported through onWriteError */
+        });
+      });
+      await writer.close();
+      this.ops.writes += items.length;
+      if (failures.length > 0) throw failures[0];
+    }
+    const to = fromSeq + items.length;
+    await this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      if (to > b.received) {
+        tx.update(ref, { received: to, progressAt: now, updatedAt: now });
+        this.ops.writes++;
+      }
+    });
+  }
+
+  async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
+    if (count <= 0) return [];
+    const snap = await this.items(batchId)
+      .where("seq", ">=", fromSeq)
+      .orderBy("seq")
+      .limit(count)
+      .select("itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({ batchId, itemId: d.get("itemId"), generation: d.get("generation") }));
+  }
+
+  async advanceCursor(batchId: string, cursor: number, now: number): Promise<Batch> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      if (cursor > b.cursor) {
+        tx.update(ref, { cursor, progressAt: now, updatedAt: now });
+        this.ops.writes++;
+        return { ...b, cursor, progressAt: now, updatedAt: now };
+      }
+      return b;
+    });
+  }
+
+  async markSubmitted(batchId: string, total: number, now: number): Promise<boolean> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "submitting") return false;
+      tx.update(ref, {
+        status: "running",
+        total,
+        submissionComplete: true,
+        cursor: Math.max(b.cursor, total),
+        startedAt: b.startedAt ?? now,
+        progressAt: now,
+        updatedAt: now,
+      });
+      this.ops.writes++;
+      return true;
+    });
+  }
+
+  async recordTotal(batchId: string, total: number, now: number): Promise<void> {
+    await this.batchRef(batchId).update({ total, submissionComplete: true, progressAt: now, updatedAt: now });
+    this.ops.writes++;
+  }
+
+  // --- items -----------------------------------------------------------------------------------
+  async getItem(batchId: string, itemId: string): Promise<Item | null> {
+    this.ops.reads++;
+    return FirestoreLedger.toItem(await this.itemRef(batchId, itemId).get());
+  }
+
+  async listItems(
+    batchId: string,
+    opts: { status?: ItemStatus; limit: number; pageToken?: string },
+  ): Promise<Page<Item>> {
+    let q: Query = this.items(batchId);
+    if (opts.status) q = q.where("status", "==", opts.status);
+    q = q.orderBy("seq");
+    const after = decodeToken<number>(opts.pageToken);
+    if (opts.pageToken && typeof after !== "number")
+      throw new InvalidPageTokenError("pageToken is not valid");
+    if (after !== undefined) q = q.startAfter(after);
+    const snap = await q.limit(opts.limit + 1).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    const all = snap.docs.map((d) => FirestoreLedger.toItem(d)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return { entries, nextPageToken: all.length > opts.limit && last ? encodeToken(last.seq) : undefined };
+  }
+
+  /** Reads an item inside a transaction; the shared first step of every item transition. */
+  private async readItem(
+    tx: Transaction,
+    ref: ItemRef,
+  ): Promise<{ doc: DocumentReference; item: Item | null }> {
+    const doc = this.itemRef(ref.batchId, ref.itemId);
+    const item = FirestoreLedger.toItem(await tx.get(doc));
+    this.ops.reads++;
+    return { doc, item };
+  }
+
+  private write(tx: Transaction, doc: DocumentReference, patch: Partial<ItemDoc>): void {
+    tx.update(doc, patch);
+    this.ops.writes++;
+  }
+
+  async leaseItem(
+    ref: ItemRef,
+    owner: string,
+    leaseMs: number,
+    maxAttempts: number,
+    now: number,
+  ): Promise<LeaseResult> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!item) return { kind: "skip", reason: "not_found", item: null };
+      if (item.generation !== ref.generation) return { kind: "skip", reason: "stale_generation", item };
+      if (isTerminalItemStatus(item.status)) return { kind: "skip", reason: "terminal", item };
+      if (item.status === "running" && item.lease && item.lease.until > now)
+        return { kind: "skip", reason: "leased_by_other", item };
+      if (item.attempt >= maxAttempts) {
+        const error: ItemError = {
+          kind: "attempts_exhausted",
+          message: `${item.attempt} attempts used (maximum ${maxAttempts})${item.lastError ? `; last error: ${item.lastError.message}` : ""}`,
+        };
+        const patch = {
+          status: "failed" as const,
+          error,
+          leaseOwner: null,
+          leaseUntil: null,
+          updatedAt: now,
+          finishedAt: now,
+          pendingSince: null,
+        };
+        this.write(tx, doc, patch);
+        return {
+          kind: "exhausted",
+          item: { ...item, status: "failed", error, lease: null, updatedAt: now, finishedAt: now },
+        };
+      }
+      const patch = {
+        status: "running" as const,
+        attempt: item.attempt + 1,
+        leaseOwner: owner,
+        leaseUntil: now + leaseMs,
+        heartbeatAt: now,
+        startedAt: item.startedAt ?? now,
+        updatedAt: now,
+        pendingSince: null,
+      };
+      this.write(tx, doc, patch);
+      return {
+        kind: "leased",
+        item: {
+          ...item,
+          status: "running",
+          attempt: patch.attempt,
+          lease: { owner, until: patch.leaseUntil },
+          heartbeatAt: now,
+          startedAt: patch.startedAt,
+          updatedAt: now,
+        },
+      };
+    });
+  }
+
+  /** The holder check shared by heartbeat, checkpoint and release. */
+  private static holds(item: Item | null, ref: ItemRef, owner: string): item is Item {
+    return (
+      !!item && item.generation === ref.generation && item.status === "running" && item.lease?.owner === owner
+    );
+  }
+
+  async heartbeat(ref: ItemRef, owner: string, leaseMs: number, now: number): Promise<boolean> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!FirestoreLedger.holds(item, ref, owner)) return false;
+      this.write(tx, doc, { leaseUntil: now + leaseMs, heartbeatAt: now, updatedAt: now });
+      return true;
+    });
+  }
+
+  async checkpointStep(
+    ref: ItemRef,
+    owner: string,
+    step: string,
+    output: unknown,
+    now: number,
+  ): Promise<boolean> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!FirestoreLedger.holds(item, ref, owner)) return false;
+      tx.update(
+        doc,
+        new FieldPath("steps", step),
+        { status: "succeeded", output: output ?? null, finishedAt: now },
+        "updatedAt",
+        now,
+      );
+      this.ops.writes++;
+      return true;
+    });
+  }
+
+  async completeItem(ref: ItemRef, owner: string, result: unknown, now: number): Promise<TransitionResult> {
+    if (this.failCompletionRate > 0 && Math.random() < this.failCompletionRate)
+      throw new Error("injected fault: completion write failed (TALLY_FAULT_COMPLETE_FAIL_RATE)");
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!item) return { kind: "skip", reason: "not_found", item: null };
+      if (item.generation !== ref.generation) return { kind: "skip", reason: "stale_generation", item };
+      // A late duplicate never overwrites a finished item; a stale holder whose lease was taken
+      // over may still complete a non-terminal item (the result is as good), and the other
+      // delivery's completion then finds it terminal.
+      if (isTerminalItemStatus(item.status)) return { kind: "skip", reason: "terminal", item };
+      const patch = {
+        status: "succeeded" as const,
+        result: result ?? null,
+        error: null,
+        leaseOwner: null,
+        leaseUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+        pendingSince: null,
+      };
+      this.write(tx, doc, patch);
+      void owner;
+      return {
+        kind: "done",
+        item: {
+          ...item,
+          status: "succeeded",
+          result: patch.result,
+          error: null,
+          lease: null,
+          finishedAt: now,
+          updatedAt: now,
+        },
+      };
+    });
+  }
+
+  async failItem(
+    ref: ItemRef,
+    error: ItemError,
+    now: number,
+    opts: { owner?: string } = {},
+  ): Promise<TransitionResult> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!item) return { kind: "skip", reason: "not_found", item: null };
+      if (item.generation !== ref.generation) return { kind: "skip", reason: "stale_generation", item };
+      if (isTerminalItemStatus(item.status)) return { kind: "skip", reason: "terminal", item };
+      const live = item.status === "running" && item.lease !== null && item.lease.until > now;
+      if (live && item.lease!.owner !== opts.owner)
+        return { kind: "skip", reason: opts.owner ? "not_leased_by_caller" : "live_lease", item };
+      const patch = {
+        status: "failed" as const,
+        error,
+        leaseOwner: null,
+        leaseUntil: null,
+        finishedAt: now,
+        updatedAt: now,
+        pendingSince: null,
+      };
+      this.write(tx, doc, patch);
+      return {
+        kind: "done",
+        item: { ...item, status: "failed", error, lease: null, finishedAt: now, updatedAt: now },
+      };
+    });
+  }
+
+  async releaseItem(
+    ref: ItemRef,
+    owner: string,
+    lastError: ItemError | null,
+    now: number,
+  ): Promise<TransitionResult> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!FirestoreLedger.holds(item, ref, owner)) {
+        const seen = item as Item | null;
+        return {
+          kind: "skip",
+          reason: seen && isTerminalItemStatus(seen.status) ? "terminal" : "not_leased_by_caller",
+          item: seen,
+        };
+      }
+      const patch = {
+        status: "pending" as const,
+        leaseOwner: null,
+        leaseUntil: null,
+        lastError: lastError ?? item.lastError,
+        updatedAt: now,
+        pendingSince: now,
+      };
+      this.write(tx, doc, patch);
+      return {
+        kind: "done",
+        item: { ...item, status: "pending", lease: null, lastError: patch.lastError, updatedAt: now },
+      };
+    });
+  }
+
+  async findExpiredLeases(now: number, limit: number): Promise<ItemRef[]> {
+    const snap = await this.db
+      .collectionGroup(itemsCollection)
+      .where("status", "==", "running")
+      .where("leaseUntil", "<", now)
+      .orderBy("leaseUntil")
+      .limit(limit)
+      .select("batchId", "itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({
+      batchId: d.get("batchId"),
+      itemId: d.get("itemId"),
+      generation: d.get("generation"),
+    }));
+  }
+
+  async redriveItem(ref: ItemRef, maxAttempts: number, now: number): Promise<RedriveResult> {
+    return this.tx(async (tx) => {
+      const { doc, item } = await this.readItem(tx, ref);
+      if (!item || item.generation !== ref.generation || item.status !== "running") return "skip";
+      if (item.lease && item.lease.until >= now) return "skip"; // renewed since the query
+      if (item.attempt >= maxAttempts) {
+        const error: ItemError = {
+          kind: "attempts_exhausted",
+          message: `lease expired on attempt ${item.attempt} of ${maxAttempts} (worker vanished)`,
+        };
+        this.write(tx, doc, {
+          status: "failed",
+          error,
+          leaseOwner: null,
+          leaseUntil: null,
+          finishedAt: now,
+          updatedAt: now,
+          pendingSince: null,
+        });
+        return "exhausted";
+      }
+      const lastError: ItemError = {
+        kind: "timeout",
+        message: `lease held by ${item.lease?.owner ?? "?"} expired`,
+      };
+      this.write(tx, doc, {
+        status: "pending",
+        leaseOwner: null,
+        leaseUntil: null,
+        lastError,
+        updatedAt: now,
+        pendingSince: now,
+      });
+      return "redriven";
+    });
+  }
+
+  async findStalePending(before: number, limit: number): Promise<ItemRef[]> {
+    const snap = await this.db
+      .collectionGroup(itemsCollection)
+      .where("status", "==", "pending")
+      .where("pendingSince", "<", before)
+      .orderBy("pendingSince")
+      .limit(limit)
+      .select("batchId", "itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({
+      batchId: d.get("batchId"),
+      itemId: d.get("itemId"),
+      generation: d.get("generation"),
+    }));
+  }
+
+  async touchPending(refs: ItemRef[], now: number): Promise<void> {
+    if (refs.length === 0) return;
+    const writer = this.db.bulkWriter({ throttling: false });
+    writer.onWriteError(() => false);
+    for (const r of refs) {
+      // Only still-pending items: a conditional update would need a read per item, and touching
+      // a just-leased item's pendingSince is harmless (a lease clears it).
+      writer.update(this.itemRef(r.batchId, r.itemId), { pendingSince: now }).catch(() => {});
+    }
+    await writer.close();
+    this.ops.writes += refs.length;
+  }
+
+  // --- progress and finalization ---------------------------------------------------------------
+  async countItems(batchId: string): Promise<BatchCounts> {
+    const count = async (status: ItemStatus) => {
+      const snap = await this.items(batchId).where("status", "==", status).count().get();
+      this.ops.aggregations++;
+      return snap.data().count;
+    };
+    const [pending, running, succeeded, failed] = await Promise.all([
+      count("pending"),
+      count("running"),
+      count("succeeded"),
+      count("failed"),
+    ]);
+    return { total: pending + running + succeeded + failed, pending, running, succeeded, failed };
+  }
+
+  async countFailedByKind(batchId: string): Promise<Partial<Record<ErrorKind, number>>> {
+    const out: Partial<Record<ErrorKind, number>> = {};
+    await Promise.all(
+      errorKinds.map(async (kind) => {
+        const snap = await this.items(batchId)
+          .where("status", "==", "failed")
+          .where("error.kind", "==", kind)
+          .count()
+          .get();
+        this.ops.aggregations++;
+        const n = snap.data().count;
+        if (n > 0) out[kind] = n;
+      }),
+    );
+    return out;
+  }
+
+  async hasLiveItems(batchId: string): Promise<boolean> {
+    const snap = await this.items(batchId)
+      .where("status", "in", ["pending", "running"])
+      .limit(1)
+      .select()
+      .get();
+    this.ops.queries++;
+    this.ops.reads += Math.max(1, snap.size);
+    return !snap.empty;
+  }
+
+  async beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) return null;
+      const claimable =
+        b.status === "running" ||
+        (b.terminateAs !== null && (b.status === "blocked" || b.status === "submitting")) ||
+        (b.status === "finalizing" && (b.finalizingAt ?? 0) < now - staleFinalizingMs);
+      if (!claimable) return null;
+      tx.update(ref, { status: "finalizing", finalizingAt: now, updatedAt: now, progressAt: now });
+      this.ops.writes++;
+      return { ...b, status: "finalizing", finalizingAt: now, updatedAt: now, progressAt: now };
+    });
+  }
+
+  async finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "finalizing") return null;
+      const status: BatchStatus =
+        b.terminateAs === "cancelled" ? "cancelled" : b.terminateAs === "failed" ? "failed" : summary.outcome;
+      tx.update(ref, {
+        status,
+        summary,
+        total: summary.counts.total,
+        finishedAt: now,
+        updatedAt: now,
+        progressAt: now,
+      });
+      this.ops.writes++;
+      return { ...b, status, summary, total: summary.counts.total, finishedAt: now, updatedAt: now };
+    });
+  }
+
+  async *streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]> {
+    let after: number | undefined;
+    for (;;) {
+      let q = this.items(batchId)
+        .where("status", "==", "succeeded")
+        .where("generation", "==", generation)
+        .orderBy("seq")
+        .select("itemId", "seq", "result", "finishedAt", "attempt");
+      if (after !== undefined) q = q.startAfter(after);
+      const snap = await q.limit(pageSize).get();
+      this.ops.queries++;
+      this.ops.reads += snap.size;
+      if (snap.empty) return;
+      yield snap.docs.map((d) => ({
+        batchId,
+        itemId: d.get("itemId"),
+        generation,
+        result: d.get("result") ?? null,
+        finishedAt: d.get("finishedAt"),
+        attempts: d.get("attempt"),
+      }));
+      after = snap.docs[snap.docs.length - 1]!.get("seq");
+      if (snap.size < pageSize) return;
+    }
+  }
+
+  // --- dependencies and operator actions -----------------------------------------------------------
+  async unblockBatch(batchId: string, now: number): Promise<boolean> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "blocked" || b.terminateAs) return false;
+      tx.update(ref, { status: "submitting", progressAt: now, updatedAt: now });
+      this.ops.writes++;
+      return true;
+    });
+  }
+
+  async requestTermination(
+    batchId: string,
+    as: "cancelled" | "failed",
+    reason: string,
+    now: number,
+  ): Promise<Batch | null> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || isFinalBatchStatus(b.status)) return null;
+      if (b.terminateAs) return b;
+      tx.update(ref, { terminateAs: as, reason, updatedAt: now });
+      this.ops.writes++;
+      return { ...b, terminateAs: as, reason, updatedAt: now };
+    });
+  }
+
+  async cancelPendingItems(batchId: string, reason: string, limit: number, now: number): Promise<number> {
+    const snap = await this.items(batchId).where("status", "==", "pending").limit(limit).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    if (snap.empty) return 0;
+    // Conditional bulk update: each write carries the read's update time as a precondition, so an
+    // item leased in between is left to finish (FAILED_PRECONDITION is ignored).
+    const writer = this.db.bulkWriter({ throttling: false });
+    writer.onWriteError(() => false);
+    let done = 0;
+    const error: ItemError = { kind: "cancelled", message: reason };
+    for (const d of snap.docs) {
+      writer
+        .update(
+          d.ref,
+          { status: "failed", error, finishedAt: now, updatedAt: now, pendingSince: null },
+          { lastUpdateTime: d.updateTime },
+        )
+        .then(() => {
+          done++;
+        })
+        .catch(() => {});
+    }
+    await writer.close();
+    this.ops.writes += snap.size;
+    return done;
+  }
+
+  async beginRetry(batchId: string, now: number): Promise<Batch> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      if (!isFinalBatchStatus(b.status))
+        throw new RetryRefusedError(`batch ${batchId} is ${b.status}; only a final batch can be retried`);
+      if (!b.summary || b.summary.counts.failed === 0)
+        throw new RetryRefusedError(`batch ${batchId} has no failed items to retry`);
+      const patch = {
+        status: "submitting" as const,
+        generation: b.generation + 1,
+        terminateAs: null,
+        reason: null,
+        finalizingAt: null,
+        finishedAt: null,
+        progressAt: now,
+        updatedAt: now,
+      };
+      tx.update(ref, patch);
+      this.ops.writes++;
+      return { ...b, ...patch };
+    });
+  }
+
+  async resetFailedItems(
+    batchId: string,
+    generation: number,
+    limit: number,
+    now: number,
+  ): Promise<ItemRef[]> {
+    const snap = await this.items(batchId).where("status", "==", "failed").limit(limit).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    const writer = this.db.bulkWriter({ throttling: false });
+    writer.onWriteError(() => false);
+    const refs: ItemRef[] = [];
+    for (const d of snap.docs) {
+      const itemId = d.get("itemId") as string;
+      writer
+        .update(
+          d.ref,
+          {
+            status: "pending",
+            generation,
+            attempt: 0,
+            error: null,
+            lastError: d.get("error") ?? null,
+            leaseOwner: null,
+            leaseUntil: null,
+            finishedAt: null,
+            updatedAt: now,
+            pendingSince: now,
+          },
+          { lastUpdateTime: d.updateTime },
+        )
+        .then(() => {
+          refs.push({ batchId, itemId, generation });
+        })
+        .catch(() => {});
+    }
+    await writer.close();
+    this.ops.writes += snap.size;
+    return refs;
+  }
+
+  async markRetrySubmitted(batchId: string, now: number): Promise<boolean> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "submitting") return false;
+      tx.update(ref, { status: "running", summary: null, progressAt: now, updatedAt: now });
+      this.ops.writes++;
+      return true;
+    });
+  }
+}
+
+export class RetryRefusedError extends Error {}

@@ -1,0 +1,69 @@
+// Handler configuration, read once from the environment. The Pulumi program (infra/services.ts)
+// and the local stack (local/) set these variables; defaults suit the local stack.
+import { z } from "zod";
+import { buildTopology, type Topology } from "./topology";
+
+const intFrom = (def: number) => z.coerce.number().int().positive().default(def);
+
+const envSchema = z.object({
+  TALLY_PREFIX: z
+    .string()
+    .regex(/^[a-z][a-z0-9-]{0,40}$/)
+    .default("tally"),
+  GOOGLE_CLOUD_PROJECT: z.string().min(1).default("tally-local"),
+  TALLY_SINK: z.enum(["duckdb", "bigquery"]).default("duckdb"),
+  TALLY_DUCKDB_PATH: z.string().default(".tally/results.duckdb"),
+  TALLY_BIGQUERY_DATASET: z.string().default("tally_results"),
+  TALLY_BIGQUERY_LOCATION: z.string().default("US"),
+  TALLY_LEASE_SECONDS: intFrom(120),
+  TALLY_ACK_DEADLINE_SECONDS: intFrom(600),
+  TALLY_MAX_DELIVERY_ATTEMPTS: intFrom(5),
+  TALLY_MAX_ITEM_ATTEMPTS: intFrom(5),
+  TALLY_WORKER_TIMEOUT_SECONDS: intFrom(540),
+  TALLY_MIN_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(10),
+  TALLY_MAX_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(300),
+  TALLY_STALE_SUBMISSION_SECONDS: intFrom(120),
+  TALLY_STALE_PENDING_SECONDS: intFrom(900),
+  TALLY_STALE_FINALIZING_SECONDS: intFrom(120),
+  TALLY_RECONCILE_PAGE_SIZE: intFrom(500),
+  TALLY_RETENTION_DAYS: intFrom(90),
+  /** OIDC verification of push / scheduler requests (on in the cloud, off locally: emulators send no token). */
+  TALLY_OIDC_AUDIENCE: z.string().optional(),
+  TALLY_OIDC_SERVICE_ACCOUNT: z.string().optional(),
+});
+
+export type TallyEnv = z.infer<typeof envSchema>;
+
+export interface TallyConfig {
+  env: TallyEnv;
+  projectId: string;
+  topology: Topology;
+}
+
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig {
+  const parsed = envSchema.safeParse(source);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`invalid Tally configuration: ${problems}`);
+  }
+  const env = parsed.data;
+  const topology = buildTopology({
+    prefix: env.TALLY_PREFIX,
+    delivery: {
+      ackDeadlineSeconds: env.TALLY_ACK_DEADLINE_SECONDS,
+      maxDeliveryAttempts: env.TALLY_MAX_DELIVERY_ATTEMPTS,
+      minimumBackoffSeconds: env.TALLY_MIN_BACKOFF_SECONDS,
+      maximumBackoffSeconds: env.TALLY_MAX_BACKOFF_SECONDS,
+      leaseSeconds: env.TALLY_LEASE_SECONDS,
+      maxItemAttempts: env.TALLY_MAX_ITEM_ATTEMPTS,
+      workerTimeoutSeconds: env.TALLY_WORKER_TIMEOUT_SECONDS,
+    },
+    reconcile: {
+      pageSize: env.TALLY_RECONCILE_PAGE_SIZE,
+      staleSubmissionSeconds: env.TALLY_STALE_SUBMISSION_SECONDS,
+      stalePendingSeconds: env.TALLY_STALE_PENDING_SECONDS,
+      staleFinalizingSeconds: env.TALLY_STALE_FINALIZING_SECONDS,
+    },
+  });
+  return { env, projectId: env.GOOGLE_CLOUD_PROJECT, topology };
+}

@@ -1,0 +1,151 @@
+// The ledger's data model (DESIGN.md §2.1–2.3). Plain data: no Google types, so the core and its
+// tests never depend on an adapter. Times are epoch milliseconds.
+
+export const itemStatuses = ["pending", "running", "succeeded", "failed"] as const;
+export type ItemStatus = (typeof itemStatuses)[number];
+export const terminalItemStatuses: readonly ItemStatus[] = ["succeeded", "failed"];
+export const liveItemStatuses: readonly ItemStatus[] = ["pending", "running"];
+
+export const errorKinds = [
+  "permanent",
+  "transient",
+  "timeout",
+  "dead_lettered",
+  "cancelled",
+  "attempts_exhausted",
+] as const;
+export type ErrorKind = (typeof errorKinds)[number];
+
+export const batchStatuses = [
+  "blocked",
+  "submitting",
+  "running",
+  "finalizing",
+  "succeeded",
+  "partial",
+  "failed",
+  "cancelled",
+] as const;
+export type BatchStatus = (typeof batchStatuses)[number];
+export const finalBatchStatuses: readonly BatchStatus[] = ["succeeded", "partial", "failed", "cancelled"];
+export type BatchOutcome = "succeeded" | "partial" | "failed";
+
+export function isFinalBatchStatus(s: BatchStatus): boolean {
+  return finalBatchStatuses.includes(s);
+}
+export function isTerminalItemStatus(s: ItemStatus): boolean {
+  return terminalItemStatuses.includes(s);
+}
+
+export interface ItemError {
+  kind: ErrorKind;
+  message: string;
+  /** Extra facts, e.g. the dead-letter source subscription and delivery count. */
+  details?: Record<string, string | number>;
+}
+
+export interface StepRecord {
+  status: "succeeded";
+  output?: unknown;
+  finishedAt: number;
+}
+
+export interface Lease {
+  owner: string;
+  until: number;
+}
+
+export interface Item {
+  batchId: string;
+  itemId: string;
+  /** Position in the submission: the cursor counts these. */
+  seq: number;
+  /** Bumped by an operator retry; an export row is keyed by (batch, item, generation). */
+  generation: number;
+  status: ItemStatus;
+  payload: unknown;
+  attempt: number;
+  lease: Lease | null;
+  heartbeatAt: number | null;
+  steps: Record<string, StepRecord>;
+  result: unknown;
+  error: ItemError | null;
+  /** Last error of a transient attempt, kept while the item is retried. */
+  lastError: ItemError | null;
+  createdAt: number;
+  updatedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+export interface BatchCounts {
+  total: number;
+  pending: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+}
+
+export interface BatchSummary {
+  outcome: BatchOutcome;
+  counts: BatchCounts;
+  failedByKind: Partial<Record<ErrorKind, number>>;
+  exportId: string | null;
+  exportedRows: number;
+  durationMs: number;
+}
+
+export interface Batch {
+  batchId: string;
+  pipeline: string;
+  status: BatchStatus;
+  /** Known once the submission is complete (JSON bodies know it up front). */
+  total: number | null;
+  /** Items received and stored so far. */
+  received: number;
+  /** Items whose doorbells were published (the submission cursor). */
+  cursor: number;
+  submissionComplete: boolean;
+  failureThreshold: number;
+  dependsOn: string[];
+  /** Fingerprint of the submitted content: same id + same fingerprint is an idempotent re-submission. */
+  contentHash: string;
+  generation: number;
+  /** Why the batch ended early (dependency failed, incomplete submission, cancelled by an operator). */
+  reason: string | null;
+  /** Set by cancel / dependency failure / incomplete submission: the final status it will take. */
+  terminateAs: "cancelled" | "failed" | null;
+  createdAt: number;
+  updatedAt: number;
+  /** When the cursor or received count last moved: stale submissions are found by it. */
+  progressAt: number;
+  startedAt: number | null;
+  finalizingAt: number | null;
+  finishedAt: number | null;
+  summary: BatchSummary | null;
+}
+
+export interface NewItem {
+  itemId: string;
+  payload: unknown;
+}
+
+export interface NewBatch {
+  batchId: string;
+  pipeline: string;
+  failureThreshold: number;
+  dependsOn: string[];
+  contentHash: string;
+  /** Known up front for JSON bodies; null for a stream until its end. */
+  total: number | null;
+}
+
+/** Result row exported to the sink, one per succeeded item per generation. */
+export interface ResultRow {
+  batchId: string;
+  itemId: string;
+  generation: number;
+  result: unknown;
+  finishedAt: number;
+  attempts: number;
+}

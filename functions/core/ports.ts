@@ -1,0 +1,205 @@
+// The core's ports. Adapters (functions/adapters/) implement them for Firestore, Pub/Sub, BigQuery
+// and DuckDB; the core and the handlers depend only on these interfaces.
+import type {
+  Batch,
+  BatchCounts,
+  BatchStatus,
+  BatchSummary,
+  ErrorKind,
+  Item,
+  ItemError,
+  ItemStatus,
+  NewBatch,
+  NewItem,
+  ResultRow,
+} from "./model";
+
+export interface ItemRef {
+  batchId: string;
+  itemId: string;
+  generation: number;
+}
+
+export interface Page<T> {
+  entries: T[];
+  /** Opaque; absent on the last page. */
+  nextPageToken?: string;
+}
+
+export type CreateBatchResult =
+  | { kind: "created"; batch: Batch }
+  /** Same id, same header: an idempotent re-submission (it may still need items or publishing). */
+  | { kind: "exists"; batch: Batch }
+  /** Same id, different header. */
+  | { kind: "conflict"; batch: Batch };
+
+export type SkipReason =
+  | "not_found"
+  | "terminal"
+  | "leased_by_other"
+  | "stale_generation"
+  | "not_leased_by_caller"
+  | "live_lease";
+
+export type LeaseResult =
+  | { kind: "leased"; item: Item }
+  /** The ledger's attempt count had reached the maximum: the item is now failed `attempts_exhausted`. */
+  | { kind: "exhausted"; item: Item }
+  | { kind: "skip"; reason: SkipReason; item: Item | null };
+
+export type TransitionResult =
+  | { kind: "done"; item: Item }
+  | { kind: "skip"; reason: SkipReason; item: Item | null };
+
+export type RedriveResult = "redriven" | "exhausted" | "skip";
+
+export interface LedgerOpCounts {
+  reads: number;
+  writes: number;
+  transactions: number;
+  queries: number;
+  aggregations: number;
+}
+
+export interface Ledger {
+  // --- batches -------------------------------------------------------------------------------
+  /** Creates the batch (`blocked` when it has dependencies, else `submitting`), or reports the existing one. */
+  createBatch(batch: NewBatch, now: number): Promise<CreateBatchResult>;
+  getBatch(batchId: string): Promise<Batch | null>;
+  getBatches(batchIds: string[]): Promise<(Batch | null)[]>;
+  /** Newest first. */
+  listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>>;
+  /** Oldest progress first, for the reconciler's paged sweeps. */
+  findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]>;
+
+  // --- submission ----------------------------------------------------------------------------
+  /** Items at positions `fromSeq…`; those already stored are returned (for comparison), never overwritten. */
+  getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]>;
+  /** Stores new items (create-only: an existing item is left as it is) and moves `received` forward. */
+  appendItems(
+    batchId: string,
+    fromSeq: number,
+    items: NewItem[],
+    now: number,
+    opts: { publishable: boolean },
+  ): Promise<void>;
+  /** Items in submission order from `fromSeq` (to publish from the cursor). */
+  readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]>;
+  /** Moves the submission cursor forward (never back). Returns the batch after the write. */
+  advanceCursor(batchId: string, cursor: number, now: number): Promise<Batch>;
+  /**
+   * All items received and published: `submitting` → `running` (total fixed). Returns false when
+   * the batch was not `submitting` (already running, blocked, final).
+   */
+  markSubmitted(batchId: string, total: number, now: number): Promise<boolean>;
+  /** Records that the client has sent every item (total known) without publishing yet (blocked batches). */
+  recordTotal(batchId: string, total: number, now: number): Promise<void>;
+
+  // --- items ---------------------------------------------------------------------------------
+  getItem(batchId: string, itemId: string): Promise<Item | null>;
+  listItems(
+    batchId: string,
+    opts: { status?: ItemStatus; limit: number; pageToken?: string },
+  ): Promise<Page<Item>>;
+  /** Takes the lease in one conditional transaction: attempt+1, owner, until = now + leaseMs (F6). */
+  leaseItem(
+    ref: ItemRef,
+    owner: string,
+    leaseMs: number,
+    maxAttempts: number,
+    now: number,
+  ): Promise<LeaseResult>;
+  /** Extends the lease, only for its holder. */
+  heartbeat(ref: ItemRef, owner: string, leaseMs: number, now: number): Promise<boolean>;
+  /** Checkpoints a finished step's output, only for the lease holder. */
+  checkpointStep(ref: ItemRef, owner: string, step: string, output: unknown, now: number): Promise<boolean>;
+  /** Result + `succeeded` in one transaction (F1); refused when the item is terminal or of another generation. */
+  completeItem(ref: ItemRef, owner: string, result: unknown, now: number): Promise<TransitionResult>;
+  /**
+   * Fails the item unless it is terminal. With `owner`, the caller must hold the lease (or it has
+   * lapsed); without, the item must not be under a live lease (dead-letter, reconciler).
+   */
+  failItem(ref: ItemRef, error: ItemError, now: number, opts?: { owner?: string }): Promise<TransitionResult>;
+  /** Back to `pending` (transient error, shutdown), only for the lease holder. */
+  releaseItem(
+    ref: ItemRef,
+    owner: string,
+    lastError: ItemError | null,
+    now: number,
+  ): Promise<TransitionResult>;
+  /** Running items whose lease lapsed before `now` (collection-group query on status + leaseUntil). */
+  findExpiredLeases(now: number, limit: number): Promise<ItemRef[]>;
+  /** Expired lease → `pending` (attempts remain) or `failed(attempts_exhausted)`. */
+  redriveItem(ref: ItemRef, maxAttempts: number, now: number): Promise<RedriveResult>;
+  /** Pending items (of started batches) untouched since `before`: their doorbell may never have been published. */
+  findStalePending(before: number, limit: number): Promise<ItemRef[]>;
+  /** Marks pending items as just (re)published so the next sweep does not pick them again. */
+  touchPending(refs: ItemRef[], now: number): Promise<void>;
+
+  // --- progress and finalization ---------------------------------------------------------------
+  /** Derived counts by state (count() aggregations; no hot counter document). */
+  countItems(batchId: string): Promise<BatchCounts>;
+  countFailedByKind(batchId: string): Promise<Partial<Record<ErrorKind, number>>>;
+  /** "Anything left?" — one read: is any item pending or running? */
+  hasLiveItems(batchId: string): Promise<boolean>;
+  /** `running` → `finalizing` (or a stale `finalizing` re-claimed); exactly one caller wins. */
+  beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null>;
+  /** `finalizing` → the outcome (or `cancelled` when cancel was requested), with the summary. */
+  finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null>;
+  /** Succeeded items of one generation, paged, for the sink export. */
+  streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]>;
+
+  // --- dependencies and operator actions --------------------------------------------------------
+  /** `blocked` → `submitting` (the cursor then publishes the stored items). */
+  unblockBatch(batchId: string, now: number): Promise<boolean>;
+  /**
+   * Flags a non-final batch to end early: `cancelled` (operator) or `failed` (a failed dependency,
+   * an incomplete submission). Pending items are then swept; returns null when already final.
+   */
+  requestTermination(
+    batchId: string,
+    as: "cancelled" | "failed",
+    reason: string,
+    now: number,
+  ): Promise<Batch | null>;
+  /** Fails up to `limit` pending items of a cancelled batch as `failed(cancelled)`; returns how many. */
+  cancelPendingItems(batchId: string, reason: string, limit: number, now: number): Promise<number>;
+  /** Starts a new generation for a final batch with failed items: → `submitting`, generation+1. */
+  beginRetry(batchId: string, now: number): Promise<Batch>;
+  /** Moves up to `limit` failed items to `pending` in the batch's generation; returns their refs to publish. */
+  resetFailedItems(batchId: string, generation: number, limit: number, now: number): Promise<ItemRef[]>;
+  /** Ends a retry sweep: `submitting` → `running`. */
+  markRetrySubmitted(batchId: string, now: number): Promise<boolean>;
+
+  /** Operation counters for the benchmarks (DESIGN.md §9). */
+  readonly ops: LedgerOpCounts;
+}
+
+export interface WorkQueue {
+  /** Publishes one doorbell per item (batched). Resolves when every message is accepted. */
+  publish(refs: ItemRef[]): Promise<void>;
+  readonly published: number;
+}
+
+export interface ExportResult {
+  exportId: string;
+  rows: number;
+}
+
+export interface ResultSink {
+  /**
+   * Exports the succeeded results of one batch generation. Idempotent: running the same export
+   * again leaves exactly one row per item.
+   */
+  exportBatch(batchId: string, generation: number, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult>;
+  /** Rows currently in the sink for the batch (for the invariant checker). */
+  countRows(batchId: string): Promise<number>;
+  readonly operations: number;
+  close(): Promise<void>;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
