@@ -140,6 +140,12 @@ export interface Ledger {
   /** Derived counts by state (count() aggregations; no hot counter document). */
   countItems(batchId: string): Promise<BatchCounts>;
   countFailedByKind(batchId: string): Promise<Partial<Record<ErrorKind, number>>>;
+  /**
+   * Items that became terminal in each interval [edges[i], edges[i+1]) (by `finishedAt`): one
+   * count() aggregation per interval, so the dashboard's completion chart stays bounded at any
+   * batch size. Returns edges.length - 1 counts.
+   */
+  countFinishedBetween(batchId: string, edges: number[]): Promise<number[]>;
   /** "Anything left?" — one read: is any item pending or running? */
   hasLiveItems(batchId: string): Promise<boolean>;
   /** `running` → `finalizing` (or a stale `finalizing` re-claimed); exactly one caller wins. */
