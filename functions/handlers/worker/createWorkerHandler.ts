@@ -1,0 +1,466 @@
+// The worker (DESIGN.md §2.2, §2.5, §3): a Functions Framework HTTP function receiving Pub/Sub push
+// deliveries of doorbells {batchId, itemId, generation}. Per delivery:
+//   verify the OIDC token (when configured) → decode (poison → acknowledge) → lease the item in one
+//   conditional transaction (F6) → run its steps from the first unfinished one → complete (result
+//   + succeeded in one write, F1) → "anything left?" (one read) → finalize when this was the last
+//   → 2xx.
+// Permanent errors fail the item at once and acknowledge (F11). Transient errors release the lease
+// with the error recorded and answer 5xx so Pub/Sub redelivers after the subscription's backoff;
+// at the ledger's last attempt the item fails instead and the delivery is acknowledged (F10).
+// Shutdown aborts running steps, releases their leases and answers their deliveries 503 (F9).
+//
+// Per delivery the work is constant (F8): with a warm batch cache, 1 read + 1 write to lease,
+// 1 read + 1 write to complete, 1 read for the "anything left?" check — nothing scans the queue or
+// the batch. A pipeline name is read from the batch once per batch per instance (cached).
+
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { hostname } from "node:os";
+import type { Request, Response } from "@google-cloud/functions-framework";
+import {
+  type CertificateSource,
+  createOidcVerifier,
+  OidcVerificationError,
+  type OidcVerifier,
+  parseAllowedEmails,
+} from "../../auth/oidc";
+import { type FinalizeDeps, settleBatch } from "../../core/finalizeBatch";
+import { type Logger, traceField } from "../../core/logger";
+import type { ItemError } from "../../core/model";
+import type { ItemRef } from "../../core/ports";
+import type { PipelineDefinition } from "../../pipelines/definePipeline";
+import { getPipeline } from "../../pipelines/registry";
+import { errorMessage, type RunOutcome, runItem } from "../../pipelines/runItem";
+import type { TallyDeps } from "../../runtime";
+import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "./pushDelivery";
+
+export type WorkerDeps = Pick<TallyDeps, "config" | "ledger" | "queue" | "sink" | "clock" | "log">;
+
+export interface WorkerHandlerOptions {
+  /** Pipeline lookup; the registry by default (tests register their own pipelines here). */
+  // biome-ignore lint/suspicious/noExplicitAny: pipelines differ in payload type; each validates its own.
+  pipelines?: (name: string) => PipelineDefinition<any> | undefined;
+  /** Names this worker instance in lease owners; defaults to host and pid. */
+  instanceId?: string;
+  /** Certificates for OIDC verification (default: Google's); tests inject a local key pair's. */
+  oidcCertificates?: CertificateSource;
+  /** How long `shutdown()` waits for running deliveries to release their items. */
+  shutdownTimeoutMs?: number;
+  /** Batches whose pipeline name is remembered (a batch's pipeline never changes). */
+  batchCacheSize?: number;
+}
+
+export interface WorkerStats {
+  deliveries: number;
+  succeeded: number;
+  failed: number;
+  /** Leases released after a transient error (answered 5xx for redelivery). */
+  released: number;
+  /** Deliveries acknowledged without work (item terminal or leased by a live holder). */
+  skipped: number;
+  poison: number;
+  /** Deliveries stopped by shutdown or a lost lease (answered 503). */
+  interrupted: number;
+  unauthenticated: number;
+}
+
+export interface WorkerHandler {
+  (req: Request, res: Response): Promise<void>;
+  /** Stops accepting deliveries, aborts running steps, releases their leases; resolves when answered. */
+  shutdown(): Promise<void>;
+  readonly stats: WorkerStats;
+  /** Requests being handled right now. */
+  readonly inFlight: number;
+}
+
+interface Reply {
+  status: number;
+  body: unknown;
+}
+const ack = (outcome: string, fields: Record<string, unknown> = {}): Reply => ({
+  status: 200,
+  body: { acknowledged: true, outcome, ...fields },
+});
+const errorReply = (status: number, code: string, message: string, details?: unknown): Reply => ({
+  status,
+  body: { error: { code, message, ...(details === undefined ? {} : { details }) } },
+});
+
+export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions = {}): WorkerHandler {
+  const { config, ledger, clock } = deps;
+  const { delivery: settings, reconcile } = config.topology;
+  const log = deps.log.child({ component: "worker" });
+  const lookupPipeline = opts.pipelines ?? getPipeline;
+  const instanceId = opts.instanceId ?? `${hostname()}/${process.pid}`;
+  const leaseMs = settings.leaseSeconds * 1000;
+  // The item must finish and complete inside the push request (the ack deadline bounds it too).
+  const requestMs = settings.workerTimeoutSeconds * 1000;
+  const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
+  const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
+  const finalizeDeps: FinalizeDeps = {
+    ledger,
+    sink: deps.sink,
+    clock,
+    log,
+    staleFinalizingMs: reconcile.staleFinalizingSeconds * 1000,
+  };
+
+  const verifier = buildVerifier(deps, opts);
+  const stats: WorkerStats = {
+    deliveries: 0,
+    succeeded: 0,
+    failed: 0,
+    released: 0,
+    skipped: 0,
+    poison: 0,
+    interrupted: 0,
+    unauthenticated: 0,
+  };
+  const shutdownController = new AbortController();
+  const inflight = new Set<Promise<void>>();
+
+  // batchId → pipeline name, least recently used first.
+  const batchCache = new Map<string, string>();
+  const cacheSize = opts.batchCacheSize ?? 1000;
+  async function pipelineNameOf(batchId: string): Promise<string | null> {
+    const cached = batchCache.get(batchId);
+    if (cached !== undefined) {
+      batchCache.delete(batchId);
+      batchCache.set(batchId, cached);
+      return cached;
+    }
+    const batch = await ledger.getBatch(batchId);
+    if (!batch) return null;
+    batchCache.set(batchId, batch.pipeline);
+    if (batchCache.size > cacheSize) batchCache.delete(batchCache.keys().next().value!);
+    return batch.pipeline;
+  }
+
+  async function settle(batchId: string, ilog: Logger): Promise<void> {
+    try {
+      await settleBatch(finalizeDeps, batchId);
+    } catch (err) {
+      // The item is terminal either way; the reconciler finalizes what slipped through.
+      ilog.error("batch.settle_failed", `finalization check failed: ${errorMessage(err)}`);
+    }
+  }
+
+  function poison(dlog: Logger, delivery: PushDelivery, reason: string): Reply {
+    stats.poison++;
+    dlog.error("message.poison", `poison message ${delivery.messageId} acknowledged: ${reason}`, {
+      reason,
+      attributes: delivery.attributes,
+      subscription: delivery.subscription,
+    });
+    return ack("poison", { reason });
+  }
+
+  async function handleDelivery(req: Request): Promise<Reply> {
+    const decoded = decodePushRequest(req.body, req.headers);
+    if (decoded.kind === "not_a_delivery")
+      return errorReply(
+        400,
+        "invalid_argument",
+        "the request is not a Pub/Sub push delivery",
+        decoded.problems,
+      );
+    const { delivery } = decoded;
+    stats.deliveries++;
+    const dlog = log.child({
+      messageId: delivery.messageId,
+      ...traceField(req.header("x-cloud-trace-context"), config.projectId),
+    });
+    const parsed = itemRefFromAttributes(delivery.attributes);
+    if (!parsed.ok) return poison(dlog, delivery, parsed.problems.join("; "));
+    const ref = parsed.ref;
+    const ilog = dlog.child({ batchId: ref.batchId, itemId: ref.itemId, generation: ref.generation });
+
+    const pipelineName = await pipelineNameOf(ref.batchId);
+    if (pipelineName === null) return poison(ilog, delivery, `unknown batch ${ref.batchId}`);
+    const pipeline = lookupPipeline(pipelineName);
+    const maxAttempts = pipeline?.maxAttempts ?? settings.maxItemAttempts;
+    const owner = `${instanceId}/${randomUUID().slice(0, 8)}`;
+
+    const lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    if (lease.kind === "skip") {
+      if (lease.reason === "not_found")
+        return poison(ilog, delivery, `unknown item ${ref.itemId} in batch ${ref.batchId}`);
+      stats.skipped++;
+      ilog.info("item.idempotent_skip", `delivery skipped: ${lease.reason}`, {
+        reason: lease.reason,
+        status: lease.item?.status,
+      });
+      return ack("skipped", { reason: lease.reason });
+    }
+    if (lease.kind === "exhausted") {
+      stats.failed++;
+      ilog.warn("item.failed", `item failed: ${lease.item.error?.message}`, {
+        kind: "attempts_exhausted",
+        attempt: lease.item.attempt,
+      });
+      await settle(ref.batchId, ilog);
+      return ack("failed", { kind: "attempts_exhausted" });
+    }
+
+    const item = lease.item;
+    ilog.info("item.leased", `item leased (attempt ${item.attempt} of ${maxAttempts})`, {
+      attempt: item.attempt,
+      pipeline: pipelineName,
+      deliveryAttempt: delivery.deliveryAttempt,
+    });
+    const startedAt = clock.now();
+    const outcome: RunOutcome = pipeline
+      ? await runItem({
+          pipeline,
+          item,
+          ref,
+          owner,
+          ledger,
+          clock,
+          log: ilog,
+          leaseMs,
+          itemTimeoutMs: Math.min(pipeline.timeoutSeconds * 1000, itemBudgetMs),
+          shutdown: shutdownController.signal,
+        })
+      : {
+          // A pipeline this worker does not know (a deploy in progress?): retried, not failed at once.
+          kind: "failed",
+          errorClass: "transient",
+          message: `pipeline ${pipelineName} is not registered in this worker`,
+          step: null,
+        };
+    return settleOutcome(ref, owner, item.attempt, maxAttempts, outcome, startedAt, ilog);
+  }
+
+  async function settleOutcome(
+    ref: ItemRef,
+    owner: string,
+    attempt: number,
+    maxAttempts: number,
+    outcome: RunOutcome,
+    startedAt: number,
+    ilog: Logger,
+  ): Promise<Reply> {
+    const fields = { attempt, durationMs: clock.now() - startedAt };
+    if (outcome.kind === "completed") {
+      let completed: Awaited<ReturnType<typeof ledger.completeItem>>;
+      try {
+        completed = await ledger.completeItem(ref, owner, outcome.result, clock.now());
+      } catch (err) {
+        // No completion signal exists apart from this write (F1): retry the item.
+        return retryOrFail(ref, owner, attempt, maxAttempts, {
+          errorClass: "transient",
+          message: `the completion write failed: ${errorMessage(err)}`,
+          ilog,
+          fields,
+        });
+      }
+      if (completed.kind === "skip") {
+        stats.skipped++;
+        ilog.info("item.idempotent_skip", `result discarded: ${completed.reason}`, {
+          reason: completed.reason,
+          ...fields,
+        });
+        return ack("skipped", { reason: completed.reason });
+      }
+      stats.succeeded++;
+      ilog.info("item.succeeded", "item succeeded", { ...fields, stepsRun: outcome.stepsRun });
+      await settle(ref.batchId, ilog);
+      return ack("succeeded");
+    }
+    if (outcome.kind === "interrupted") {
+      stats.interrupted++;
+      if (outcome.reason === "lease_lost") {
+        // Someone else owns the item now; a redelivery finds it leased or terminal and skips.
+        ilog.warn("item.lease_lost", `delivery stopped: ${outcome.message}`, {
+          step: outcome.step,
+          ...fields,
+        });
+        return errorReply(503, "lease_lost", outcome.message);
+      }
+      const released = await releaseQuietly(
+        ref,
+        owner,
+        {
+          kind: "transient",
+          message: `interrupted at ${outcome.step ? `step ${outcome.step}` : "start"}: the worker shut down`,
+        },
+        ilog,
+      );
+      ilog.warn("item.released", "item released: the worker is shutting down", {
+        reason: "shutdown",
+        step: outcome.step,
+        released,
+        ...fields,
+      });
+      return errorReply(
+        503,
+        "shutting_down",
+        "the worker is shutting down; the item was released for redelivery",
+      );
+    }
+    if (outcome.errorClass === "permanent")
+      return failNow(ref, owner, { kind: "permanent", message: outcome.message }, ilog, fields);
+    return retryOrFail(ref, owner, attempt, maxAttempts, {
+      errorClass: outcome.errorClass,
+      message: outcome.message,
+      ilog,
+      fields,
+    });
+  }
+
+  async function failNow(
+    ref: ItemRef,
+    owner: string,
+    error: ItemError,
+    ilog: Logger,
+    fields: Record<string, unknown>,
+  ): Promise<Reply> {
+    const failed = await ledger.failItem(ref, error, clock.now(), { owner });
+    if (failed.kind === "skip") {
+      stats.skipped++;
+      ilog.info("item.idempotent_skip", `failure not recorded: ${failed.reason}`, {
+        reason: failed.reason,
+        ...fields,
+      });
+      return ack("skipped", { reason: failed.reason });
+    }
+    stats.failed++;
+    ilog.warn("item.failed", `item failed (${error.kind}): ${error.message}`, {
+      kind: error.kind,
+      ...fields,
+    });
+    await settle(ref.batchId, ilog);
+    return ack("failed", { kind: error.kind });
+  }
+
+  async function retryOrFail(
+    ref: ItemRef,
+    owner: string,
+    attempt: number,
+    maxAttempts: number,
+    f: {
+      errorClass: "transient" | "timeout";
+      message: string;
+      ilog: Logger;
+      fields: Record<string, unknown>;
+    },
+  ): Promise<Reply> {
+    const kind = f.errorClass === "timeout" ? "timeout" : "transient";
+    if (attempt >= maxAttempts) {
+      const error: ItemError =
+        kind === "timeout"
+          ? { kind: "timeout", message: `${f.message} (attempt ${attempt} of ${maxAttempts})` }
+          : {
+              kind: "attempts_exhausted",
+              message: `${attempt} attempts used (maximum ${maxAttempts}); last error: ${f.message}`,
+            };
+      return failNow(ref, owner, error, f.ilog, f.fields);
+    }
+    const released = await releaseQuietly(ref, owner, { kind, message: f.message }, f.ilog);
+    stats.released++;
+    f.ilog.warn("item.released", `attempt ${attempt} failed (${kind}), redelivery expected: ${f.message}`, {
+      kind,
+      released,
+      ...f.fields,
+    });
+    return errorReply(500, kind === "timeout" ? "timeout" : "transient_failure", f.message, {
+      attempt,
+      maxAttempts,
+    });
+  }
+
+  /** Releases the lease; a failure only delays the item until its lease expires (the reconciler redrives it). */
+  async function releaseQuietly(
+    ref: ItemRef,
+    owner: string,
+    lastError: ItemError,
+    ilog: Logger,
+  ): Promise<boolean> {
+    try {
+      return (await ledger.releaseItem(ref, owner, lastError, clock.now())).kind === "done";
+    } catch (err) {
+      ilog.error("item.release_failed", `could not release the lease: ${errorMessage(err)}`);
+      return false;
+    }
+  }
+
+  async function authenticate(req: Request): Promise<Reply | null> {
+    if (!verifier) return null;
+    try {
+      await verifier(req.header("authorization"));
+      return null;
+    } catch (err) {
+      stats.unauthenticated++;
+      const reason = err instanceof OidcVerificationError ? err.reason : "verification_failed";
+      log.warn("auth.rejected", `request refused: ${errorMessage(err)}`, { reason });
+      return errorReply(401, "unauthenticated", errorMessage(err), [
+        { path: "authorization", problem: reason },
+      ]);
+    }
+  }
+
+  const handler = (async (req: Request, res: Response) => {
+    if (shutdownController.signal.aborted) {
+      send(res, errorReply(503, "shutting_down", "the worker is shutting down"));
+      return;
+    }
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => {
+      finished = resolve;
+    });
+    inflight.add(done);
+    try {
+      const reply =
+        req.method !== "POST"
+          ? errorReply(405, "method_not_allowed", `the worker accepts POST (Pub/Sub push), not ${req.method}`)
+          : ((await authenticate(req)) ?? (await handleDelivery(req)));
+      send(res, reply);
+    } catch (err) {
+      // A ledger error before the item was leased or after it settled: ask for redelivery.
+      log.error("worker.error", `delivery failed: ${errorMessage(err)}`, {
+        stack: err instanceof Error ? err.stack : undefined,
+      });
+      if (!res.headersSent) send(res, errorReply(500, "internal", errorMessage(err)));
+    } finally {
+      // Shutdown waits for the answer to reach the socket, not just for the handler to return.
+      if (!res.writableFinished && !res.destroyed)
+        await Promise.race([once(res, "finish"), once(res, "close")]).catch(() => {});
+      inflight.delete(done);
+      finished();
+    }
+  }) as WorkerHandler;
+
+  Object.defineProperty(handler, "stats", { value: stats });
+  Object.defineProperty(handler, "inFlight", { get: () => inflight.size });
+  handler.shutdown = async () => {
+    if (!shutdownController.signal.aborted) {
+      log.info("worker.shutdown", `shutting down: ${inflight.size} deliveries in flight`, {
+        inFlight: inflight.size,
+      });
+      shutdownController.abort();
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, shutdownTimeoutMs);
+    });
+    await Promise.race([Promise.allSettled([...inflight]), deadline]);
+    clearTimeout(timer);
+  };
+  return handler;
+}
+
+function send(res: Response, reply: Reply): void {
+  res.status(reply.status).json(reply.body);
+}
+
+function buildVerifier(deps: WorkerDeps, opts: WorkerHandlerOptions): OidcVerifier | null {
+  const audience = deps.config.env.TALLY_OIDC_AUDIENCE;
+  if (!audience) return null;
+  const allowedEmails = parseAllowedEmails(deps.config.env.TALLY_OIDC_SERVICE_ACCOUNT);
+  if (allowedEmails.length === 0)
+    throw new Error(
+      "TALLY_OIDC_AUDIENCE is set but TALLY_OIDC_SERVICE_ACCOUNT is not: name the push subscription's service account",
+    );
+  return createOidcVerifier({ audience, allowedEmails, certificates: opts.oidcCertificates });
+}

@@ -1,0 +1,261 @@
+// The step runner (DESIGN.md §2.2): runs a leased item's steps from the first unfinished one,
+// checkpointing each finished step on the item so a redelivery resumes where this one stopped.
+// The last step is not checkpointed: its output becomes the result, which the completion writes
+// together with `succeeded` (F1) — one write per item saved.
+//
+// Every step gets an AbortSignal that fires on its own timeout, the item's timeout, the worker's
+// shutdown, or the loss of the lease; the runner stops waiting for a step as soon as its signal
+// fires, even if the step ignores it. Errors are classified here (F11): PermanentError or the
+// pipeline's classifyError → permanent; timeouts → transient of kind `timeout`; anything else →
+// transient. The caller (the worker handler) turns the outcome into ledger transitions.
+import { PermanentError } from "../core/errors";
+import { jsonSize, limits } from "../core/limits";
+import type { Logger } from "../core/logger";
+import type { Item } from "../core/model";
+import type { Clock, ItemRef, Ledger } from "../core/ports";
+import type { ErrorClass, PipelineDefinition, StepContext, StepDefinition } from "./definePipeline";
+import { LeaseKeeper } from "./leaseKeeper";
+
+export type InterruptReason = "timeout" | "shutdown" | "lease_lost";
+
+/** The reason a run's signal fired. */
+export class RunInterrupted extends Error {
+  constructor(
+    readonly reason: InterruptReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = "RunInterrupted";
+  }
+}
+
+export type RunOutcome =
+  | { kind: "completed"; result: unknown; stepsRun: string[] }
+  /** `timeout` is a transient failure that ends as kind `timeout` after the last attempt. */
+  | { kind: "failed"; errorClass: ErrorClass | "timeout"; message: string; step: string | null }
+  /** Shutdown or a lost lease: the item must not be failed for it. */
+  | { kind: "interrupted"; reason: "shutdown" | "lease_lost"; message: string; step: string | null };
+
+export interface RunItemInput {
+  // biome-ignore lint/suspicious/noExplicitAny: the registry holds pipelines of every payload type.
+  pipeline: PipelineDefinition<any>;
+  /** The item as leased by this delivery (its `steps` hold the checkpoints of earlier attempts). */
+  item: Item;
+  ref: ItemRef;
+  owner: string;
+  ledger: Ledger;
+  clock: Clock;
+  log: Logger;
+  leaseMs: number;
+  /** The item's timeout for this attempt (the pipeline's, capped by the worker's request timeout). */
+  itemTimeoutMs: number;
+  /** Fired when the worker shuts down. */
+  shutdown: AbortSignal;
+  /** Receives the lease keeper (tests and op counters read its heartbeat count). */
+  onLeaseKeeper?: (keeper: LeaseKeeper) => void;
+}
+
+const maxMessageLength = 1000;
+export function errorMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message || err.name : String(err);
+  return text.length > maxMessageLength ? `${text.slice(0, maxMessageLength)}…` : text;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: see RunItemInput.pipeline
+export function classifyError(pipeline: PipelineDefinition<any>, err: unknown): ErrorClass {
+  // Checked by name as well: a PermanentError from another copy of the module is still permanent.
+  if (err instanceof PermanentError || (err instanceof Error && err.name === "PermanentError"))
+    return "permanent";
+  if (!pipeline.classifyError) return "transient";
+  try {
+    return pipeline.classifyError(err) === "permanent" ? "permanent" : "transient";
+  } catch {
+    return "transient";
+  }
+}
+
+/** Steps this payload runs (a step's `when` may leave it out). */
+// biome-ignore lint/suspicious/noExplicitAny: see RunItemInput.pipeline
+export function activeSteps(pipeline: PipelineDefinition<any>, payload: unknown): StepDefinition<any>[] {
+  return pipeline.steps.filter((s) => !s.when || s.when(payload));
+}
+
+function validatePayload(
+  // biome-ignore lint/suspicious/noExplicitAny: see RunItemInput.pipeline
+  pipeline: PipelineDefinition<any>,
+  payload: unknown,
+): { ok: true; payload: unknown } | { ok: false; message: string } {
+  if (!pipeline.payload) return { ok: true, payload };
+  const parsed = pipeline.payload.safeParse(payload);
+  if (parsed.success) return { ok: true, payload: parsed.data };
+  const problems = parsed.error.issues
+    .map((i) => `${i.path.length ? i.path.join(".") : "payload"}: ${i.message}`)
+    .join("; ");
+  return { ok: false, message: `the payload does not match pipeline ${pipeline.name}: ${problems}` };
+}
+
+/** Resolves when the signal fires (with its reason); never settles otherwise. */
+function whenAborted(signal: AbortSignal): { promise: Promise<never>; dispose(): void } {
+  let onAbort: () => void = () => {};
+  const promise = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  promise.catch(() => {});
+  return { promise, dispose: () => signal.removeEventListener("abort", onAbort) };
+}
+
+export async function runItem(input: RunItemInput): Promise<RunOutcome> {
+  const { pipeline, item, ref, owner, ledger, clock, log } = input;
+  const validated = validatePayload(pipeline, item.payload);
+  if (!validated.ok)
+    return { kind: "failed", errorClass: "permanent", message: validated.message, step: null };
+  const payload = validated.payload;
+
+  // One controller for the item: timeout, shutdown and a lost lease all abort it with a reason.
+  const itemController = new AbortController();
+  const interrupt = (reason: InterruptReason, message: string) => {
+    if (!itemController.signal.aborted) itemController.abort(new RunInterrupted(reason, message));
+  };
+  const itemTimer = setTimeout(
+    () => interrupt("timeout", `the item timed out after ${input.itemTimeoutMs} ms`),
+    input.itemTimeoutMs,
+  );
+  const onShutdown = () => interrupt("shutdown", "the worker is shutting down");
+  if (input.shutdown.aborted) onShutdown();
+  else input.shutdown.addEventListener("abort", onShutdown, { once: true });
+
+  const keeper = new LeaseKeeper({
+    ledger,
+    clock,
+    log,
+    ref,
+    owner,
+    leaseMs: input.leaseMs,
+    leaseUntil: item.lease?.until ?? clock.now() + input.leaseMs,
+    onLost: (message) => interrupt("lease_lost", message),
+  });
+  input.onLeaseKeeper?.(keeper);
+  keeper.start();
+
+  const steps = activeSteps(pipeline, payload);
+  const outputs: Record<string, unknown> = {};
+  const stepsRun: string[] = [];
+  let current: string | null = null;
+  try {
+    for (const [index, step] of steps.entries()) {
+      const checkpoint = item.steps[step.name];
+      if (checkpoint?.status === "succeeded") {
+        outputs[step.name] = checkpoint.output ?? null;
+        continue;
+      }
+      current = step.name;
+      const isLast = index === steps.length - 1;
+      const output = await runStep(step, payload, { ...outputs }, itemController.signal, input, keeper);
+      stepsRun.push(step.name);
+      if (!isLast) {
+        const size = jsonSize(output);
+        if (size > limits.maxStepOutputBytes)
+          throw new PermanentError(
+            `step ${step.name} returned ${size} bytes; a checkpointed step output may hold at most ${limits.maxStepOutputBytes}`,
+          );
+        if (itemController.signal.aborted) throw itemController.signal.reason;
+        const held = await ledger.checkpointStep(ref, owner, step.name, output ?? null, clock.now());
+        if (!held)
+          interrupt("lease_lost", `the checkpoint of step ${step.name} was refused: the lease is gone`);
+        if (itemController.signal.aborted) throw itemController.signal.reason;
+        log.debug("item.step_checkpointed", `step ${step.name} checkpointed`, { step: step.name });
+      }
+      outputs[step.name] = output ?? null;
+    }
+    current = null;
+    const last = steps[steps.length - 1];
+    const result = pipeline.result ? pipeline.result(outputs) : last ? outputs[last.name] : null;
+    const size = jsonSize(result);
+    if (size > limits.maxResultBytes)
+      throw new PermanentError(
+        `the result is ${size} bytes; an item's result may hold at most ${limits.maxResultBytes}`,
+      );
+    return { kind: "completed", result: result ?? null, stepsRun };
+  } catch (err) {
+    const signal = itemController.signal;
+    const interrupted =
+      err instanceof RunInterrupted
+        ? err
+        : signal.aborted && signal.reason instanceof RunInterrupted
+          ? signal.reason
+          : null;
+    if (interrupted) {
+      if (interrupted.reason === "timeout")
+        return { kind: "failed", errorClass: "timeout", message: interrupted.message, step: current };
+      return { kind: "interrupted", reason: interrupted.reason, message: interrupted.message, step: current };
+    }
+    const where = current ? `step ${current}: ` : "";
+    return {
+      kind: "failed",
+      errorClass: classifyError(pipeline, err),
+      message: `${where}${errorMessage(err)}`,
+      step: current,
+    };
+  } finally {
+    keeper.stop();
+    clearTimeout(itemTimer);
+    input.shutdown.removeEventListener("abort", onShutdown);
+  }
+}
+
+async function runStep(
+  // biome-ignore lint/suspicious/noExplicitAny: see RunItemInput.pipeline
+  step: StepDefinition<any>,
+  payload: unknown,
+  outputs: Record<string, unknown>,
+  itemSignal: AbortSignal,
+  input: RunItemInput,
+  keeper: LeaseKeeper,
+): Promise<unknown> {
+  if (itemSignal.aborted) throw itemSignal.reason;
+  // The step's own controller: its timeout, and whatever aborts the item.
+  const controller = new AbortController();
+  const forward = () => controller.abort(itemSignal.reason);
+  itemSignal.addEventListener("abort", forward, { once: true });
+  const stepTimer = step.timeoutSeconds
+    ? setTimeout(
+        () =>
+          controller.abort(
+            new RunInterrupted("timeout", `step ${step.name} timed out after ${step.timeoutSeconds} s`),
+          ),
+        step.timeoutSeconds * 1000,
+      )
+    : null;
+  const ctx: StepContext = {
+    signal: controller.signal,
+    attempt: input.item.attempt,
+    batchId: input.ref.batchId,
+    itemId: input.ref.itemId,
+    heartbeat: async () => {
+      if (!(await keeper.beat(true)))
+        throw controller.signal.aborted
+          ? controller.signal.reason
+          : new RunInterrupted("lease_lost", "lease lost");
+    },
+    log: input.log.child({ step: step.name }),
+  };
+  const aborted = whenAborted(controller.signal);
+  const running = Promise.resolve().then(() => step.run(payload, outputs, ctx));
+  // A step that ignores its signal keeps running in the background; its late outcome is dropped.
+  running.catch(() => {});
+  try {
+    return await Promise.race([running, aborted.promise]);
+  } catch (err) {
+    // Whatever the step threw after its signal fired (an AbortError, usually), the signal's
+    // reason says why it stopped.
+    if (controller.signal.aborted && controller.signal.reason instanceof RunInterrupted)
+      throw controller.signal.reason;
+    throw err;
+  } finally {
+    aborted.dispose();
+    if (stepTimer) clearTimeout(stepTimer);
+    itemSignal.removeEventListener("abort", forward);
+  }
+}
