@@ -260,7 +260,8 @@ export class FirestoreLedger implements Ledger {
     items: NewItem[],
     now: number,
     opts: { publishable: boolean },
-  ): Promise<void> {
+  ): Promise<{ alreadyExisting: string[] }> {
+    const alreadyExisting: string[] = [];
     if (items.length > 0) {
       // BulkWriter, not a transaction: a chunk of new documents needs no read. `create` makes the
       // write conditional on absence, so a re-submission racing the first one can never reset an
@@ -271,7 +272,10 @@ export class FirestoreLedger implements Ledger {
       const writer = this.db.bulkWriter({ throttling: false });
       const failures: Error[] = [];
       writer.onWriteError((err) => {
-        if (err.code === 6 /* ALREADY_EXISTS */) return false;
+        if (err.code === 6 /* ALREADY_EXISTS */) {
+          alreadyExisting.push(err.documentRef.id);
+          return false;
+        }
         if (err.failedAttempts < 10) return true;
         failures.push(err);
         return false;
@@ -319,6 +323,7 @@ export class FirestoreLedger implements Ledger {
         this.ops.writes++;
       }
     });
+    return { alreadyExisting };
   }
 
   async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {

@@ -75,14 +75,18 @@ export interface Ledger {
   // --- submission ----------------------------------------------------------------------------
   /** Items at positions `fromSeq…`; those already stored are returned (for comparison), never overwritten. */
   getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]>;
-  /** Stores new items (create-only: an existing item is left as it is) and moves `received` forward. */
+  /**
+   * Stores new items (create-only: an existing item is left as it is) and moves `received` forward.
+   * Returns the ids whose document already existed (a concurrent identical submission, or an id
+   * used twice in one stream: the coordinator tells them apart).
+   */
   appendItems(
     batchId: string,
     fromSeq: number,
     items: NewItem[],
     now: number,
     opts: { publishable: boolean },
-  ): Promise<void>;
+  ): Promise<{ alreadyExisting: string[] }>;
   /** Items in submission order from `fromSeq` (to publish from the cursor). */
   readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]>;
   /** Moves the submission cursor forward (never back). Returns the batch after the write. */
