@@ -3,7 +3,7 @@
 // running, so we kill the whole group), waits until each answers, and stops them. Used by the
 // test suite's global setup, the local stack, the chaos suite and the benchmarks.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 
@@ -137,6 +137,8 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Where the emulator's own output goes; by default it is kept in memory for error messages. */
   onOutput?: (line: string) => void;
+  /** More flags for `gcloud … start` (e.g. the Firestore emulator's `--import-data`). */
+  extraArgs?: string[];
 }
 
 async function startEmulator(name: "pubsub" | "firestore", opts: StartOptions): Promise<EmulatorHandle> {
@@ -148,6 +150,7 @@ async function startEmulator(name: "pubsub" | "firestore", opts: StartOptions): 
     name === "pubsub"
       ? ["beta", "emulators", "pubsub", "start", `--host-port=${host}`, `--data-dir=${dir}`, "--quiet"]
       : ["emulators", "firestore", "start", `--host-port=${host}`, "--quiet"];
+  args.push(...(opts.extraArgs ?? []));
   const child = spawn("gcloud", args, {
     detached: true, // its own process group, so the Java grandchild can be killed with it
     stdio: ["ignore", "pipe", "pipe"],
@@ -184,6 +187,8 @@ export interface Emulators {
   pubsubHost: string;
   firestoreHost: string;
   projectId: string;
+  /** The process-group leaders (`gcloud`) of both emulators. */
+  pids: { pubsub: number; firestore: number };
   stop(): Promise<void>;
 }
 
@@ -192,11 +197,17 @@ export async function startEmulators(opts: {
   dataDir: string;
   projectId?: string;
   onOutput?: (name: string, line: string) => void;
+  /** More flags for the Firestore emulator (e.g. `--import-data=…` to load an export). */
+  firestoreArgs?: string[];
 }): Promise<Emulators> {
   checkPrerequisites();
   const [ps, fs] = await Promise.allSettled([
     startPubsubEmulator({ dataDir: opts.dataDir, onOutput: (l) => opts.onOutput?.("pubsub", l) }),
-    startFirestoreEmulator({ dataDir: opts.dataDir, onOutput: (l) => opts.onOutput?.("firestore", l) }),
+    startFirestoreEmulator({
+      dataDir: opts.dataDir,
+      onOutput: (l) => opts.onOutput?.("firestore", l),
+      extraArgs: opts.firestoreArgs,
+    }),
   ]);
   if (ps.status === "rejected" || fs.status === "rejected") {
     if (ps.status === "fulfilled") await ps.value.stop();
@@ -207,6 +218,7 @@ export async function startEmulators(opts: {
     pubsubHost: ps.value.host,
     firestoreHost: fs.value.host,
     projectId: opts.projectId ?? "tally-local",
+    pids: { pubsub: ps.value.pid, firestore: fs.value.pid },
     stop: async () => {
       await Promise.all([ps.value.stop(), fs.value.stop()]);
     },
@@ -220,4 +232,27 @@ export async function clearFirestore(firestoreHost: string, projectId: string): 
     { method: "DELETE" },
   );
   if (!res.ok) throw new Error(`clearing the Firestore emulator failed: ${res.status} ${await res.text()}`);
+}
+
+/**
+ * Exports the Firestore emulator's data of one project into `dir` (which must exist); the emulator
+ * writes a timestamped folder there. Returns the path of its `.overall_export_metadata` file, which
+ * `--import-data` takes on the next start.
+ */
+export async function exportFirestore(
+  firestoreHost: string,
+  projectId: string,
+  dir: string,
+): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const before = new Set(readdirSync(dir));
+  const res = await fetch(`http://${firestoreHost}/emulator/v1/projects/${projectId}:export`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ database: `projects/${projectId}/databases/(default)`, export_directory: dir }),
+  });
+  if (!res.ok) throw new Error(`exporting the Firestore emulator failed: ${res.status} ${await res.text()}`);
+  const created = readdirSync(dir).find((d) => !before.has(d) && d.startsWith("firestore_export_"));
+  if (!created) throw new Error(`the Firestore emulator reported an export but wrote nothing under ${dir}`);
+  return join(dir, created, `${created}.overall_export_metadata`);
 }

@@ -1,0 +1,105 @@
+// Provisions the Pub/Sub topology on the emulator from the same `Topology` object the Pulumi program
+// declares its resources from (functions/topology.ts), so the local stack runs with the deployed
+// delivery settings: the work topic, its dead-letter topic, the worker push subscription (ack
+// deadline, retry policy, dead-letter policy, never-expiring) and the dead-letter push subscription
+// — a dead-letter topic without a subscription would lose messages. Push endpoints are the local
+// handlers; the emulator sends no OIDC token, so none is configured here.
+import type { PubSub, SubscriptionMetadata } from "@google-cloud/pubsub";
+import type { Topology } from "../functions/topology";
+
+export interface PushEndpoints {
+  /** The front door in front of the worker processes. */
+  worker: string;
+  /** The reconciler's dead-letter receiver (`…/dead-letter`). */
+  deadLetter: string;
+}
+
+export interface SubscriptionSpec {
+  name: string;
+  topic: string;
+  metadata: SubscriptionMetadata;
+}
+
+/** The two push subscriptions, as the Pulumi stack declares them, with local push endpoints. */
+export function subscriptionSpecs(
+  topology: Topology,
+  projectId: string,
+  endpoints: PushEndpoints,
+): SubscriptionSpec[] {
+  const d = topology.delivery;
+  // ttl unset inside a present expirationPolicy means "never expire" (Pulumi: `ttl: ""`); leaving
+  // the policy out would give the 31-day default.
+  const neverExpire = { ttl: null };
+  return [
+    {
+      name: topology.workSubscription,
+      topic: topology.workTopic,
+      metadata: {
+        pushConfig: { pushEndpoint: endpoints.worker },
+        ackDeadlineSeconds: d.ackDeadlineSeconds,
+        retryPolicy: {
+          minimumBackoff: { seconds: d.minimumBackoffSeconds },
+          maximumBackoff: { seconds: d.maximumBackoffSeconds },
+        },
+        deadLetterPolicy: {
+          deadLetterTopic: `projects/${projectId}/topics/${topology.deadLetterTopic}`,
+          maxDeliveryAttempts: d.maxDeliveryAttempts,
+        },
+        expirationPolicy: neverExpire,
+      },
+    },
+    {
+      name: topology.deadLetterSubscription,
+      topic: topology.deadLetterTopic,
+      metadata: {
+        pushConfig: { pushEndpoint: endpoints.deadLetter },
+        ackDeadlineSeconds: d.ackDeadlineSeconds,
+        retryPolicy: {
+          minimumBackoff: { seconds: d.minimumBackoffSeconds },
+          maximumBackoff: { seconds: d.maximumBackoffSeconds },
+        },
+        expirationPolicy: neverExpire,
+      },
+    },
+  ];
+}
+
+/** Creates both topics (idempotent). Done before the handlers start so the coordinator can publish. */
+export async function provisionTopics(pubsub: PubSub, topology: Topology): Promise<void> {
+  for (const name of [topology.workTopic, topology.deadLetterTopic]) {
+    const topic = pubsub.topic(name);
+    const [exists] = await topic.exists();
+    if (!exists) await alreadyExistsIsFine(topic.create());
+  }
+}
+
+/**
+ * Creates (or updates, when they exist) the push subscriptions. Done once the handlers answer:
+ * the emulator starts pushing as soon as a push subscription exists.
+ */
+export async function provisionSubscriptions(
+  pubsub: PubSub,
+  topology: Topology,
+  projectId: string,
+  endpoints: PushEndpoints,
+): Promise<void> {
+  await provisionTopics(pubsub, topology);
+  for (const spec of subscriptionSpecs(topology, projectId, endpoints)) {
+    const sub = pubsub.subscription(spec.name);
+    const [exists] = await sub.exists();
+    if (exists) {
+      // The emulator refuses to update expirationPolicy; it was set when the subscription was created.
+      const { expirationPolicy: _fixed, ...updatable } = spec.metadata;
+      await sub.setMetadata(updatable);
+    } else await alreadyExistsIsFine(pubsub.topic(spec.topic).createSubscription(spec.name, spec.metadata));
+  }
+}
+
+async function alreadyExistsIsFine(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    // gRPC ALREADY_EXISTS: someone else created it between our check and our create.
+    if ((err as { code?: number }).code !== 6) throw err;
+  }
+}
