@@ -1,7 +1,9 @@
 // Chooses the result sink from the configuration: DuckDB (the local default, one file under the
-// local data folder) or BigQuery (the deployed stack's results table).
+// local data folder) or BigQuery (the deployed stack's partitioned, clustered results table).
+import { BigQuery } from "@google-cloud/bigquery";
 import type { TallyConfig } from "../config";
 import type { ResultSink } from "../core/ports";
+import { BigQueryResultSink, GoogleBigQueryJobsClient } from "./bigqueryResultSink";
 import { DuckDBResultSink } from "./duckdbResultSink";
 
 export async function createResultSink(config: TallyConfig): Promise<ResultSink> {
@@ -9,8 +11,15 @@ export async function createResultSink(config: TallyConfig): Promise<ResultSink>
   switch (env.TALLY_SINK) {
     case "duckdb":
       return new DuckDBResultSink(env.TALLY_DUCKDB_PATH);
-    case "bigquery":
-      // Replaced by the BigQuery adapter in the next commit of the sinks work (issue #5).
-      throw new Error("TALLY_SINK=bigquery: the BigQuery result sink is not available in this build yet");
+    case "bigquery": {
+      const location = env.TALLY_BIGQUERY_LOCATION;
+      const bigquery = new BigQuery({ projectId: config.projectId, location });
+      return new BigQueryResultSink(new GoogleBigQueryJobsClient(bigquery), {
+        projectId: config.projectId,
+        datasetId: env.TALLY_BIGQUERY_DATASET,
+        tableId: config.topology.resultsTable,
+        location,
+      });
+    }
   }
 }

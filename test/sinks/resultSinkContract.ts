@@ -18,8 +18,16 @@ export interface SinkUnderTest {
 
 const byItem = (a: ResultRow, b: ResultRow) => a.itemId.localeCompare(b.itemId);
 
-export function runResultSinkContract(name: string, makeSink: () => Promise<SinkUnderTest>): void {
-  describe(`ResultSink contract: ${name}`, () => {
+/** With `skip`, the suite is reported as skipped and the reason is part of its name in the output. */
+export function runResultSinkContract(
+  name: string,
+  makeSink: () => Promise<SinkUnderTest>,
+  opts: { skip?: string } = {},
+): void {
+  const title = opts.skip
+    ? `ResultSink contract: ${name} (skipped: ${opts.skip})`
+    : `ResultSink contract: ${name}`;
+  describe.skipIf(Boolean(opts.skip))(title, () => {
     let t: SinkUnderTest;
     const batch = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
 
