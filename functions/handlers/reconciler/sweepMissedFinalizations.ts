@@ -1,0 +1,69 @@
+// The safety net under event-driven finalization (F3, F5): a worker that made a batch's last item
+// terminal normally finalizes it within seconds; this catches what slipped through — a finalizer
+// that died before claiming (batch still `running` with nothing live), one that died mid-export
+// (`finalizing` for longer than staleFinalizingSeconds: re-claimed and re-run, the export being
+// idempotent), and batches flagged to end early whose pending items must still be swept.
+import { finalizeBatch } from "../../core/finalizeBatch";
+import { mapLimited } from "./mapLimited";
+import { type ReconcileContext, settleFromTick } from "./reconcileContext";
+import { sweepTerminatedBatch } from "./terminateBatch";
+
+export interface FinalizationSummary {
+  /** `running` batches checked for "anything left?". */
+  running: number;
+  /** Stale `finalizing` claims re-run. */
+  staleFinalizing: number;
+  /** Pending items failed in batches flagged to end early. */
+  itemsSwept: number;
+}
+
+const sweep = "finalizations";
+
+export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<FinalizationSummary> {
+  const { ledger, config } = ctx.deps;
+  const summary: FinalizationSummary = { running: 0, staleFinalizing: 0, itemsSwept: 0 };
+
+  // Every running batch, newest first, paged: a batch's progressAt does not move while it runs,
+  // so an oldest-first query of one page would look at the same batches forever.
+  let pageToken: string | undefined;
+  for (let page = 0; ; page++) {
+    if (page >= ctx.maxPagesPerSweep) {
+      ctx.moreWork = true;
+      break;
+    }
+    const { entries, nextPageToken } = await ledger.listBatches({
+      status: "running",
+      limit: ctx.pageSize,
+      pageToken,
+    });
+    summary.running += entries.length;
+    await mapLimited(entries, ctx.concurrency, (batch) =>
+      ctx.guard({ sweep, batchId: batch.batchId }, async () => {
+        if (batch.terminateAs) summary.itemsSwept += (await sweepTerminatedBatch(ctx, batch)).swept;
+        else await settleFromTick(ctx, batch.batchId);
+      }),
+    );
+    if (!nextPageToken) break;
+    pageToken = nextPageToken;
+  }
+
+  const staleMs = config.topology.reconcile.staleFinalizingSeconds * 1000;
+  const stale = await ledger.findBatches({
+    status: "finalizing",
+    progressBefore: ctx.startedAt - staleMs,
+    limit: ctx.pageSize,
+  });
+  if (stale.length === ctx.pageSize) ctx.moreWork = true;
+  await mapLimited(stale, ctx.concurrency, (batch) =>
+    ctx.guard({ sweep, batchId: batch.batchId }, async () => {
+      ctx.log.warn("batch.finalization_reclaimed", `batch ${batch.batchId}: stale finalizing claim re-run`, {
+        batchId: batch.batchId,
+        finalizingAt: batch.finalizingAt,
+      });
+      summary.staleFinalizing++;
+      const finished = await finalizeBatch(ctx.finalizeDeps, batch.batchId);
+      if (finished) ctx.finalized.push(batch.batchId);
+    }),
+  );
+  return summary;
+}

@@ -1,0 +1,98 @@
+// Vanished workers (F5, F9): an item whose lease lapsed is back in play within the lease plus one
+// reconciler tick, and fails `attempts_exhausted` once the ledger's attempts are used up.
+import { afterEach, describe, expect, it } from "vitest";
+import { waitFor } from "../support/cloud";
+import { type ReconcilerHarness, startReconcilerHarness } from "./support/reconcilerHarness";
+
+let h: ReconcilerHarness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+describe("expired leases", () => {
+  it("redrives a vanished worker's item within lease + one tick, with a new doorbell", async () => {
+    h = await startReconcilerHarness({ env: { TALLY_LEASE_SECONDS: "1" } });
+    const harness = h;
+    await h.createBatch("b1", 2);
+    const leaseMs = h.config.topology.delivery.leaseSeconds * 1000;
+    const tickMs = 500;
+    // One tick on this 2-core machine (with other suites running) takes well under this.
+    const tickAllowanceMs = 2_000;
+    const ref = { batchId: "b1", itemId: "i0", generation: 1 };
+    const leasedAt = Date.now();
+    expect((await h.ledger.leaseItem(ref, "vanished-worker", leaseMs, 5, leasedAt)).kind).toBe("leased");
+
+    // The local scheduler: a tick every tickMs, never overlapping.
+    let stop = false;
+    const summaries: Array<{ expiredLeases: { redriven: number } }> = [];
+    const scheduler = (async () => {
+      while (!stop) {
+        const started = Date.now();
+        const r = await harness.tick();
+        expect(r.status).toBe(200);
+        summaries.push(r.body);
+        await new Promise((res) => setTimeout(res, Math.max(0, tickMs - (Date.now() - started))));
+      }
+    })();
+    try {
+      await waitFor(
+        "the redriven item's doorbell",
+        async () =>
+          harness.doorbells.some((d) => d.itemId === "i0" && d.at > leasedAt) &&
+          (await harness.ledger.getItem("b1", "i0"))?.status === "pending",
+        15_000,
+        20,
+      );
+    } finally {
+      stop = true;
+      await scheduler;
+    }
+    const doorbell = h.doorbells.find((d) => d.itemId === "i0")!;
+    const elapsed = doorbell.at - leasedAt;
+    const bound = leaseMs + tickMs + tickAllowanceMs;
+    console.log(
+      `redriven after ${elapsed} ms (bound: lease ${leaseMs} + tick ${tickMs} + ${tickAllowanceMs})`,
+    );
+    expect(elapsed).toBeLessThanOrEqual(bound);
+    expect(elapsed).toBeGreaterThanOrEqual(leaseMs); // never before the lease lapsed
+
+    const item = await h.ledger.getItem("b1", "i0");
+    expect(item).toMatchObject({ status: "pending", attempt: 1, lease: null });
+    expect(item?.lastError?.kind).toBe("timeout");
+    expect(summaries.reduce((n, s) => n + s.expiredLeases.redriven, 0)).toBe(1);
+    expect(h.logs.filter((l) => l.event === "item.redriven" && l.itemId === "i0")).toHaveLength(1);
+    // The other item was never touched.
+    expect((await h.ledger.getItem("b1", "i1"))?.status).toBe("pending");
+  });
+
+  it("fails the item attempts_exhausted at the maximum, and the batch still finalizes", async () => {
+    h = await startReconcilerHarness({ env: { TALLY_MAX_ITEM_ATTEMPTS: "2" } });
+    await h.createBatch("b2", 1);
+    const ref = { batchId: "b2", itemId: "i0", generation: 1 };
+    // Two deliveries that each took the lease and vanished; leases already lapsed.
+    expect((await h.ledger.leaseItem(ref, "w1", 1, 5, Date.now() - 10_000)).kind).toBe("leased");
+    const first = await h.tick();
+    expect(first.status).toBe(200);
+    expect(first.body.expiredLeases).toMatchObject({ found: 1, redriven: 1, exhausted: 0 });
+    await h.waitForDoorbells("b2", ["i0"]);
+
+    expect((await h.ledger.leaseItem(ref, "w2", 1, 5, Date.now() - 10_000)).kind).toBe("leased");
+    const second = await h.tick();
+    expect(second.body.expiredLeases).toMatchObject({ found: 1, redriven: 0, exhausted: 1 });
+    const item = await h.ledger.getItem("b2", "i0");
+    expect(item?.status).toBe("failed");
+    expect(item?.error?.kind).toBe("attempts_exhausted");
+    expect(item?.error?.message).toMatch(/attempt 2 of 2/);
+    // The exhausted item was the batch's last live one: finalized in the same tick.
+    expect(second.body.finalized).toBe(1);
+    const batch = await h.ledger.getBatch("b2");
+    expect(batch?.status).toBe("failed");
+    expect(batch?.summary?.failedByKind).toEqual({ attempts_exhausted: 1 });
+
+    // A further tick finds nothing.
+    const third = await h.tick();
+    expect(third.body.expiredLeases).toMatchObject({ found: 0, redriven: 0, exhausted: 0 });
+    expect(third.body.finalized).toBe(0);
+  });
+});
