@@ -275,8 +275,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
  */
 function prepareDataDir(dir: string, persist: boolean): string {
   if (existsSync(dir)) {
-    const entries = readdirSync(dir);
-    if (entries.length > 0 && !entries.includes(dataMarker))
+    if (!isStackDataDir(dir))
       throw new UsageError(
         `--data ${dir} is not empty and was not created by the Tally local stack; choose another folder`,
       );
@@ -288,6 +287,13 @@ function prepareDataDir(dir: string, persist: boolean): string {
     "Created by the Tally local stack (npm start). Wiped on the next start unless --persist.\n",
   );
   return dir;
+}
+
+/** Empty, marked as ours, or holding only folders marked as ours (e.g. `.tally/demo`). */
+function isStackDataDir(dir: string): boolean {
+  const entries = readdirSync(dir, { withFileTypes: true });
+  if (entries.some((e) => e.name === dataMarker)) return true;
+  return entries.every((e) => e.isDirectory() && existsSync(join(dir, e.name, dataMarker)));
 }
 
 function latestFirestoreExport(dir: string): string | null {
