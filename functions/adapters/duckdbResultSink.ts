@@ -77,7 +77,10 @@ export class DuckDBResultSink implements ResultSink {
           `CREATE TABLE staging (batch_id VARCHAR, item_id VARCHAR, generation INTEGER,
              result VARCHAR, finished_at_ms BIGINT, attempts INTEGER)`,
         );
-        const staged = await stageRows(conn, batchId, generation, rows);
+        await stageRows(conn, batchId, generation, rows);
+        // Rows the export writes: one per item (the ledger yields each item once; this holds even if not).
+        const distinct = await conn.runAndReadAll("SELECT count(DISTINCT item_id) FROM staging");
+        const staged = Number(distinct.getRows()[0]![0]);
         const exportedAtMs = Date.now();
         return await withFileLock(this.path, async () => {
           await mkdir(dirname(this.path), { recursive: true });
