@@ -60,3 +60,6 @@ export function sharedDeps(component: string): Promise<TallyDeps> {
   }
   return p;
 }
+
+/** What a handler needs: the ports and the configuration (tests build these on emulator clients). */
+export type HandlerDeps = Pick<TallyDeps, "config" | "ledger" | "queue" | "sink" | "clock" | "log">;
