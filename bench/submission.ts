@@ -1,0 +1,138 @@
+// Phase 1 — submission (DESIGN.md §9): items/s through the coordinator (real HTTP, one NDJSON
+// stream) into the ledger and onto the work topic, at each size, beside the raw limit measured in
+// the same run (bench/baselines/rawSubmission.ts); and the coordinator's peak RSS at each size,
+// read from /proc/PID/status (VmHWM) of the coordinator's own process — it must not grow with the
+// batch (F4).
+//
+// Conditions: each size runs on a fresh project of the shared emulators; the work topic has no
+// subscription in either run (messages are accepted and dropped by the emulator, the cheapest
+// publish it offers — the stricter comparison); the coordinator runs with the deployed code and
+// settings (500-item chunks, cursor at most once a second).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../functions/config";
+import { clearFirestore } from "../local/emulators";
+import { provisionTopics } from "../local/provisionTopology";
+import { measureRawSubmission, type RawSubmissionResult } from "./baselines/rawSubmission";
+import {
+  benchProjectId,
+  type EmulatorHosts,
+  emulatorEnv,
+  firestoreClient,
+  pubsubClient,
+} from "./support/clients";
+import { submitNdjson } from "./support/ndjsonSubmit";
+import { currentRss, trackPeakRss } from "./support/procStats";
+import type { Progress } from "./support/progress";
+import { perSecond, ratio } from "./support/stats";
+import { spawnTs } from "./support/tsChild";
+
+export interface SubmissionSize {
+  items: number;
+  tally: {
+    ms: number;
+    itemsPerSecond: number;
+    /** VmHWM of the coordinator process after the submission. */
+    peakRssMiB: number | null;
+    /** VmRSS of the idle coordinator before the submission. */
+    idleRssMiB: number | null;
+    status: number;
+    batchStatus: string | null;
+  };
+  raw: RawSubmissionResult;
+  /** Tally items/s ÷ raw limit items/s (target ≥ 0.8). */
+  ratio: number;
+}
+
+export interface SubmissionResult {
+  sizes: SubmissionSize[];
+  notes: string[];
+}
+
+const mib = (b: number | null) => (b === null ? null : Math.round((b / 2 ** 20) * 10) / 10);
+
+export async function runSubmission(opts: {
+  hosts: EmulatorHosts;
+  sizes: number[];
+  progress: Progress;
+}): Promise<SubmissionResult> {
+  const out: SubmissionSize[] = [];
+  for (const n of opts.sizes) {
+    const projectId = benchProjectId("submit");
+    const dataDir = mkdtempSync(join(tmpdir(), "tally-bench-coordinator-"));
+    const env = {
+      ...emulatorEnv(opts.hosts, projectId),
+      TALLY_PREFIX: "tally",
+      TALLY_DUCKDB_PATH: join(dataDir, "results.duckdb"),
+      TALLY_LOG_LEVEL: "WARNING",
+    };
+    const config = loadConfig(env);
+    const db = firestoreClient(opts.hosts, projectId);
+    const pubsub = pubsubClient(opts.hosts, projectId);
+    try {
+      await provisionTopics(pubsub, config.topology);
+      let port = 0;
+      const coordinator = await spawnTs("bench/children/coordinatorProcess.ts", {
+        env,
+        readyLine: (l) => {
+          const m = /^bench-coordinator-listening (\d+)$/.exec(l.trim());
+          if (m) port = Number(m[1]);
+          return m !== null;
+        },
+      });
+      let tally: SubmissionSize["tally"];
+      try {
+        const idle = currentRss(coordinator.pid);
+        const peak = trackPeakRss(coordinator.pid);
+        opts.progress(`Tally: streaming ${n} items to the coordinator (pid ${coordinator.pid})`);
+        const batchId = `submit-${n}-${Date.now().toString(36)}`;
+        const res = await submitNdjson({ coordinatorUrl: `http://127.0.0.1:${port}`, batchId, items: n });
+        const peakBytes = peak.stop();
+        const body = res.body as { status?: string; submission?: { items?: number } };
+        if (res.status !== 201 || body.submission?.items !== n)
+          throw new Error(
+            `submission of ${n} items answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`,
+          );
+        tally = {
+          ms: res.ms,
+          itemsPerSecond: perSecond(n, res.ms),
+          peakRssMiB: mib(peakBytes),
+          idleRssMiB: mib(idle),
+          status: res.status,
+          batchStatus: body.status ?? null,
+        };
+        opts.progress(
+          `Tally: ${n} items in ${Math.round(res.ms)} ms (${Math.round(tally.itemsPerSecond)}/s), batch ${tally.batchStatus}, coordinator peak RSS ${tally.peakRssMiB} MiB (idle ${tally.idleRssMiB} MiB)`,
+        );
+      } finally {
+        await coordinator.stop();
+      }
+      await clearFirestore(opts.hosts.firestoreHost, projectId);
+      const raw = await measureRawSubmission({
+        db,
+        pubsub,
+        topicName: config.topology.workTopic,
+        items: n,
+        clear: () => clearFirestore(opts.hosts.firestoreHost, projectId),
+        progress: opts.progress,
+      });
+      const r = ratio(tally.itemsPerSecond, raw.itemsPerSecond);
+      opts.progress(`${n} items: ratio ${r.toFixed(2)} (target ≥ 0.8)`);
+      out.push({ items: n, tally, raw, ratio: r });
+    } finally {
+      await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
+      await db.terminate();
+      await pubsub.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }
+  return {
+    sizes: out,
+    notes: [
+      "Tally: one NDJSON stream over real HTTP to the coordinator (own process, streaming server), timed until its 201 answer (every item stored, published, batch running).",
+      "Raw limit: the same count of item documents (same fields) created with BulkWriter (throttling off) and with WriteBatch commits of 500 (8 in flight), the faster one counted; and the same count of doorbells published with the work queue's batching settings; sequential and overlapped, the faster schedule counted.",
+      "The work topic has no subscription in either run.",
+    ],
+  };
+}

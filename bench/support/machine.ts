@@ -1,0 +1,63 @@
+// Facts about the machine a report was produced on, and how busy it was before the bench started
+// (other processes on a shared machine skew every figure; the report says so).
+import { execFileSync } from "node:child_process";
+import { cpus, loadavg, totalmem } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { machineCpu } from "./procStats";
+
+export interface MachineFacts {
+  cores: number;
+  cpuModel: string;
+  memoryGiB: number;
+  node: string;
+  platform: string;
+  javaVersion: string | null;
+  gcloudVersion: string | null;
+  date: string;
+  command: string;
+  /** Fraction of all cores busy during a short sample taken before anything was started. */
+  backgroundBusyBefore: number;
+  loadAverageAtStart: number[];
+  loadAverageAtEnd?: number[];
+  emulatorNote: string;
+}
+
+function tryRun(cmd: string, args: string[]): string | null {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 20_000 })
+      .split("\n")[0]!
+      .trim();
+  } catch (err) {
+    const e = err as { stderr?: Buffer | string };
+    const text = e.stderr ? String(e.stderr).split("\n")[0]!.trim() : "";
+    return text || null;
+  }
+}
+
+export async function sampleBackgroundBusy(ms = 2000): Promise<number> {
+  const a = machineCpu();
+  await sleep(ms);
+  const b = machineCpu();
+  const busy = b.busy - a.busy;
+  const idle = b.idle - a.idle;
+  return busy + idle > 0 ? busy / (busy + idle) : 0;
+}
+
+export async function machineFacts(command: string): Promise<MachineFacts> {
+  const c = cpus();
+  return {
+    cores: c.length,
+    cpuModel: c[0]?.model ?? "unknown",
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    javaVersion: tryRun("java", ["-version"]),
+    gcloudVersion: tryRun("gcloud", ["version", '--format=value("Google Cloud SDK")']),
+    date: new Date().toISOString(),
+    command,
+    backgroundBusyBefore: await sampleBackgroundBusy(),
+    loadAverageAtStart: loadavg().map((v) => Math.round(v * 100) / 100),
+    emulatorNote:
+      "emulators are not production Pub/Sub/Firestore: figures are ratios against baselines measured on the same emulators in the same run, not cloud throughput",
+  };
+}
