@@ -43,7 +43,8 @@ export function ensureChromium(): ChromiumAvailability {
       break;
     }
   }
-  if (!reason && !existsSync(chromiumPath)) reason = `the install finished but ${chromiumPath} is still missing`;
+  if (!reason && !existsSync(chromiumPath))
+    reason = `the install finished but ${chromiumPath} is still missing`;
   if (!reason) {
     console.log(`[ensureChromium] installed ${chromiumPath}`);
     return { ok: true, path: chromiumPath };
