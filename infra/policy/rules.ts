@@ -1,0 +1,431 @@
+// The stack's policies as plain functions over simple resource records, so the same rules run in
+// real previews (infra/policy/index.ts wraps them in a @pulumi/policy pack, run with
+// `pulumi preview --policy-pack infra/policy`) and offline in the test suite over the resources the
+// Pulumi mocks record. No Pulumi imports here.
+//
+// Records carry the resource's type token, logical name, URN and properties. In a real preview the
+// policy SDK throws on properties not yet known; it then reports the policy as advisory ("can't run
+// during preview") and the policy runs for real on `pulumi up`.
+
+export interface ResourceRecord {
+  type: string;
+  name: string;
+  urn?: string;
+  // biome-ignore lint/suspicious/noExplicitAny: resource properties are arbitrary provider JSON.
+  props: Record<string, any>;
+}
+
+export interface Violation {
+  rule: string;
+  resource: string;
+  urn?: string;
+  message: string;
+}
+
+export interface Rule {
+  name: string;
+  description: string;
+  check(resources: ResourceRecord[]): Violation[];
+}
+
+export const types = {
+  subscription: "gcp:pubsub/subscription:Subscription",
+  topicIamMember: "gcp:pubsub/topicIAMMember:TopicIAMMember",
+  subscriptionIamMember: "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember",
+  schedulerJob: "gcp:cloudscheduler/job:Job",
+  function: "gcp:cloudfunctionsv2/function:Function",
+  alertPolicy: "gcp:monitoring/alertPolicy:AlertPolicy",
+  notificationChannel: "gcp:monitoring/notificationChannel:NotificationChannel",
+  projectIamMember: "gcp:projects/iAMMember:IAMMember",
+  projectIamBinding: "gcp:projects/iAMBinding:IAMBinding",
+  projectIamPolicy: "gcp:projects/iAMPolicy:IAMPolicy",
+} as const;
+
+/** The Pub/Sub service agent, the identity that moves messages to dead-letter topics. */
+const pubsubAgentPattern = /^serviceAccount:service-\d+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$/;
+const publicPrincipals = ["allUsers", "allAuthenticatedUsers"];
+const tokenCreatorRoles = ["roles/iam.serviceAccountTokenCreator"];
+
+const ofType = (resources: ResourceRecord[], type: string) => resources.filter((r) => r.type === type);
+/** `projects/p/topics/t` and `t` name the same topic. */
+const lastSegment = (s: unknown) => (typeof s === "string" ? (s.split("/").pop() ?? s) : undefined);
+const violation = (rule: string, r: ResourceRecord, message: string): Violation => ({
+  rule,
+  resource: r.name,
+  urn: r.urn,
+  message,
+});
+
+function projectGrants(
+  resources: ResourceRecord[],
+): { resource: ResourceRecord; role: string; members: string[] }[] {
+  const out: { resource: ResourceRecord; role: string; members: string[] }[] = [];
+  for (const r of resources) {
+    if (r.type === types.projectIamMember)
+      out.push({ resource: r, role: r.props.role, members: [r.props.member] });
+    else if (r.type === types.projectIamBinding)
+      out.push({ resource: r, role: r.props.role, members: r.props.members ?? [] });
+    else if (r.type === types.projectIamPolicy) {
+      const policy = JSON.parse(r.props.policyData ?? "{}") as {
+        bindings?: { role: string; members: string[] }[];
+      };
+      for (const b of policy.bindings ?? [])
+        out.push({ resource: r, role: b.role, members: b.members ?? [] });
+    }
+  }
+  return out;
+}
+
+/** Subscriptions whose topic receives another subscription's dead letters. */
+function deadLetterTopics(resources: ResourceRecord[]): Set<string> {
+  const topics = new Set<string>();
+  for (const s of ofType(resources, types.subscription)) {
+    const t = lastSegment(s.props.deadLetterPolicy?.deadLetterTopic);
+    if (t) topics.add(t);
+  }
+  return topics;
+}
+
+export const subscriptionsNeverExpire: Rule = {
+  name: "subscriptions-never-expire",
+  description:
+    'Every subscription sets expirationPolicy.ttl to "" (otherwise it is deleted after 31 idle days).',
+  check: (resources) =>
+    ofType(resources, types.subscription)
+      .filter((s) => s.props.expirationPolicy?.ttl !== "")
+      .map((s) =>
+        violation(
+          "subscriptions-never-expire",
+          s,
+          `subscription ${s.props.name ?? s.name} must set expirationPolicy.ttl to "" (got ${JSON.stringify(s.props.expirationPolicy?.ttl)}): an idle subscription otherwise expires after 31 days and its messages are lost`,
+        ),
+      ),
+};
+
+export const subscriptionsDeadLetter: Rule = {
+  name: "subscriptions-dead-letter",
+  description:
+    "Every subscription has a dead-letter policy (5..100 attempts); only a pull subscription holding an exhausted dead-letter topic's messages for inspection is exempt.",
+  check: (resources) => {
+    const dlTopics = deadLetterTopics(resources);
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const policy = s.props.deadLetterPolicy;
+      const isPush = Boolean(s.props.pushConfig);
+      if (!policy?.deadLetterTopic) {
+        if (!isPush && dlTopics.has(lastSegment(s.props.topic) ?? "")) continue;
+        out.push(
+          violation(
+            "subscriptions-dead-letter",
+            s,
+            `subscription ${s.props.name ?? s.name} has no dead-letter policy: a message that can never be processed is retried until it expires instead of being recorded`,
+          ),
+        );
+        continue;
+      }
+      const attempts = policy.maxDeliveryAttempts;
+      if (!Number.isInteger(attempts) || attempts < 5 || attempts > 100)
+        out.push(
+          violation(
+            "subscriptions-dead-letter",
+            s,
+            `subscription ${s.props.name ?? s.name} must set deadLetterPolicy.maxDeliveryAttempts in 5..100 (got ${attempts})`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+export const deadLetterGrants: Rule = {
+  name: "dead-letter-grants",
+  description:
+    "The Pub/Sub service agent has roles/pubsub.publisher on every dead-letter topic and roles/pubsub.subscriber on every subscription that dead-letters (without them dead-lettering silently never happens).",
+  check: (resources) => {
+    const topicGrants = ofType(resources, types.topicIamMember);
+    const subGrants = ofType(resources, types.subscriptionIamMember);
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const dlt = lastSegment(s.props.deadLetterPolicy?.deadLetterTopic);
+      if (!dlt) continue;
+      const subName = lastSegment(s.props.name);
+      const publishes = topicGrants.some(
+        (g) =>
+          lastSegment(g.props.topic) === dlt &&
+          g.props.role === "roles/pubsub.publisher" &&
+          pubsubAgentPattern.test(g.props.member ?? ""),
+      );
+      if (!publishes)
+        out.push(
+          violation(
+            "dead-letter-grants",
+            s,
+            `the Pub/Sub service agent needs roles/pubsub.publisher on dead-letter topic ${dlt} (used by subscription ${subName})`,
+          ),
+        );
+      const subscribes = subGrants.some(
+        (g) =>
+          lastSegment(g.props.subscription) === subName &&
+          g.props.role === "roles/pubsub.subscriber" &&
+          pubsubAgentPattern.test(g.props.member ?? ""),
+      );
+      if (!subscribes)
+        out.push(
+          violation(
+            "dead-letter-grants",
+            s,
+            `the Pub/Sub service agent needs roles/pubsub.subscriber on subscription ${subName} to forward its dead letters`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+export const deadLetterTopicsSubscribed: Rule = {
+  name: "dead-letter-topics-subscribed",
+  description:
+    "Every dead-letter topic has a subscription (messages published to a topic without one are lost).",
+  check: (resources) => {
+    const subscribed = new Set(ofType(resources, types.subscription).map((s) => lastSegment(s.props.topic)));
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const dlt = lastSegment(s.props.deadLetterPolicy?.deadLetterTopic);
+      if (dlt && !subscribed.has(dlt))
+        out.push(
+          violation(
+            "dead-letter-topics-subscribed",
+            s,
+            `dead-letter topic ${dlt} of subscription ${s.props.name ?? s.name} has no subscription: dead letters published there are lost`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+/** Walks IAM-bearing properties (member, members, policyData) wherever they appear. */
+function principalsIn(value: unknown, key = ""): string[] {
+  if (typeof value === "string") {
+    if (key === "member") return [value];
+    if (key === "policyData") {
+      try {
+        const policy = JSON.parse(value) as { bindings?: { members?: string[] }[] };
+        return (policy.bindings ?? []).flatMap((b) => b.members ?? []);
+      } catch {
+        return [];
+      }
+    }
+    return [];
+  }
+  if (Array.isArray(value))
+    return key === "members"
+      ? value.filter((v): v is string => typeof v === "string")
+      : value.flatMap((v) => principalsIn(v));
+  if (value && typeof value === "object")
+    return Object.entries(value as Record<string, unknown>).flatMap(([k, v]) => principalsIn(v, k));
+  return [];
+}
+
+export const noPublicPrincipals: Rule = {
+  name: "no-public-principals",
+  description: "No IAM grant anywhere names allUsers or allAuthenticatedUsers.",
+  check: (resources) =>
+    resources.flatMap((r) =>
+      principalsIn(r.props)
+        .filter((m) => publicPrincipals.includes(m))
+        .map((m) =>
+          violation(
+            "no-public-principals",
+            r,
+            `${r.type} ${r.name} grants to ${m}: nothing in Tally is public`,
+          ),
+        ),
+    ),
+};
+
+export const pushAndSchedulerUseOidc: Rule = {
+  name: "push-and-scheduler-use-oidc",
+  description:
+    "Every push subscription and every HTTP scheduler job sends an OIDC token with a service account and an audience.",
+  check: (resources) => {
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const push = s.props.pushConfig;
+      if (!push) continue;
+      const oidc = push.oidcToken;
+      if (!oidc?.serviceAccountEmail || !oidc?.audience)
+        out.push(
+          violation(
+            "push-and-scheduler-use-oidc",
+            s,
+            `push subscription ${s.props.name ?? s.name} must set pushConfig.oidcToken with serviceAccountEmail and audience: Cloud Run rejects unauthenticated pushes and the handler verifies the token`,
+          ),
+        );
+    }
+    for (const j of ofType(resources, types.schedulerJob)) {
+      const target = j.props.httpTarget;
+      if (!target) continue;
+      const oidc = target.oidcToken;
+      if (!oidc?.serviceAccountEmail || !oidc?.audience)
+        out.push(
+          violation(
+            "push-and-scheduler-use-oidc",
+            j,
+            `scheduler job ${j.props.name ?? j.name} must set httpTarget.oidcToken with serviceAccountEmail and audience`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+/** Seconds from "300s" / "300.5s". */
+function durationSeconds(d: unknown): number | undefined {
+  if (typeof d !== "string") return undefined;
+  const m = /^(\d+(?:\.\d+)?)s$/.exec(d);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The function an https URL points at: run.app hosts start with `<service>-`. */
+function targetFunction(url: unknown, functions: ResourceRecord[]): ResourceRecord | undefined {
+  if (typeof url !== "string") return undefined;
+  let label: string;
+  try {
+    label = new URL(url).hostname.split(".")[0] ?? "";
+  } catch {
+    return undefined;
+  }
+  return functions
+    .filter((f) => typeof f.props.name === "string" && label.startsWith(`${f.props.name}-`))
+    .sort((a, b) => b.props.name.length - a.props.name.length)[0];
+}
+
+// Defaults the APIs apply when a value is not set.
+const defaultAckDeadlineSeconds = 10;
+const defaultFunctionTimeoutSeconds = 60;
+const defaultAttemptDeadlineSeconds = 180;
+
+export const deadlinesCoverTimeouts: Rule = {
+  name: "deadlines-cover-timeouts",
+  description:
+    "A push subscription's ack deadline (and a scheduler job's attempt deadline) is at least the target handler's timeout, so a delivery still running is never redelivered in parallel.",
+  check: (resources) => {
+    const functions = ofType(resources, types.function);
+    const timeoutOf = (f: ResourceRecord) =>
+      f.props.serviceConfig?.timeoutSeconds ?? defaultFunctionTimeoutSeconds;
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const fn = targetFunction(s.props.pushConfig?.pushEndpoint, functions);
+      if (!fn) continue;
+      const ack = s.props.ackDeadlineSeconds ?? defaultAckDeadlineSeconds;
+      if (ack < timeoutOf(fn))
+        out.push(
+          violation(
+            "deadlines-cover-timeouts",
+            s,
+            `subscription ${s.props.name ?? s.name} has ackDeadlineSeconds ${ack}, shorter than the timeout of ${fn.props.name} (${timeoutOf(fn)} s): Pub/Sub would redeliver while the first delivery still runs`,
+          ),
+        );
+    }
+    for (const j of ofType(resources, types.schedulerJob)) {
+      const fn = targetFunction(j.props.httpTarget?.uri, functions);
+      if (!fn) continue;
+      const deadline = durationSeconds(j.props.attemptDeadline) ?? defaultAttemptDeadlineSeconds;
+      // Cloud Scheduler caps attempt deadlines at 30 minutes.
+      const needed = Math.min(1800, timeoutOf(fn));
+      if (deadline < needed)
+        out.push(
+          violation(
+            "deadlines-cover-timeouts",
+            j,
+            `scheduler job ${j.props.name ?? j.name} has attemptDeadline ${deadline} s, shorter than the timeout of ${fn.props.name} (${needed} s)`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+export const noProjectWidePubSubOrTokenCreator: Rule = {
+  name: "no-project-wide-pubsub-or-token-creator",
+  description:
+    "No project-level Pub/Sub role and no project-level token-creator role: Pub/Sub grants are scoped to topics and subscriptions, token creation to one service account.",
+  check: (resources) =>
+    projectGrants(resources)
+      .filter(
+        (g) =>
+          typeof g.role === "string" &&
+          (g.role.startsWith("roles/pubsub.") || tokenCreatorRoles.includes(g.role)),
+      )
+      .map((g) =>
+        violation(
+          "no-project-wide-pubsub-or-token-creator",
+          g.resource,
+          `${g.role} is granted on the whole project to ${g.members.join(", ")}: grant it on the topic, subscription or service account instead`,
+        ),
+      ),
+};
+
+export const datastoreUserOnlyForHandlers: Rule = {
+  name: "datastore-user-only-for-handlers",
+  description:
+    "roles/datastore.user (project-wide, as Firestore has no narrower IAM) goes only to service accounts that run a handler.",
+  check: (resources) => {
+    const handlers = new Set(
+      ofType(resources, types.function)
+        .map((f) => f.props.serviceConfig?.serviceAccountEmail)
+        .filter((e): e is string => typeof e === "string")
+        .map((e) => `serviceAccount:${e}`),
+    );
+    return projectGrants(resources)
+      .filter((g) => g.role === "roles/datastore.user")
+      .flatMap((g) =>
+        g.members
+          .filter((m) => !handlers.has(m))
+          .map((m) =>
+            violation(
+              "datastore-user-only-for-handlers",
+              g.resource,
+              `roles/datastore.user is granted to ${m}, which runs no handler: only the handlers read and write the ledger`,
+            ),
+          ),
+      );
+  },
+};
+
+export const alertsNotify: Rule = {
+  name: "alerts-notify",
+  description: "When a notification channel is configured, every alert policy sends to at least one channel.",
+  check: (resources) => {
+    if (ofType(resources, types.notificationChannel).length === 0) return [];
+    return ofType(resources, types.alertPolicy)
+      .filter(
+        (a) => !Array.isArray(a.props.notificationChannels) || a.props.notificationChannels.length === 0,
+      )
+      .map((a) =>
+        violation(
+          "alerts-notify",
+          a,
+          `alert policy ${a.props.displayName ?? a.name} has no notification channel although one is configured: it would fire silently`,
+        ),
+      );
+  },
+};
+
+export const rules: Rule[] = [
+  subscriptionsNeverExpire,
+  subscriptionsDeadLetter,
+  deadLetterGrants,
+  deadLetterTopicsSubscribed,
+  noPublicPrincipals,
+  pushAndSchedulerUseOidc,
+  deadlinesCoverTimeouts,
+  noProjectWidePubSubOrTokenCreator,
+  datastoreUserOnlyForHandlers,
+  alertsNotify,
+];
+
+export function checkAll(resources: ResourceRecord[]): Violation[] {
+  return rules.flatMap((r) => r.check(resources));
+}

@@ -1,0 +1,241 @@
+// Stack configuration: defaults, the shared topology it produces, and the errors for bad values —
+// each naming the key and the allowed range, all reported together, before any resource exists.
+import { describe, expect, it } from "vitest";
+import { defaultDelivery } from "../../functions/topology";
+import {
+  type ConfigKey,
+  configKeys,
+  defaultPrefix,
+  InfraConfigError,
+  parseInfraConfig,
+} from "../../infra/config";
+import { cronProblems } from "../../infra/cronExpression";
+import { createStack } from "../../infra/stack";
+import { installMocks, registrationsSettled, setStackConfig } from "./support/pulumiMocks";
+
+const parse = (values: Partial<Record<ConfigKey, string>>, stack = "dev") =>
+  parseInfraConfig((k) => values[k], { stack });
+
+function problemsOf(values: Partial<Record<ConfigKey, string>>): string[] {
+  try {
+    parse(values);
+  } catch (err) {
+    expect(err).toBeInstanceOf(InfraConfigError);
+    return (err as InfraConfigError).problems;
+  }
+  throw new Error(`expected ${JSON.stringify(values)} to be rejected`);
+}
+
+describe("stack configuration", () => {
+  it("defaults build the shared topology from the stack name", () => {
+    const cfg = parse({});
+    expect(cfg.prefix).toBe("tally-dev");
+    expect(cfg.region).toBe("us-central1");
+    expect(cfg.topology.workTopic).toBe("tally-dev-work");
+    expect(cfg.topology.workSubscription).toBe("tally-dev-work-push");
+    expect(cfg.topology.delivery).toEqual(defaultDelivery);
+    expect(cfg.topology.reconcile.schedule).toBe("* * * * *");
+    expect(cfg.topology.reconcile.timeZone).toBe("Etc/UTC");
+    expect(cfg.resultsDataset).toBe("tally_dev_results");
+    expect(cfg.coordinatorInvokers).toEqual([]);
+    expect(cfg.alertEmail).toBeUndefined();
+    expect(cfg.worker).toMatchObject({
+      timeoutSeconds: 540,
+      concurrency: 16,
+      maxInstances: 20,
+      minInstances: 0,
+    });
+    // The reconciler's timeout fits inside the dead-letter subscription's ack deadline.
+    expect(cfg.reconciler.timeoutSeconds).toBe(300);
+  });
+
+  it("takes every documented key", () => {
+    const cfg = parse({
+      prefix: "acme-prod",
+      region: "europe-west1",
+      alertEmail: "ops@example.com",
+      reconcileSchedule: "*/2 * * * *",
+      timeZone: "Europe/Paris",
+      maxDeliveryAttempts: "10",
+      maxItemAttempts: "8",
+      ackDeadlineSeconds: "300",
+      minimumBackoffSeconds: "5",
+      maximumBackoffSeconds: "120",
+      leaseSeconds: "60",
+      workerConcurrency: "4",
+      workerMaxInstances: "50",
+      workerMinInstances: "1",
+      workerMemory: "2Gi",
+      workerTimeoutSeconds: "240",
+      coordinatorMaxInstances: "3",
+      coordinatorTimeoutSeconds: "1200",
+      coordinatorInvokers: '["user:ana@example.com","group:ops@example.com"]',
+      resultsDataset: "acme_results",
+      resultsLocation: "EU",
+      firestoreLocation: "eur3",
+      manageFirestoreDatabase: "false",
+      retentionDays: "30",
+      logSinkDataset: "acme_logs",
+      oldestUnackedAlertSeconds: "900",
+      worker5xxRatio: "0.5",
+    });
+    expect(cfg.topology.prefix).toBe("acme-prod");
+    expect(cfg.topology.delivery).toEqual({
+      ackDeadlineSeconds: 300,
+      maxDeliveryAttempts: 10,
+      minimumBackoffSeconds: 5,
+      maximumBackoffSeconds: 120,
+      leaseSeconds: 60,
+      maxItemAttempts: 8,
+      workerTimeoutSeconds: 240,
+    });
+    expect(cfg.topology.reconcile).toMatchObject({ schedule: "*/2 * * * *", timeZone: "Europe/Paris" });
+    expect(cfg.coordinatorInvokers).toEqual(["user:ana@example.com", "group:ops@example.com"]);
+    expect(cfg.worker).toEqual({
+      timeoutSeconds: 240,
+      concurrency: 4,
+      maxInstances: 50,
+      minInstances: 1,
+      memory: "2Gi",
+    });
+    expect(cfg.coordinator).toMatchObject({ timeoutSeconds: 1200, maxInstances: 3 });
+    expect(cfg.reconciler.timeoutSeconds).toBe(300);
+    expect(cfg).toMatchObject({
+      region: "europe-west1",
+      alertEmail: "ops@example.com",
+      resultsDataset: "acme_results",
+      resultsLocation: "EU",
+      firestoreLocation: "eur3",
+      manageFirestoreDatabase: false,
+      retentionDays: 30,
+      logSinkDataset: "acme_logs",
+      alerts: { oldestUnackedSeconds: 900, worker5xxRatio: 0.5 },
+    });
+    // Comma-separated invokers work too.
+    expect(
+      parse({ coordinatorInvokers: "user:a@example.com, serviceAccount:ci@p.iam.gserviceaccount.com" })
+        .coordinatorInvokers,
+    ).toEqual(["user:a@example.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]);
+  });
+
+  it("an ack deadline of 900 names tally:ackDeadlineSeconds and 10..600", () => {
+    const problems = problemsOf({ ackDeadlineSeconds: "900" });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain("tally:ackDeadlineSeconds");
+    expect(problems[0]).toContain("10..600");
+    expect(problems[0]).toContain('"900"');
+  });
+
+  it("a lease under the ack-deadline floor names tally:leaseSeconds and 10..3600", () => {
+    const [problem] = problemsOf({ leaseSeconds: "5" });
+    expect(problem).toMatch(/^tally:leaseSeconds must be an integer in 10\.\.3600 \(got "5"\)/);
+    expect(problem).toContain("ack-deadline floor");
+  });
+
+  it("a worker timeout longer than the ack deadline names both keys", () => {
+    const problems = problemsOf({ ackDeadlineSeconds: "300", workerTimeoutSeconds: "400" });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain("tally:workerTimeoutSeconds (400)");
+    expect(problems[0]).toContain("tally:ackDeadlineSeconds (300)");
+  });
+
+  it("more ledger attempts than Pub/Sub deliveries is refused", () => {
+    const [problem] = problemsOf({ maxDeliveryAttempts: "5", maxItemAttempts: "7" });
+    expect(problem).toContain("tally:maxItemAttempts (7) must not exceed tally:maxDeliveryAttempts (5)");
+  });
+
+  it("malformed schedules name tally:reconcileSchedule and what is wrong", () => {
+    const words = problemsOf({ reconcileSchedule: "every minute" })[0]!;
+    expect(words).toContain("tally:reconcileSchedule");
+    expect(words).toContain("expected 5 space-separated fields");
+    const minute = problemsOf({ reconcileSchedule: "61 * * * *" })[0]!;
+    expect(minute).toContain("minute value 61 is outside 0..59");
+    const seconds = problemsOf({ reconcileSchedule: "*/30 * * * * *" })[0]!;
+    expect(seconds).toContain("got 6");
+    const step = problemsOf({ reconcileSchedule: "*/0 * * * *" })[0]!;
+    expect(step).toContain('minute step "0" must be a positive integer');
+  });
+
+  it("reports every problem at once", () => {
+    const problems = problemsOf({
+      ackDeadlineSeconds: "abc",
+      maxDeliveryAttempts: "3",
+      timeZone: "Mars/Olympus",
+      alertEmail: "not-an-email",
+      workerConcurrency: "0",
+      coordinatorInvokers: '["allUsers"]',
+      prefix: "Bad_Prefix",
+    });
+    const keys = problems.map((p) => p.split(" ")[0]);
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        "tally:ackDeadlineSeconds",
+        "tally:maxDeliveryAttempts",
+        "tally:timeZone",
+        "tally:alertEmail",
+        "tally:workerConcurrency",
+        "tally:coordinatorInvokers",
+        "tally:prefix",
+      ]),
+    );
+    expect(problems.find((p) => p.startsWith("tally:maxDeliveryAttempts"))).toContain("5..100");
+    expect(problems.find((p) => p.startsWith("tally:workerConcurrency"))).toContain("1..1000");
+    expect(problems.find((p) => p.startsWith("tally:coordinatorInvokers"))).toContain(
+      "must not contain allUsers",
+    );
+  });
+
+  it("derives a valid prefix from any stack name", () => {
+    expect(defaultPrefix("dev")).toBe("tally-dev");
+    const long = defaultPrefix("Feature/Very_Long-Branch-Name-2024");
+    expect(long.length).toBeLessThanOrEqual(20);
+    expect(long).toMatch(/^[a-z][a-z0-9-]*[a-z0-9]$/);
+    expect(parse({}, "Feature/Very_Long-Branch-Name-2024").prefix).toBe(long);
+  });
+
+  it("documents every key in Pulumi.dev.yaml", async () => {
+    const { readFileSync } = await import("node:fs");
+    const yaml = readFileSync(new URL("../../Pulumi.dev.yaml", import.meta.url), "utf8");
+    const missing = Object.keys(configKeys).filter((k) => !yaml.includes(`tally:${k}:`));
+    expect(missing).toEqual([]);
+  });
+
+  it("invalid configuration stops the program before any resource is registered", async () => {
+    const { resources } = await installMocks();
+    setStackConfig({ ackDeadlineSeconds: "900", reconcileSchedule: "* * *" });
+    let bundleBuilt = false;
+    expect(() =>
+      createStack({
+        bundle: () => {
+          bundleBuilt = true;
+          throw new Error("the bundle must not be built for an invalid configuration");
+        },
+      }),
+    ).toThrow(/tally:ackDeadlineSeconds must be an integer in 10\.\.600[\s\S]*tally:reconcileSchedule/);
+    await registrationsSettled();
+    expect(bundleBuilt).toBe(false);
+    expect(resources).toEqual([]);
+  });
+});
+
+describe("cron expressions", () => {
+  it("accepts what Cloud Scheduler accepts", () => {
+    for (const ok of [
+      "* * * * *",
+      "*/5 * * * *",
+      "0 9-17 * * mon-fri",
+      "0 0 1 jan,jul *",
+      "15,45 */2 1-7 * 0,7",
+    ])
+      expect(cronProblems(ok), ok).toEqual([]);
+  });
+  it("rejects the rest with the field that is wrong", () => {
+    expect(cronProblems("* 24 * * *")).toEqual(["hour value 24 is outside 0..23"]);
+    expect(cronProblems("* * 0 * *")).toEqual(["day of month value 0 is outside 1..31"]);
+    expect(cronProblems("* * * foo *")).toEqual(['month value "foo" is not a number or name']);
+    expect(cronProblems("5-1 * * * *")).toEqual(['minute range "5-1" runs backwards']);
+    expect(cronProblems("")).toEqual([
+      "expected 5 space-separated fields (minute hour day-of-month month day-of-week), got 0",
+    ]);
+  });
+});
