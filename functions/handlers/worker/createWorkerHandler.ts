@@ -119,21 +119,32 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const shutdownController = new AbortController();
   const inflight = new Set<Promise<void>>();
 
-  // batchId → pipeline name, least recently used first.
+  // batchId → pipeline name, least recently used first; concurrent first deliveries of a batch
+  // share one read.
   const batchCache = new Map<string, string>();
+  const pendingLookups = new Map<string, Promise<string | null>>();
   const cacheSize = opts.batchCacheSize ?? 1000;
-  async function pipelineNameOf(batchId: string): Promise<string | null> {
+  function pipelineNameOf(batchId: string): Promise<string | null> {
     const cached = batchCache.get(batchId);
     if (cached !== undefined) {
       batchCache.delete(batchId);
       batchCache.set(batchId, cached);
-      return cached;
+      return Promise.resolve(cached);
     }
-    const batch = await ledger.getBatch(batchId);
-    if (!batch) return null;
-    batchCache.set(batchId, batch.pipeline);
-    if (batchCache.size > cacheSize) batchCache.delete(batchCache.keys().next().value!);
-    return batch.pipeline;
+    let lookup = pendingLookups.get(batchId);
+    if (!lookup) {
+      lookup = ledger
+        .getBatch(batchId)
+        .then((batch) => {
+          if (!batch) return null;
+          batchCache.set(batchId, batch.pipeline);
+          if (batchCache.size > cacheSize) batchCache.delete(batchCache.keys().next().value!);
+          return batch.pipeline;
+        })
+        .finally(() => pendingLookups.delete(batchId));
+      pendingLookups.set(batchId, lookup);
+    }
+    return lookup;
   }
 
   async function settle(batchId: string, ilog: Logger): Promise<void> {

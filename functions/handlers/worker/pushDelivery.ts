@@ -35,6 +35,25 @@ export function decodePushRequest(body: unknown, headers: Headers): DecodedReque
   const unwrappedId = header(headers, "x-goog-pubsub-message-id");
   const isObject = (v: unknown): v is Record<string, unknown> =>
     !!v && typeof v === "object" && !Array.isArray(v);
+  // The metadata headers decide: an unwrapped body is the raw message data, whatever it looks like.
+  if (unwrappedId) {
+    const attributes: Record<string, string> = {};
+    for (const name of doorbellAttributes) {
+      const v = header(headers, name.toLowerCase());
+      if (v !== undefined) attributes[name] = v;
+    }
+    return {
+      kind: "delivery",
+      delivery: {
+        messageId: unwrappedId,
+        publishTime: header(headers, "x-goog-pubsub-publish-time") ?? null,
+        subscription: header(headers, "x-goog-pubsub-subscription-name") ?? null,
+        deliveryAttempt: null,
+        attributes,
+        form: "unwrapped",
+      },
+    };
+  }
   if (isObject(body) && isObject(body.message)) {
     const m = body.message;
     const messageId = m.messageId ?? m.message_id;
@@ -53,24 +72,6 @@ export function decodePushRequest(body: unknown, headers: Headers): DecodedReque
         deliveryAttempt: typeof body.deliveryAttempt === "number" ? body.deliveryAttempt : null,
         attributes,
         form: "wrapped",
-      },
-    };
-  }
-  if (unwrappedId) {
-    const attributes: Record<string, string> = {};
-    for (const name of doorbellAttributes) {
-      const v = header(headers, name.toLowerCase());
-      if (v !== undefined) attributes[name] = v;
-    }
-    return {
-      kind: "delivery",
-      delivery: {
-        messageId: unwrappedId,
-        publishTime: header(headers, "x-goog-pubsub-publish-time") ?? null,
-        subscription: header(headers, "x-goog-pubsub-subscription-name") ?? null,
-        deliveryAttempt: null,
-        attributes,
-        form: "unwrapped",
       },
     };
   }
