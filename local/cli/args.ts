@@ -99,6 +99,8 @@ function rephraseParseError(err: unknown): UsageError {
   if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return new UsageError(`unknown option ${quoted}`, true);
   if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
     if (/argument missing/.test(message)) return new UsageError(`${quoted} needs a value`);
+    if (/ambiguous/.test(message))
+      return new UsageError(`${quoted} needs a value (write ${quoted}=VALUE for a value starting with "-")`);
     return new UsageError(`${quoted} takes no value`);
   }
   return new UsageError(message, true);
@@ -150,7 +152,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv = process.en
 
   const url = httpUrl(
     v.url !== undefined ? "--url" : "TALLY_URL",
-    v.url ?? env.TALLY_URL ?? defaultCoordinatorUrl,
+    v.url ?? (env.TALLY_URL || defaultCoordinatorUrl), // an empty variable counts as unset
   );
   const watch = {
     watch: v.watch ?? false,
@@ -197,7 +199,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv = process.en
         kind,
         reconcilerUrl: httpUrl(
           source,
-          v["reconciler-url"] ?? env.TALLY_RECONCILER_URL ?? defaultReconcilerUrl,
+          v["reconciler-url"] ?? (env.TALLY_RECONCILER_URL || defaultReconcilerUrl),
         ),
       };
     }

@@ -1,5 +1,6 @@
 // `tally reconcile`: one reconciler pass now (the same call the scheduler makes), printing its
 // JSON summary.
+import { buildTopology } from "../../../functions/topology";
 import { HttpClient } from "../apiClient";
 import type { Command } from "../args";
 import { type CliIo, println } from "../cliIo";
@@ -9,7 +10,7 @@ export async function reconcileCommand(
   io: CliIo,
 ): Promise<number> {
   const http = new HttpClient(cmd.reconcilerUrl, "reconciler");
-  const res = await http.request("POST", "/reconcile", { json: {} });
+  const res = await http.request("POST", buildTopology({ prefix: "tally" }).reconcilePath, { json: {} });
   println(io.out, JSON.stringify(res.body ?? {}, null, 2));
   return 0;
 }
