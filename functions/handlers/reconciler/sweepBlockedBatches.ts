@@ -7,7 +7,7 @@ import type { Batch } from "../../core/model";
 import { decideDependencies } from "./dependencyDecision";
 import { mapLimited } from "./mapLimited";
 import type { ReconcileContext } from "./reconcileContext";
-import { resumeSubmission } from "./resumeSubmission";
+import { isSubmissionComplete, resumeSubmission } from "./resumeSubmission";
 import { sweepTerminatedBatch, terminateBatch } from "./terminateBatch";
 
 export interface DependencySummary {
@@ -90,8 +90,11 @@ async function settleBlocked(
     batchId: batch.batchId,
     dependsOn: batch.dependsOn,
   });
-  // Re-read: the coordinator may have stored more items (or the total) since the listing.
-  const current = await ledger.getBatch(batch.batchId);
+  // A complete submission cannot change; otherwise re-read, as the coordinator may have stored
+  // more items (or the total) since the listing.
+  const current = isSubmissionComplete(batch)
+    ? { ...batch, status: "submitting" as const }
+    : await ledger.getBatch(batch.batchId);
   if (!current || current.status !== "submitting") return;
   const r = await resumeSubmission(ctx, current);
   summary.published += r.published;
