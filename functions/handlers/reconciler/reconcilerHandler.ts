@@ -62,7 +62,7 @@ export function createReconcilerHandler(
             reason: err.reason,
           });
           return sendError(res, 401, "unauthenticated", err.message, [
-            { path: "Authorization", problem: err.reason },
+            { path: "authorization", problem: err.reason },
           ]);
         }
       }
