@@ -2,15 +2,13 @@
 // counts deliveries) to the worker served by the Functions Framework, the Firestore emulator as the
 // ledger and DuckDB as the sink. Covers success, transient/permanent errors, exhaustion, timeouts,
 // dead-lettering, duplicate deliveries, heartbeats, poison, the unwrapped push form and shutdown.
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Message } from "@google-cloud/pubsub";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import type { Item } from "../../functions/core/model";
-import { definePipeline } from "../../functions/pipelines/definePipeline";
-import { getPipeline } from "../../functions/pipelines/registry";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
 import { Switchboard } from "./support/switchboard";
+import { executions, testPipelineLookup } from "./support/testPipelines";
 import {
   buildDeps,
   envelope,
@@ -30,39 +28,7 @@ const pubsub = testPubSub(projectId);
 const data = tempDataDir();
 const config = testConfig(projectId, data.dir);
 
-// Test pipelines next to the registry's: one that counts its executions, one whose step ignores its
-// signal and outlives its timeout.
-const executions = new Map<string, number>();
-const countingPipeline = definePipeline<{ sleepMs?: number }>({
-  name: "test-counting",
-  timeoutSeconds: 30,
-  steps: [
-    {
-      name: "work",
-      async run(p, _outputs, ctx) {
-        const n = (executions.get(ctx.itemId) ?? 0) + 1;
-        executions.set(ctx.itemId, n);
-        if (p.sleepMs) await sleep(p.sleepMs, undefined, { signal: ctx.signal });
-        return { execution: n, attempt: ctx.attempt };
-      },
-    },
-  ],
-});
-const stuckPipeline = definePipeline({
-  name: "test-stuck",
-  timeoutSeconds: 30,
-  maxAttempts: 2,
-  steps: [
-    {
-      name: "stuck",
-      timeoutSeconds: 1,
-      // Ignores its signal on purpose: the runner must stop waiting anyway.
-      run: () => new Promise((resolve) => setTimeout(() => resolve("too late"), 4000)),
-    },
-  ],
-});
-const testPipelines = [countingPipeline, stuckPipeline];
-const pipelines = (name: string) => testPipelines.find((p) => p.name === name) ?? getPipeline(name);
+const pipelines = testPipelineLookup;
 
 let deps: Awaited<ReturnType<typeof buildDeps>>;
 let worker: ServedWorker;
@@ -249,6 +215,33 @@ describe("errors and retries", () => {
     expect(done.error?.message).toContain("step stuck timed out after 1 s");
     expect(done.lastError?.kind).toBe("timeout");
     expect((await answered("stuck", 2)).map((d) => d.status)).toEqual([500, 200]);
+  });
+
+  it("classifies third-party errors through the pipeline's classifyError", async () => {
+    const { batchId } = await submitBatch(
+      deps,
+      "test-classified",
+      [
+        { itemId: "violation", payload: { violation: true } },
+        { itemId: "outage", payload: {} },
+      ],
+      { publish: false },
+    );
+    const permanent = await post(worker.url, envelope({ batchId, itemId: "violation", generation: "1" }));
+    expect(permanent).toMatchObject({ status: 200, body: { outcome: "failed", kind: "permanent" } });
+    expect(await item(batchId, "violation")).toMatchObject({
+      status: "failed",
+      attempt: 1,
+      error: { kind: "permanent", message: "step call: policy violation: content refused" },
+    });
+    const transient = await post(worker.url, envelope({ batchId, itemId: "outage", generation: "1" }));
+    expect(transient).toMatchObject({ status: 500, body: { error: { code: "transient_failure" } } });
+    expect(await item(batchId, "outage")).toMatchObject({
+      status: "pending",
+      attempt: 1,
+      lease: null,
+      lastError: { kind: "transient", message: "step call: upstream answered 503" },
+    });
   });
 
   it("dead-letters a message whose deliveries all crash, after maxDeliveryAttempts", async () => {
