@@ -56,8 +56,8 @@ export function completionChart(series: CompletionSeries, total: number): SafeHt
   return html`<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="${description}" data-finished="${finished}" data-total="${total}" preserveAspectRatio="xMidYMid meet">
     <title>${description}</title>
     ${grid}
-    ${bars}
     <path class="chart-area" d="${area}"></path>
+    ${bars}
     <path class="chart-line" d="${line}"></path>
     ${total > 0 ? html`<line class="chart-total" x1="${M.left}" x2="${W - M.right}" y1="${f(y(total))}" y2="${f(y(total))}"></line>` : ""}
     ${ticks}

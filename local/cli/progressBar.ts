@@ -61,6 +61,16 @@ export function segmentWidths(counts: StateCounts, total: number | null, width: 
   }
   const byRemainder = [...exact].sort((a, b) => b.x - Math.floor(b.x) - (a.x - Math.floor(a.x)));
   for (let i = 0; used < width && i < byRemainder.length; i++, used++) out[byRemainder[i]!.s]++;
+  // Any state with items gets at least one character: a handful of failures must stay visible.
+  for (const s of progressStates) {
+    if (share[s] > 0 && out[s] === 0) {
+      const widest = progressStates.reduce((a, b) => (out[b] > out[a] ? b : a));
+      if (out[widest] > 1) {
+        out[widest]--;
+        out[s] = 1;
+      }
+    }
+  }
   return out;
 }
 
@@ -83,9 +93,9 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
 }
 
-export function formatRate(rate: number | null): string {
-  if (rate === null) return "– items/s";
-  return `${rate >= 100 ? Math.round(rate).toLocaleString("en-US") : rate.toFixed(1)} items/s`;
+export function formatRate(rate: number | null, unit = " items/s"): string {
+  if (rate === null) return `–${unit}`;
+  return `${rate >= 100 ? Math.round(rate).toLocaleString("en-US") : rate.toFixed(1)}${unit}`;
 }
 
 export function formatEta(seconds: number | null): string {
@@ -119,7 +129,7 @@ export function renderTtyLines(p: ProgressSnapshot, opts: { columns: number; col
       (s) =>
         `${paint(color, ansi[s], color ? glyph[s] : plainGlyph[s])} ${s} ${p.counts[s].toLocaleString("en-US")}`,
     ),
-    formatRate(p.ratePerSecond),
+    formatRate(p.ratePerSecond, "/s"),
     formatEta(p.etaSeconds),
     formatDuration(p.elapsedMs),
   ];
