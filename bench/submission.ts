@@ -23,7 +23,7 @@ import {
   pubsubClient,
 } from "./support/clients";
 import { submitNdjson } from "./support/ndjsonSubmit";
-import { currentRss, trackPeakRss } from "./support/procStats";
+import { cpuSeconds, currentRss, trackPeakRss } from "./support/procStats";
 import type { Progress } from "./support/progress";
 import { perSecond, ratio } from "./support/stats";
 import { spawnTs } from "./support/tsChild";
@@ -37,6 +37,8 @@ export interface SubmissionSize {
     peakRssMiB: number | null;
     /** VmRSS of the idle coordinator before the submission. */
     idleRssMiB: number | null;
+    /** CPU seconds the coordinator process used per item. */
+    cpuSecondsPerItem: number | null;
     status: number;
     batchStatus: string | null;
   };
@@ -84,11 +86,13 @@ export async function runSubmission(opts: {
       let tally: SubmissionSize["tally"];
       try {
         const idle = currentRss(coordinator.pid);
+        const cpuBefore = cpuSeconds(coordinator.pid);
         const peak = trackPeakRss(coordinator.pid);
         opts.progress(`Tally: streaming ${n} items to the coordinator (pid ${coordinator.pid})`);
         const batchId = `submit-${n}-${Date.now().toString(36)}`;
         const res = await submitNdjson({ coordinatorUrl: `http://127.0.0.1:${port}`, batchId, items: n });
         const peakBytes = peak.stop();
+        const cpuAfter = cpuSeconds(coordinator.pid);
         const body = res.body as { status?: string; submission?: { items?: number } };
         if (res.status !== 201 || body.submission?.items !== n)
           throw new Error(
@@ -99,6 +103,7 @@ export async function runSubmission(opts: {
           itemsPerSecond: perSecond(n, res.ms),
           peakRssMiB: mib(peakBytes),
           idleRssMiB: mib(idle),
+          cpuSecondsPerItem: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) / n,
           status: res.status,
           batchStatus: body.status ?? null,
         };

@@ -1,0 +1,307 @@
+// `npm run bench` (DESIGN.md §9, issue #9): measures Tally against baselines run in the same
+// process on the same emulators, and writes bench/results/latest.md and latest.json. Benchmarks are
+// not tests: nothing here runs under `npm test`.
+//
+// Order (one local stack "B" with the recovery settings serves most phases, so emulators and
+// handler processes start as few times as possible):
+//   B up (W = 2, short lease and tick) → warm-up → 1 submission (B's emulators, own projects)
+//   → 3 operations per item (in-process handlers, B's emulators) → 2 end to end at W = 2 on B
+//   → 4 recovery on B → 6 peer (BullMQ) beside B → 5 scaling on B (last: it leaves a pending
+//   backlog) → B down → 2 end to end at the other W, each on its own stack → cost → report.
+
+import { loadavg } from "node:os";
+import type { OpMix } from "./baselines/rawOpMix";
+import { rawPublishes, writeBatchWrites } from "./baselines/rawSubmission";
+import { buildCostModel } from "./costModel";
+import { type EndToEndRun, endToEndNotes, measureEndToEnd } from "./endToEnd";
+import { type OpsPerItemResult, runOpsPerItem } from "./opsPerItem";
+import { runPeer } from "./peerBullmq";
+import { runRecovery } from "./recovery";
+import {
+  type BenchReport,
+  markdownTable,
+  type PhaseName,
+  type PhaseOutcome,
+  summaryRows,
+  writeReport,
+} from "./report";
+import { runScaling } from "./scaling";
+import { runSubmission } from "./submission";
+import { BenchUsageError, benchUsage, parseBenchArgs } from "./support/args";
+import { benchProjectId, firestoreClient, pubsubClient } from "./support/clients";
+import { machineFacts } from "./support/machine";
+import { submitNdjson } from "./support/ndjsonSubmit";
+import { phaseProgress, progress } from "./support/progress";
+import { type BenchStack, startBenchStack } from "./support/tallyStack";
+
+const cleanups = new Set<() => Promise<void>>();
+async function cleanUp() {
+  for (const c of [...cleanups].reverse()) await c().catch(() => undefined);
+  cleanups.clear();
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const)
+  process.once(sig, () => {
+    progress("bench", `${sig}: stopping everything the bench started`);
+    void cleanUp().finally(() => process.exit(130));
+  });
+
+const skipped = <T>(): PhaseOutcome<T> => ({ status: "skipped", durationMs: 0 });
+
+async function phase<T>(
+  name: PhaseName,
+  wanted: PhaseName[],
+  fn: () => Promise<T>,
+): Promise<PhaseOutcome<T>> {
+  if (!wanted.includes(name)) return skipped();
+  const t0 = performance.now();
+  progress(name, "start");
+  try {
+    const result = await fn();
+    const durationMs = performance.now() - t0;
+    progress(name, `done in ${(durationMs / 1000).toFixed(1)} s`);
+    return { status: "ok", durationMs, result };
+  } catch (err) {
+    const durationMs = performance.now() - t0;
+    const error = (err as Error).stack ?? String(err);
+    progress(name, `FAILED after ${(durationMs / 1000).toFixed(1)} s: ${(err as Error).message}`);
+    return { status: "failed", durationMs, error };
+  }
+}
+
+async function withStack<T>(
+  opts: Parameters<typeof startBenchStack>[0],
+  fn: (b: BenchStack) => Promise<T>,
+): Promise<T> {
+  const b = await startBenchStack(opts);
+  const stop = () => b.stop();
+  cleanups.add(stop);
+  try {
+    return await fn(b);
+  } finally {
+    cleanups.delete(stop);
+    await b.stop();
+  }
+}
+
+/** Warms the emulators' JVMs and the stack's handlers so the first measured phase is not the cold one. */
+async function warmUp(b: BenchStack): Promise<void> {
+  const projectId = benchProjectId("warmup");
+  const db = firestoreClient(b.stack.emulators, projectId);
+  const pubsub = pubsubClient(b.stack.emulators, projectId);
+  try {
+    await pubsub.createTopic("warmup-topic");
+    for (let round = 0; round < 2; round++) {
+      await writeBatchWrites(db, `warm-${round}`, 3000);
+      await rawPublishes(pubsub, "warmup-topic", `warm-${round}`, 3000);
+    }
+  } finally {
+    await db.terminate();
+    await pubsub.close();
+  }
+  const batchId = `warmup-${Date.now().toString(36)}`;
+  const res = await submitNdjson({ coordinatorUrl: b.coordinatorUrl, batchId, items: 50 });
+  if (res.status !== 201)
+    throw new Error(`warm-up batch answered ${res.status}: ${JSON.stringify(res.body)}`);
+  await b.waitForFinal(batchId, 120_000);
+}
+
+function opMixFrom(ops: PhaseOutcome<OpsPerItemResult>): OpMix {
+  if (ops.status !== "ok") return { transactions: 2, queries: 1, plainReads: 0 };
+  const w = ops.result!.perItemByComponent.worker;
+  // The worker's reads: one per transaction, one per query, one for the export's read of the item.
+  return {
+    transactions: w.transactions,
+    queries: w.queries,
+    plainReads: Math.max(0, w.reads - w.transactions - w.queries - 1),
+  };
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  let opts: ReturnType<typeof parseBenchArgs>;
+  try {
+    opts = parseBenchArgs(argv);
+  } catch (err) {
+    if (err instanceof BenchUsageError) {
+      process.stderr.write(`${err.message}\n\n${benchUsage}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (!opts) {
+    process.stdout.write(`${benchUsage}\n`);
+    return 0;
+  }
+  const o = opts;
+  const started = performance.now();
+  const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`;
+  const machine = await machineFacts(command);
+  progress(
+    "bench",
+    `${o.quick ? "quick" : "full"} run; ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}; ${(machine.backgroundBusyBefore * 100).toFixed(0)}% CPU busy before start (load ${machine.loadAverageAtStart.join(" ")})`,
+  );
+  const wanted = o.phases;
+  const report: BenchReport = {
+    mode: o.quick ? "quick" : "full",
+    machine,
+    settings: { ...o },
+    phases: {
+      submission: skipped(),
+      ops: skipped(),
+      e2e: skipped(),
+      recovery: skipped(),
+      scaling: skipped(),
+      peer: skipped(),
+    },
+    totalMs: 0,
+  };
+  const stackSettings = {
+    tickSeconds: o.tickSeconds,
+    delivery: { leaseSeconds: o.leaseSeconds },
+    // The scaling phase leaves a pending backlog behind: it must not be republished meanwhile.
+    stalePendingSeconds: 86_400,
+  };
+  const mainWorkers = o.peerWorkers;
+  const e2eRuns: EndToEndRun[] = [];
+  const e2eErrors: string[] = [];
+  let e2eMs = 0;
+  let mix: OpMix = { transactions: 2, queries: 1, plainReads: 0 };
+
+  const measureE2E = async (b: BenchStack, w: number) => {
+    const t0 = performance.now();
+    progress("e2e", `${w} worker(s), ${o.e2eItems} items`);
+    try {
+      e2eRuns.push(
+        await measureEndToEnd({
+          bench: b,
+          workers: w,
+          items: o.e2eItems,
+          mix,
+          progress: phaseProgress("e2e"),
+        }),
+      );
+    } catch (err) {
+      e2eErrors.push(`${w} worker(s): ${(err as Error).stack ?? err}`);
+      progress("e2e", `FAILED at ${w} worker(s): ${(err as Error).message}`);
+    }
+    e2eMs += performance.now() - t0;
+  };
+
+  const needsMainStack =
+    wanted.some((p) => p !== "e2e") || (wanted.includes("e2e") && o.workers.includes(mainWorkers));
+  if (needsMainStack) {
+    try {
+      await withStack(
+        { workers: mainWorkers, ...stackSettings, progress: phaseProgress("stack") },
+        async (b) => {
+          progress("warmup", "emulators and handlers");
+          await warmUp(b);
+          report.phases.submission = await phase("submission", wanted, () =>
+            runSubmission({
+              hosts: b.stack.emulators,
+              sizes: o.sizes,
+              progress: phaseProgress("submission"),
+            }),
+          );
+          const ops = await phase("ops", wanted, () =>
+            runOpsPerItem({ hosts: b.stack.emulators, progress: phaseProgress("ops") }),
+          );
+          report.phases.ops = ops as BenchReport["phases"]["ops"];
+          mix = opMixFrom(ops);
+          if (wanted.includes("e2e") && o.workers.includes(mainWorkers)) await measureE2E(b, mainWorkers);
+          report.phases.recovery = await phase("recovery", wanted, () =>
+            runRecovery({
+              bench: b,
+              kills: o.kills,
+              finalizeBatches: o.finalizeBatches,
+              itemSleepMs: o.itemSleepMs,
+              tickSeconds: o.tickSeconds,
+              progress: phaseProgress("recovery"),
+            }),
+          );
+          report.phases.peer = await phase("peer", wanted, () =>
+            runPeer({
+              bench: b,
+              items: o.peerItems,
+              workers: mainWorkers,
+              tickSeconds: o.tickSeconds,
+              bullmqConcurrency: o.bullmqConcurrency,
+              deadlineMs: o.peerDeadlineMs,
+              progress: phaseProgress("peer"),
+            }),
+          );
+          report.phases.scaling = await phase("scaling", wanted, () =>
+            runScaling({
+              bench: b,
+              backlogs: o.backlogs,
+              window: o.window,
+              progress: phaseProgress("scaling"),
+            }),
+          );
+        },
+      );
+    } catch (err) {
+      progress("stack", `FAILED: ${(err as Error).message}`);
+      for (const name of ["submission", "ops", "recovery", "peer", "scaling"] as const)
+        if (wanted.includes(name) && report.phases[name].status === "skipped")
+          report.phases[name] = {
+            status: "failed",
+            durationMs: 0,
+            error: `the local stack failed: ${(err as Error).stack}`,
+          };
+    }
+  }
+  if (wanted.includes("e2e")) {
+    for (const w of o.workers.filter((x) => x !== mainWorkers)) {
+      try {
+        await withStack({ workers: w, ...stackSettings, progress: phaseProgress("stack") }, (b) =>
+          measureE2E(b, w),
+        );
+      } catch (err) {
+        e2eErrors.push(`${w} worker(s): the local stack failed: ${(err as Error).message}`);
+      }
+    }
+    e2eRuns.sort((a, b) => a.workers - b.workers);
+    report.phases.e2e = {
+      status: e2eErrors.length === 0 ? "ok" : e2eRuns.length > 0 ? "ok" : "failed",
+      durationMs: e2eMs,
+      ...(e2eErrors.length > 0 && { error: e2eErrors.join("\n") }),
+      result: { runs: e2eRuns, notes: endToEndNotes(mix) },
+    };
+  }
+  if (report.phases.ops.status === "ok") {
+    const ops = report.phases.ops.result!;
+    const cpu = e2eRuns.map((r) => r.tally.workerCpuSecondsPerItem);
+    const coord = report.phases.submission.result?.sizes
+      .map((s) => s.tally.cpuSecondsPerItem)
+      .filter((v): v is number => v !== null);
+    ops.cost = buildCostModel({
+      items: o.costItems,
+      perItem: ops.perItem,
+      perBatch: ops.perBatch,
+      perChunk: ops.perChunk,
+      chunkItems: ops.chunkItems,
+      workerCpuSecondsPerItem: cpu.length > 0 ? cpu.reduce((a, b) => a + b, 0) / cpu.length : null,
+      coordinatorCpuSecondsPerItem: coord && coord.length > 0 ? coord[coord.length - 1]! : null,
+    });
+  }
+  machine.loadAverageAtEnd = loadavg().map((v) => Math.round(v * 100) / 100);
+  report.totalMs = performance.now() - started;
+  const { md, json } = writeReport(report, o.outDir);
+  process.stdout.write(`\n${markdownTable(summaryRows(report))}\n\n`);
+  progress("bench", `report: ${md}, ${json} (${(report.totalMs / 1000).toFixed(0)} s in all)`);
+  const failed = Object.entries(report.phases).filter(([, p]) => p.status === "failed" || p.error);
+  if (failed.length > 0) progress("bench", `phases with failures: ${failed.map(([n]) => n).join(", ")}`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+main()
+  .then(async (code) => {
+    await cleanUp();
+    process.exit(code);
+  })
+  .catch(async (err) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+    await cleanUp();
+    process.exit(1);
+  });

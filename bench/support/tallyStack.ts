@@ -1,0 +1,126 @@
+// The local stack as the stack-level phases use it (end to end, scaling, recovery, peer): started
+// through `startLocalStack` — emulators, topology, coordinator, W workers behind the front door,
+// reconciler, scheduler loop — in a private data folder, with handler logs kept quiet and the
+// stack's own lines recorded (shown only if something fails). Plus the probes the phases read the
+// ledger with directly (one document read, no API aggregations while a measurement runs).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Firestore } from "@google-cloud/firestore";
+import type { PubSub } from "@google-cloud/pubsub";
+import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
+import type { Batch } from "../../functions/core/model";
+import { isFinalBatchStatus } from "../../functions/core/model";
+import type { DeliverySettings } from "../../functions/topology";
+import { type LocalStack, startLocalStack } from "../../local/localStack";
+import { subscriptionSpecs } from "../../local/provisionTopology";
+import { waitFor } from "../../local/waitFor";
+import { firestoreClient, pubsubClient } from "./clients";
+import { cpuSeconds } from "./procStats";
+import type { Progress } from "./progress";
+
+export interface BenchStack {
+  stack: LocalStack;
+  db: Firestore;
+  pubsub: PubSub;
+  /** A ledger on the stack's project for probes; its op counters are not reported. */
+  probe: FirestoreLedger;
+  coordinatorUrl: string;
+  /** Deliveries the worker processes have answered with 2xx so far (from the front door). */
+  answered2xx(): number;
+  forwarded(): number;
+  /** CPU seconds used so far by the current worker processes (a restarted one starts from 0). */
+  workerCpuSeconds(): number;
+  /** Converts the work subscription to pull (deliveries pause) or back to push. */
+  pauseDeliveries(): Promise<void>;
+  resumeDeliveries(): Promise<void>;
+  /** Drops everything queued on the work subscription (delete and re-create it as provisioned). */
+  purgeDeliveries(): Promise<void>;
+  waitForFinal(batchId: string, timeoutMs: number): Promise<Batch>;
+  stop(): Promise<void>;
+}
+
+export async function startBenchStack(opts: {
+  workers: number;
+  tickSeconds?: number;
+  delivery?: Partial<DeliverySettings>;
+  stalePendingSeconds?: number;
+  progress: Progress;
+}): Promise<BenchStack> {
+  const dataDir = mkdtempSync(join(tmpdir(), "tally-bench-stack-"));
+  const lines: string[] = [];
+  let stack: LocalStack;
+  try {
+    stack = await startLocalStack({
+      port: 0,
+      workers: opts.workers,
+      tickSeconds: opts.tickSeconds ?? 5,
+      delivery: { minimumBackoffSeconds: 1, maximumBackoffSeconds: 10, ...opts.delivery },
+      stalePendingSeconds: opts.stalePendingSeconds,
+      dataDir,
+      quiet: true,
+      projectId: "tally-bench",
+      output: (l) => {
+        lines.push(l);
+        if (lines.length > 200) lines.shift();
+        if (/WARNING|ERROR|exited|restart/i.test(l) && !l.includes("[stack]")) opts.progress(`  ${l}`);
+      },
+    });
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw new Error(`the local stack did not start: ${(err as Error).message}\n${lines.join("\n")}`);
+  }
+  const hosts = stack.emulators;
+  const db = firestoreClient(hosts, stack.projectId);
+  const pubsub = pubsubClient(hosts, stack.projectId);
+  const probe = new FirestoreLedger(db);
+  const topology = stack.config.topology;
+  const workSpec = () =>
+    subscriptionSpecs(topology, stack.projectId, {
+      worker: `${stack.urls.frontDoor}/`,
+      deadLetter: `${stack.urls.reconciler}${topology.deadLetterPath}`,
+    })[0]!;
+  const stats = () => stack.frontDoor.stats();
+  opts.progress(
+    `local stack up: ${opts.workers} worker(s), lease ${stack.config.topology.delivery.leaseSeconds} s, tick ${opts.tickSeconds ?? 5} s`,
+  );
+  return {
+    stack,
+    db,
+    pubsub,
+    probe,
+    coordinatorUrl: stack.urls.coordinator,
+    answered2xx: () => Object.values(stats().responses).reduce((a, r) => a + (r["2xx"] ?? 0), 0),
+    forwarded: () => Object.values(stats().forwarded).reduce((a, b) => a + b, 0),
+    workerCpuSeconds: () =>
+      stack.pids.workers.reduce<number>((a, pid) => a + (pid === null ? 0 : (cpuSeconds(pid) ?? 0)), 0),
+    pauseDeliveries: async () => {
+      await pubsub.subscription(topology.workSubscription).modifyPushConfig({});
+    },
+    resumeDeliveries: async () => {
+      await pubsub
+        .subscription(topology.workSubscription)
+        .modifyPushConfig({ pushEndpoint: `${stack.urls.frontDoor}/` });
+    },
+    purgeDeliveries: async () => {
+      const spec = workSpec();
+      await pubsub.subscription(spec.name).delete();
+      await pubsub.topic(spec.topic).createSubscription(spec.name, spec.metadata);
+    },
+    waitForFinal: (batchId, timeoutMs) =>
+      waitFor(
+        `batch ${batchId} final`,
+        async () => {
+          const b = await probe.getBatch(batchId);
+          return b && isFinalBatchStatus(b.status) ? b : null;
+        },
+        timeoutMs,
+        100,
+      ),
+    stop: async () => {
+      await Promise.allSettled([db.terminate(), pubsub.close()]);
+      await stack.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
