@@ -18,8 +18,8 @@ export async function publishFromCursor(ctx: ReconcileContext, batch: Batch): Pr
   let published = 0;
   while (cursor < batch.received) {
     const count = Math.min(ctx.pageSize, batch.received - cursor, ctx.publishBudget.remaining);
-    if (count <= 0) {
-      ctx.moreWork = true; // the tick's publish budget is spent; the cursor says where to go on
+    if (count <= 0 || (published > 0 && ctx.outOfTime())) {
+      ctx.moreWork = true; // this tick's publish or time budget is spent; the cursor says where to go on
       break;
     }
     const refs = await ledger.readItemRefs(batch.batchId, cursor, count);

@@ -3,7 +3,7 @@
 // failure instead of throwing, so one bad batch never stops the rest of the tick.
 import { type FinalizeDeps, settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
-import type { HandlerDeps } from "./handlerDeps";
+import type { HandlerDeps } from "../../runtime";
 
 export interface ReconcileOptions {
   /** Entities (items or batches) read per query; defaults to topology.reconcile.pageSize. */
@@ -14,6 +14,11 @@ export interface ReconcileOptions {
   publishBudget?: number;
   /** Parallel ledger transitions within a page. */
   concurrency?: number;
+  /**
+   * Wall time after which no sweep starts another page (the tick then answers; the next one goes
+   * on). Well inside the reconciler's request timeout and Cloud Scheduler's attempt deadline.
+   */
+  timeBudgetMs?: number;
 }
 
 export interface SweepError {
@@ -40,12 +45,15 @@ export interface ReconcileContext {
   /** True when a sweep stopped at its bound with work left (the next tick continues). */
   moreWork: boolean;
   now(): number;
+  /** True once the tick's time budget is spent: sweeps stop paging (and mark moreWork). */
+  outOfTime(): boolean;
   /** Runs one entity's work; a failure is logged and tallied, not thrown. */
   guard<T>(where: Omit<SweepError, "message">, fn: () => Promise<T>): Promise<T | undefined>;
 }
 
 export const defaultMaxPagesPerSweep = 4;
 export const defaultConcurrency = 8;
+export const defaultTimeBudgetMs = 120_000;
 /** Multiples of the page size a tick may publish from cursors (dependents, resumed submissions). */
 export const publishBudgetPages = 40;
 
@@ -62,6 +70,7 @@ export function finalizeDepsFor(deps: HandlerDeps, log: Logger = deps.log): Fina
 export function createReconcileContext(deps: HandlerDeps, opts: ReconcileOptions = {}): ReconcileContext {
   const pageSize = opts.pageSize ?? deps.config.topology.reconcile.pageSize;
   const log = deps.log;
+  const timeBudgetMs = opts.timeBudgetMs ?? defaultTimeBudgetMs;
   const ctx: ReconcileContext = {
     deps,
     log,
@@ -75,6 +84,11 @@ export function createReconcileContext(deps: HandlerDeps, opts: ReconcileOptions
     errors: [],
     moreWork: false,
     now: () => deps.clock.now(),
+    outOfTime: () => {
+      if (deps.clock.now() - ctx.startedAt < timeBudgetMs) return false;
+      ctx.moreWork = true;
+      return true;
+    },
     async guard(where, fn) {
       try {
         return await fn();

@@ -5,7 +5,7 @@
 // tick starts its dependents in the same tick, and stale-pending runs last so the doorbells the
 // tick itself just published are not republished.
 
-import type { HandlerDeps } from "./handlerDeps";
+import type { HandlerDeps } from "../../runtime";
 import { createReconcileContext, type ReconcileOptions, type SweepError } from "./reconcileContext";
 import { type DependencySummary, sweepBlockedBatches } from "./sweepBlockedBatches";
 import { type ExpiredLeaseSummary, sweepExpiredLeases } from "./sweepExpiredLeases";

@@ -11,9 +11,9 @@ import {
   parseAllowedEmails,
 } from "../../auth/oidc";
 import { traceField } from "../../core/logger";
+import type { HandlerDeps } from "../../runtime";
 import { decodePushRequest, type PushDelivery } from "../worker/pushDelivery";
 import { deadLetterAttributes, receiveDeadLetter } from "./deadLetterReceiver";
-import type { HandlerDeps } from "./handlerDeps";
 import { sendError, sendJson } from "./httpResponses";
 import { parseReconcileRequest } from "./reconcileRequest";
 import { reconcileTick } from "./reconcileTick";

@@ -28,7 +28,7 @@ export async function sweepBlockedBatches(ctx: ReconcileContext): Promise<Depend
   const summary: DependencySummary = { blocked: 0, started: 0, failed: 0, waiting: 0, published: 0 };
   let pageToken: string | undefined;
   for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep) {
+    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
       break;
     }

@@ -22,7 +22,7 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
   const maxAttempts = config.topology.delivery.maxItemAttempts;
   const summary: ExpiredLeaseSummary = { found: 0, redriven: 0, exhausted: 0, skipped: 0 };
   for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep) {
+    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
       break;
     }

@@ -27,7 +27,7 @@ export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<F
   // so an oldest-first query of one page would look at the same batches forever.
   let pageToken: string | undefined;
   for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep) {
+    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
       break;
     }

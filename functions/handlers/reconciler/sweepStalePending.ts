@@ -16,7 +16,7 @@ export async function sweepStalePending(ctx: ReconcileContext): Promise<StalePen
   const before = ctx.startedAt - config.topology.reconcile.stalePendingSeconds * 1000;
   const summary: StalePendingSummary = { found: 0, republished: 0 };
   for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep) {
+    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
       break;
     }

@@ -40,7 +40,7 @@ export async function sweepTerminatedBatch(
   const reason = batch.reason ?? `batch ${batch.terminateAs ?? "terminated"}`;
   let swept = 0;
   for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep) {
+    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
       break;
     }

@@ -19,11 +19,11 @@ import { createLogger } from "../../../functions/core/logger";
 import type { Batch, NewBatch } from "../../../functions/core/model";
 import type { ExportResult, ItemRef, ResultSink } from "../../../functions/core/ports";
 import { systemClock } from "../../../functions/core/ports";
-import type { HandlerDeps } from "../../../functions/handlers/reconciler/handlerDeps";
 import {
   createReconcilerHandler,
   type ReconcilerHandlerOptions,
 } from "../../../functions/handlers/reconciler/reconcilerHandler";
+import type { HandlerDeps } from "../../../functions/runtime";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../../support/cloud";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
