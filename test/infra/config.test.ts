@@ -1,7 +1,10 @@
 // Stack configuration: defaults, the shared topology it produces, and the errors for bad values —
 // each naming the key and the allowed range, all reported together, before any resource exists.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { defaultDelivery } from "../../functions/topology";
+import { repoRoot } from "../../infra/bundle/buildBundle";
 import {
   type ConfigKey,
   configKeys,
@@ -193,9 +196,8 @@ describe("stack configuration", () => {
     expect(parse({}, "Feature/Very_Long-Branch-Name-2024").prefix).toBe(long);
   });
 
-  it("documents every key in Pulumi.dev.yaml", async () => {
-    const { readFileSync } = await import("node:fs");
-    const yaml = readFileSync(new URL("../../Pulumi.dev.yaml", import.meta.url), "utf8");
+  it("documents every key in Pulumi.dev.yaml", () => {
+    const yaml = readFileSync(join(repoRoot, "Pulumi.dev.yaml"), "utf8");
     const missing = Object.keys(configKeys).filter((k) => !yaml.includes(`tally:${k}:`));
     expect(missing).toEqual([]);
   });

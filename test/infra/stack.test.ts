@@ -367,7 +367,7 @@ describe("the stack under mocks", () => {
     const channel = run.ofType(types.notificationChannel)[0]!.props;
     expect(channel).toMatchObject({ type: "email", labels: { email_address: "ops@example.com" } });
     const alerts = Object.fromEntries(
-      run.ofType(types.alertPolicy).map((a) => [a.props.displayName, a.props]),
+      run.ofType(types.alertPolicy).map((a) => [a.props.displayName as string, a.props] as const),
     );
     for (const a of Object.values(alerts)) {
       expect(a.notificationChannels).toEqual([channel.name]);

@@ -87,6 +87,16 @@ export function testBundle(): Bundle {
   return sharedBundle;
 }
 
+/** Records hold plain JSON, so tests can copy and compare them; assets are noted by kind. */
+function plain(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(plain);
+  if (pulumi.asset.Asset.isInstance(value) || pulumi.asset.Archive.isInstance(value))
+    return `[${(value as object).constructor.name}]`;
+  if (value && typeof value === "object")
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
+  return value;
+}
+
 /** A fresh mock monitor for `stack`; every resource registered from now on lands in `resources`. */
 export async function installMocks(stack = "dev"): Promise<{ resources: ResourceRecord[] }> {
   const resources: ResourceRecord[] = [];
@@ -98,7 +108,7 @@ export async function installMocks(stack = "dev"): Promise<{ resources: Resource
           type: args.type,
           name: args.name,
           urn: `urn:pulumi:${stack}::tally::${args.type}::${args.name}`,
-          props: state,
+          props: plain(state) as Record<string, unknown>,
         });
         return { id, state };
       },

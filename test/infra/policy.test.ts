@@ -1,0 +1,256 @@
+// The policy rules, run offline over the resources the mocked program registers: the real stack
+// passes, and each deliberately broken copy is reported by the rule that guards it. The pack wiring
+// (infra/policy/index.ts) is checked by loading it against a recording PolicyPack.
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import { checkAll, type ResourceRecord, rules, types, type Violation } from "../../infra/policy/rules";
+import { mockProject, runStack } from "./support/pulumiMocks";
+
+let stack: ResourceRecord[];
+beforeAll(async () => {
+  stack = (await runStack({ alertEmail: "ops@example.com" })).resources;
+});
+
+/** A deep copy of the stack with one change. */
+function broken(change: (resources: ResourceRecord[]) => void): ResourceRecord[] {
+  const copy = structuredClone(stack);
+  change(copy);
+  return copy;
+}
+// biome-ignore lint/suspicious/noExplicitAny: resource properties are provider JSON.
+const find = (resources: ResourceRecord[], type: string, pred: (props: Record<string, any>) => boolean) => {
+  const r = resources.find((x) => x.type === type && pred(x.props));
+  if (!r) throw new Error(`no ${type} matches`);
+  return r;
+};
+const workSub = (rs: ResourceRecord[]) =>
+  find(rs, types.subscription, (p) => p.name === "tally-dev-work-push");
+const ruleNames = (violations: Violation[]) => [...new Set(violations.map((v) => v.rule))];
+const project = mockProject.projectId;
+
+describe("policy rules over the mocked stack", () => {
+  it("the stack as declared passes every rule", () => {
+    expect(stack.length).toBeGreaterThan(50);
+    expect(checkAll(stack)).toEqual([]);
+  });
+
+  it("a subscription without a dead-letter policy is reported", () => {
+    const v = checkAll(broken((rs) => delete workSub(rs).props.deadLetterPolicy));
+    expect(ruleNames(v)).toEqual(["subscriptions-dead-letter"]);
+    expect(v[0]!.message).toContain("subscription tally-dev-work-push has no dead-letter policy");
+    expect(v[0]!.urn).toContain("tally-dev-sub-work");
+  });
+
+  it("an out-of-range maxDeliveryAttempts is reported", () => {
+    const v = checkAll(broken((rs) => (workSub(rs).props.deadLetterPolicy.maxDeliveryAttempts = 3)));
+    expect(v.map((x) => x.message)).toEqual([
+      "subscription tally-dev-work-push must set deadLetterPolicy.maxDeliveryAttempts in 5..100 (got 3)",
+    ]);
+  });
+
+  it("a subscription that can expire is reported", () => {
+    const v = checkAll(broken((rs) => delete workSub(rs).props.expirationPolicy));
+    expect(ruleNames(v)).toEqual(["subscriptions-never-expire"]);
+    expect(v[0]!.message).toContain('must set expirationPolicy.ttl to ""');
+  });
+
+  it("a missing publisher grant to the Pub/Sub service agent on the dead-letter topic is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const grant = find(rs, types.topicIamMember, (p) => p.topic === "tally-dev-work-dead-letter");
+        rs.splice(rs.indexOf(grant), 1);
+      }),
+    );
+    expect(v.map((x) => [x.rule, x.message])).toEqual([
+      [
+        "dead-letter-grants",
+        "the Pub/Sub service agent needs roles/pubsub.publisher on dead-letter topic tally-dev-work-dead-letter (used by subscription tally-dev-work-push)",
+      ],
+    ]);
+  });
+
+  it("a subscriber grant to the wrong member is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const grant = find(rs, types.subscriptionIamMember, (p) => p.subscription === "tally-dev-work-push");
+        grant.props.member = `serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com`;
+      }),
+    );
+    expect(v.map((x) => x.message)).toEqual([
+      "the Pub/Sub service agent needs roles/pubsub.subscriber on subscription tally-dev-work-push to forward its dead letters",
+    ]);
+  });
+
+  it("a dead-letter topic nobody subscribes to is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const hold = find(rs, types.subscription, (p) => p.name === "tally-dev-work-dead-letter-parked-hold");
+        rs.splice(rs.indexOf(hold), 1);
+      }),
+    );
+    expect(ruleNames(v)).toEqual(["dead-letter-topics-subscribed"]);
+  });
+
+  it("a pull subscription on an ordinary topic still needs a dead-letter policy", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const hold = find(rs, types.subscription, (p) => p.name === "tally-dev-work-dead-letter-parked-hold");
+        hold.props.topic = "tally-dev-work";
+      }),
+    );
+    expect(ruleNames(v)).toContain("subscriptions-dead-letter");
+  });
+
+  it("public principals are reported wherever they appear", () => {
+    const v = checkAll(
+      broken((rs) => {
+        rs.push({
+          type: "gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
+          name: "oops-public",
+          props: { name: "tally-dev-coordinator", role: "roles/run.invoker", member: "allUsers" },
+        });
+        rs.push({
+          type: types.projectIamPolicy,
+          name: "oops-policy",
+          props: {
+            project,
+            policyData: JSON.stringify({
+              bindings: [{ role: "roles/viewer", members: ["allAuthenticatedUsers"] }],
+            }),
+          },
+        });
+      }),
+    );
+    expect(v.filter((x) => x.rule === "no-public-principals").map((x) => x.resource)).toEqual([
+      "oops-public",
+      "oops-policy",
+    ]);
+  });
+
+  it("a push subscription or scheduler job without OIDC is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        delete workSub(rs).props.pushConfig.oidcToken;
+        delete find(rs, types.schedulerJob, () => true).props.httpTarget.oidcToken.audience;
+      }),
+    );
+    expect(v.filter((x) => x.rule === "push-and-scheduler-use-oidc").map((x) => x.resource)).toEqual([
+      "tally-dev-sub-work",
+      "tally-dev-reconcile-job",
+    ]);
+  });
+
+  it("an ack deadline shorter than the worker's timeout is reported", () => {
+    const v = checkAll(broken((rs) => (workSub(rs).props.ackDeadlineSeconds = 60)));
+    expect(v.map((x) => [x.rule, x.message])).toEqual([
+      [
+        "deadlines-cover-timeouts",
+        "subscription tally-dev-work-push has ackDeadlineSeconds 60, shorter than the timeout of tally-dev-worker (540 s): Pub/Sub would redeliver while the first delivery still runs",
+      ],
+    ]);
+  });
+
+  it("a scheduler attempt deadline shorter than the reconciler's timeout is reported", () => {
+    const v = checkAll(
+      broken((rs) => (find(rs, types.schedulerJob, () => true).props.attemptDeadline = "30s")),
+    );
+    expect(ruleNames(v)).toEqual(["deadlines-cover-timeouts"]);
+    expect(v[0]!.message).toContain(
+      "attemptDeadline 30 s, shorter than the timeout of tally-dev-reconciler (300 s)",
+    );
+  });
+
+  it("project-wide Pub/Sub and token-creator grants are reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const base = find(rs, types.projectIamMember, (p) => p.role === "roles/datastore.user");
+        rs.push({
+          ...structuredClone(base),
+          name: "wide-pubsub",
+          props: { ...base.props, role: "roles/pubsub.editor" },
+        });
+        rs.push({
+          type: types.projectIamBinding,
+          name: "wide-token",
+          props: { project, role: "roles/iam.serviceAccountTokenCreator", members: [base.props.member] },
+        });
+      }),
+    );
+    expect(
+      v.filter((x) => x.rule === "no-project-wide-pubsub-or-token-creator").map((x) => x.resource),
+    ).toEqual(["wide-pubsub", "wide-token"]);
+  });
+
+  it("roles/datastore.user for an identity that runs no handler is reported", () => {
+    const push = `serviceAccount:tally-dev-push@${project}.iam.gserviceaccount.com`;
+    const v = checkAll(
+      broken((rs) => {
+        rs.push({
+          type: types.projectIamMember,
+          name: "push-datastore",
+          props: { project, role: "roles/datastore.user", member: push },
+        });
+      }),
+    );
+    expect(v.map((x) => [x.rule, x.resource])).toEqual([
+      ["datastore-user-only-for-handlers", "push-datastore"],
+    ]);
+    expect(v[0]!.message).toContain(push);
+  });
+
+  it("an alert policy without a channel, while one is configured, is reported", () => {
+    const v = checkAll(
+      broken(
+        (rs) =>
+          (find(rs, types.alertPolicy, (p) =>
+            p.displayName.includes("batches failed"),
+          ).props.notificationChannels = []),
+      ),
+    );
+    expect(v.map((x) => x.rule)).toEqual(["alerts-notify"]);
+    expect(v[0]!.message).toContain("Tally tally-dev: batches failed");
+    // Without any channel configured, silent alert policies are allowed.
+    const noChannel = broken((rs) => {
+      rs.splice(
+        rs.findIndex((r) => r.type === types.notificationChannel),
+        1,
+      );
+      for (const a of rs.filter((r) => r.type === types.alertPolicy)) a.props.notificationChannels = [];
+    });
+    expect(checkAll(noChannel)).toEqual([]);
+  });
+});
+
+describe("the policy pack", () => {
+  it("wraps every rule as a stack policy that reports violations with the resource's URN", async () => {
+    // biome-ignore lint/suspicious/noExplicitAny: the recorded PolicyPack arguments.
+    const packs: { name: string; args: any }[] = [];
+    vi.doMock("@pulumi/policy", () => ({
+      PolicyPack: class {
+        constructor(name: string, args: unknown) {
+          packs.push({ name, args });
+        }
+      },
+    }));
+    // A computed specifier: the pack module runs its constructor on load, under the mock above.
+    const packModule = "../../infra/policy/index";
+    await import(packModule);
+    vi.doUnmock("@pulumi/policy");
+    expect(packs).toHaveLength(1);
+    const { name, args } = packs[0]!;
+    expect(name).toBe("tally");
+    expect(args.enforcementLevel).toBe("mandatory");
+    expect(args.policies.map((p: { name: string }) => p.name)).toEqual(rules.map((r) => r.name));
+
+    const reported: [string, string | undefined][] = [];
+    const brokenStack = broken((rs) => delete workSub(rs).props.deadLetterPolicy);
+    for (const policy of args.policies)
+      policy.validateStack({ resources: brokenStack }, (message: string, urn?: string) =>
+        reported.push([message, urn]),
+      );
+    expect(reported).toHaveLength(1);
+    expect(reported[0]![0]).toContain("has no dead-letter policy");
+    expect(reported[0]![1]).toBe(
+      "urn:pulumi:dev::tally::gcp:pubsub/subscription:Subscription::tally-dev-sub-work",
+    );
+  });
+});
