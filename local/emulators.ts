@@ -6,6 +6,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { waitFor } from "./waitFor";
 
 export interface EmulatorHandle {
   name: "pubsub" | "firestore";
@@ -105,30 +106,39 @@ async function waitForHttp(
   throw new Error(`the ${name} emulator did not answer on ${url} within ${timeoutMs} ms:\n${logTail()}`);
 }
 
-function killGroup(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return resolve();
-    const pgid = child.pid;
-    const done = () => {
-      clearTimeout(hard);
-      resolve();
-    };
-    child.once("exit", done);
-    try {
-      process.kill(-pgid, "SIGTERM");
-    } catch {
-      return done();
-    }
+/** Is any process left in the group (the Java grandchild outlives the `gcloud` leader by a moment)? */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Stops the whole process group and resolves only once no process of it is left. */
+async function killGroup(child: ChildProcess): Promise<void> {
+  if (child.pid === undefined) return;
+  const pgid = child.pid;
+  if (!groupAlive(pgid)) return;
+  try {
+    process.kill(-pgid, "SIGTERM");
+  } catch {
+    return;
+  }
+  try {
+    await waitFor(`the emulator process group ${pgid} to exit`, () => !groupAlive(pgid), 3000, 50);
+  } catch {
     // The Java process sometimes ignores SIGTERM while flushing; make sure the group is gone.
-    const hard = setTimeout(() => {
-      try {
-        process.kill(-pgid, "SIGKILL");
-      } catch {
-        /* gone */
-      }
-      setTimeout(resolve, 200);
-    }, 3000);
-  });
+    try {
+      process.kill(-pgid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+    await waitFor(`the emulator process group ${pgid} to die`, () => !groupAlive(pgid), 5000, 50).catch(
+      () => undefined,
+    );
+  }
 }
 
 export interface StartOptions {

@@ -45,6 +45,8 @@ export interface ItemSnapshot {
   error: { kind?: string; message?: string } | null;
   result: unknown;
   generation: number | null;
+  /** Who holds the lease (`host/pid` of a worker process), while one does. */
+  leaseOwner: string | null;
 }
 
 export interface InvariantReport {
@@ -100,7 +102,7 @@ export async function fetchAllItems(
   const items: ItemSnapshot[] = [];
   let pageToken: string | undefined;
   for (let page = 0; ; page++) {
-    const q = new URLSearchParams({ limit: String(pageSize), view: "full" });
+    const q = new URLSearchParams({ limit: String(pageSize), include: "result" });
     if (pageToken) q.set("pageToken", pageToken);
     const body = await getJson(`${coordinatorUrl}/v1/batches/${encodeURIComponent(batchId)}/items?${q}`);
     const list = Array.isArray(body.items) ? body.items : [];
@@ -121,6 +123,7 @@ function toItemSnapshot(i: Json): ItemSnapshot {
     error,
     result: i.result,
     generation: num(i.generation),
+    leaseOwner: typeof obj(i.lease).owner === "string" ? String(obj(i.lease).owner) : null,
   };
 }
 

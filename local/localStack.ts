@@ -15,6 +15,7 @@ import { type FrontDoor, startFrontDoor } from "./frontDoor";
 import { formatLogLine } from "./logLines";
 import { type Component, SupervisedProcess } from "./processSupervisor";
 import { provisionSubscriptions, provisionTopics } from "./provisionTopology";
+import { type PushRelay, startPushRelay } from "./pushRelay";
 import { formatReadyLines } from "./readyLines";
 import { type SchedulerLoop, startSchedulerLoop } from "./schedulerLoop";
 import { type LocalStackOptions, resolveDelivery, UsageError, validateStackOptions } from "./stackOptions";
@@ -56,6 +57,8 @@ export interface LocalStack {
   workers: SupervisedProcess[];
   reconciler: SupervisedProcess;
   frontDoor: FrontDoor;
+  /** Null with `pushConcurrency: 0`. */
+  pushRelay: PushRelay | null;
   scheduler: SchedulerLoop | null;
   /** Signals worker `n` (1-based, as printed) — SIGKILL by default. Returns the pid signalled. */
   killWorker(n: number, signal?: NodeJS.Signals): number;
@@ -141,6 +144,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const config = loadConfig(handlerEnv);
     const topology = config.topology;
 
+    // The client libraries would otherwise probe for a GCE metadata server (and warn) on loopback.
+    process.env.METADATA_SERVER_DETECTION ??= "none";
     const pubsub = new PubSub({ projectId, apiEndpoint: emulators.pubsubHost, emulatorMode: true });
     cleanups.push(() => pubsub.close());
     await provisionTopics(pubsub, topology);
@@ -173,6 +178,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     cleanups.push(() => frontDoor.close());
     // Handlers stop (gracefully) before the front door closes: a worker's answers to the deliveries
     // it releases on SIGTERM still reach Pub/Sub.
+    const handlersStop = cleanups.length;
     cleanups.push(async () => {
       await Promise.all(all.map((p) => p.stop()));
     });
@@ -183,14 +189,38 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     say(`${all.length} handler processes answering in ${Date.now() - handlersStarted} ms`);
 
     // Subscriptions last: the emulator starts pushing as soon as one exists.
-    await provisionSubscriptions(pubsub, topology, projectId, {
-      worker: `${frontDoor.url}/`,
-      deadLetter: `${reconciler.url}${topology.deadLetterPath}`,
-    });
+    const pushConcurrency = options.pushConcurrency ?? 0;
+    await provisionSubscriptions(
+      pubsub,
+      topology,
+      projectId,
+      { worker: `${frontDoor.url}/`, deadLetter: `${reconciler.url}${topology.deadLetterPath}` },
+      { relayWork: pushConcurrency > 0 },
+    );
     say(
-      `topology provisioned: ${topology.workTopic} → ${topology.workSubscription} (push ${frontDoor.url}/, ack ${delivery.ackDeadlineSeconds} s, backoff ${delivery.minimumBackoffSeconds}–${delivery.maximumBackoffSeconds} s, dead-letter after ${delivery.maxDeliveryAttempts}) ; ${topology.deadLetterTopic} → ${topology.deadLetterSubscription} (push ${reconciler.url}${topology.deadLetterPath})`,
+      `topology provisioned: ${topology.workTopic} → ${topology.workSubscription} (${pushConcurrency > 0 ? "relayed" : "push"} to ${frontDoor.url}/, ack ${delivery.ackDeadlineSeconds} s, backoff ${delivery.minimumBackoffSeconds}–${delivery.maximumBackoffSeconds} s, dead-letter after ${delivery.maxDeliveryAttempts}) ; ${topology.deadLetterTopic} → ${topology.deadLetterSubscription} (push ${reconciler.url}${topology.deadLetterPath})`,
     );
     say(`front door: ${frontDoor.url} → ${workers.map((w) => w.name).join(", ")}`);
+
+    const pushRelay =
+      pushConcurrency > 0
+        ? startPushRelay({
+            pubsub,
+            projectId,
+            subscription: topology.workSubscription,
+            endpoint: `${frontDoor.url}/`,
+            concurrency: pushConcurrency,
+            ackDeadlineSeconds: delivery.ackDeadlineSeconds,
+            onError: options.verbose ? (m) => output(`[push relay] ${m}`) : undefined,
+          })
+        : null;
+    if (pushRelay) {
+      // Runs after the handlers stopped (cleanups run in reverse): their last answers are still relayed.
+      cleanups.splice(handlersStop, 0, () => pushRelay.stop());
+      say(
+        `push relay: ${topology.workSubscription} is pulled and pushed to the front door, ${pushConcurrency} requests at a time`,
+      );
+    }
 
     const reconcileUrl = `${reconciler.url}${topology.reconcilePath}`;
     const scheduler =
@@ -245,6 +275,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       workers,
       reconciler,
       frontDoor,
+      pushRelay,
       scheduler,
       killWorker: (n, signal = "SIGKILL") => workerAt(n).kill(signal),
       waitForWorkerRestart: (n, previousPid, timeoutMs) => workerAt(n).waitForRestart(previousPid, timeoutMs),

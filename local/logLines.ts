@@ -31,6 +31,26 @@ function isPerItem(event: string | undefined): boolean {
   return !!event && /^(item|step|delivery|pipeline)\./.test(event);
 }
 
+/** A scheduler tick that found nothing to do: one every few seconds, so only shown with --verbose. */
+function isIdleReconcile(p: Parsed): boolean {
+  if (p.event !== "reconcile.summary") return false;
+  const n = (path: string[]) => {
+    let v: unknown = p;
+    for (const k of path) v = v && typeof v === "object" ? (v as Record<string, unknown>)[k] : undefined;
+    return typeof v === "number" ? v : 0;
+  };
+  return (
+    n(["expiredLeases", "found"]) +
+      n(["staleSubmissions", "found"]) +
+      n(["stalePending", "republished"]) +
+      n(["dependencies", "started"]) +
+      n(["dependencies", "failed"]) +
+      n(["finalized"]) +
+      n(["errors"]) ===
+    0
+  );
+}
+
 /** The line to print for a process's output line, or null when it is filtered out. */
 export function formatLogLine(source: string, line: string, filter: LogFilter): string | null {
   const p = parse(line);
@@ -39,7 +59,7 @@ export function formatLogLine(source: string, line: string, filter: LogFilter): 
   const loud = severity === "WARNING" || severity === "ERROR" || severity === "CRITICAL";
   if (!filter.verbose) {
     if (severity === "DEBUG") return null;
-    if (!loud && isPerItem(p.event)) return null;
+    if (!loud && (isPerItem(p.event) || isIdleReconcile(p))) return null;
   }
   const fields: string[] = [];
   for (const key of shownFields) {

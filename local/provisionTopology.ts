@@ -20,11 +20,21 @@ export interface SubscriptionSpec {
   metadata: SubscriptionMetadata;
 }
 
+export interface ProvisionOptions {
+  /**
+   * Deliver the work subscription through the push relay (pushRelay.ts): the emulator refuses to
+   * pull from a push subscription, so it is created without a push endpoint, every other setting
+   * unchanged, and the relay pushes to `endpoints.worker`.
+   */
+  relayWork?: boolean;
+}
+
 /** The two push subscriptions, as the Pulumi stack declares them, with local push endpoints. */
 export function subscriptionSpecs(
   topology: Topology,
   projectId: string,
   endpoints: PushEndpoints,
+  opts: ProvisionOptions = {},
 ): SubscriptionSpec[] {
   const d = topology.delivery;
   // ttl unset inside a present expirationPolicy means "never expire" (Pulumi: `ttl: ""`); leaving
@@ -35,7 +45,7 @@ export function subscriptionSpecs(
       name: topology.workSubscription,
       topic: topology.workTopic,
       metadata: {
-        pushConfig: { pushEndpoint: endpoints.worker },
+        pushConfig: opts.relayWork ? {} : { pushEndpoint: endpoints.worker },
         ackDeadlineSeconds: d.ackDeadlineSeconds,
         retryPolicy: {
           minimumBackoff: { seconds: d.minimumBackoffSeconds },
@@ -82,9 +92,10 @@ export async function provisionSubscriptions(
   topology: Topology,
   projectId: string,
   endpoints: PushEndpoints,
+  opts: ProvisionOptions = {},
 ): Promise<void> {
   await provisionTopics(pubsub, topology);
-  for (const spec of subscriptionSpecs(topology, projectId, endpoints)) {
+  for (const spec of subscriptionSpecs(topology, projectId, endpoints, opts)) {
     const sub = pubsub.subscription(spec.name);
     const [exists] = await sub.exists();
     if (exists) {

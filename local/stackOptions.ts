@@ -12,6 +12,12 @@ export interface LocalStackOptions {
   tickSeconds?: number;
   /** false: no scheduler loop (a test that calls /reconcile itself). Default true. */
   scheduler?: boolean;
+  /**
+   * 0 (default): the emulator pushes the work subscription itself, exactly as declared — two
+   * requests at a time. N > 0: the push relay (pushRelay.ts) delivers it, N requests at a time, from
+   * a pull subscription with the same settings (for throughput runs).
+   */
+  pushConcurrency?: number;
   /** Delivery settings (DESIGN.md §2.5); unset ones keep the topology's defaults. */
   delivery?: Partial<DeliverySettings>;
   /** Reconciler staleness thresholds (seconds). */
@@ -57,6 +63,8 @@ Options:
   --max-delivery-attempts N   Pub/Sub dead-letters after N deliveries (default ${defaultDelivery.maxDeliveryAttempts})
   --max-item-attempts N       ledger attempts before attempts_exhausted (default ${defaultDelivery.maxItemAttempts})
   --worker-timeout N          item timeout in the worker (default min(${defaultDelivery.workerTimeoutSeconds}, ack deadline))
+  --push-concurrency N        deliver work through the push relay, N requests at a time (default 0:
+                              the emulator's own push, exactly as declared, 2 at a time)
   --stale-pending N           reconciler republishes pending items untouched for N s (default 900)
   --data DIR                  data folder (default .tally); wiped on start unless --persist
   --persist                   keep the data folder (Firestore data is exported on stop, imported on start)
@@ -80,6 +88,9 @@ const intFlags: Record<string, (o: LocalStackOptions, v: number) => void> = {
   "--max-delivery-attempts": (o, v) => setDelivery(o, "maxDeliveryAttempts", v),
   "--max-item-attempts": (o, v) => setDelivery(o, "maxItemAttempts", v),
   "--worker-timeout": (o, v) => setDelivery(o, "workerTimeoutSeconds", v),
+  "--push-concurrency": (o, v) => {
+    o.pushConcurrency = v;
+  },
   "--stale-pending": (o, v) => {
     o.stalePendingSeconds = v;
   },
@@ -179,6 +190,11 @@ export function validateStackOptions(opts: LocalStackOptions): void {
     !(Number.isInteger(opts.workers) && opts.workers >= 1 && opts.workers <= 16)
   )
     problems.push(`--workers must be 1..16 (got ${opts.workers})`);
+  if (
+    opts.pushConcurrency !== undefined &&
+    !(Number.isInteger(opts.pushConcurrency) && opts.pushConcurrency >= 0 && opts.pushConcurrency <= 1000)
+  )
+    problems.push(`--push-concurrency must be 0..1000 (got ${opts.pushConcurrency})`);
   if (opts.tickSeconds !== undefined && !(opts.tickSeconds > 0 && opts.tickSeconds <= 3600))
     problems.push(`--tick must be in (0, 3600] seconds (got ${opts.tickSeconds})`);
   if (
