@@ -1,9 +1,23 @@
-// `tally` usage handling as a real child process, no server needed: --help, unknown commands and
-// flags (usage shown), bad values (the flag named), and an unreachable coordinator or reconciler
-// (exit 1 with the hint to run `npm start`).
+// `tally` usage handling, no server needed: --help, unknown commands and flags (usage shown), bad
+// values (the flag named), and an unreachable coordinator or reconciler (exit 1 with the hint to
+// run `npm start`). The launcher's exit codes are checked as a real child process; the table of
+// bad flags runs the same entry point in-process (a child process per case costs seconds on a
+// busy machine).
 import { describe, expect, it } from "vitest";
+import { runCli } from "../../local/cli/main";
 import { freePort } from "../../local/emulators";
 import { runTally } from "./cliRunner";
+
+async function runInProcess(args: string[]) {
+  let stdout = "";
+  let stderr = "";
+  const code = await runCli(args, {
+    out: { write: (s: string) => (stdout += s) },
+    err: { write: (s: string) => (stderr += s) },
+    env: {},
+  });
+  return { code, stdout, stderr };
+}
 
 describe("tally usage", () => {
   it("--help prints the usage and exits 0", async () => {
@@ -113,8 +127,20 @@ describe("tally usage", () => {
     },
   ];
 
+  it("a child process exits 1 with the message and the usage for an unknown command or flag", async () => {
+    const unknown = await runTally(["frob"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('tally: unknown command "frob"');
+    expect(unknown.stderr).toContain("Usage:");
+    const badValue = await runTally(["submit", "--demo", "5", "--threshold", "2"]);
+    expect(badValue.code).toBe(1);
+    expect(badValue.stderr).toBe(
+      "tally: --threshold must be a number in 0..1\nrun `tally --help` for usage\n",
+    );
+  });
+
   it.each(cases)("tally $args → exit 1: $message", async ({ args, message, usage }) => {
-    const r = await runTally(args);
+    const r = await runInProcess(args);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain(message);
