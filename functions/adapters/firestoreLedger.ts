@@ -263,25 +263,8 @@ export class FirestoreLedger implements Ledger {
   ): Promise<{ alreadyExisting: string[] }> {
     const alreadyExisting: string[] = [];
     if (items.length > 0) {
-      // BulkWriter, not a transaction: a chunk of new documents needs no read. `create` makes the
-      // write conditional on absence, so a re-submission racing the first one can never reset an
-      // item that a worker has already leased or finished. The default 500/s ramp-up (Firestore's
-      // guidance for a new collection) would cap submission far below what the database takes,
-      // so it is switched off: each batch's items live in their own subcollection, and Firestore
-      // itself pushes back (RESOURCE_EXHAUSTED) with retries handled by the writer.
-      const writer = this.db.bulkWriter({ throttling: false });
-      const failures: Error[] = [];
-      writer.onWriteError((err) => {
-        if (err.code === 6 /* ALREADY_EXISTS */) {
-          alreadyExisting.push(err.documentRef.id);
-          return false;
-        }
-        if (err.failedAttempts < 10) return true;
-        failures.push(err);
-        return false;
-      });
       const expireAt = this.expireAt(now);
-      items.forEach((it, i) => {
+      const docs = items.map((it, i) => {
         const doc: ItemDoc = {
           batchId,
           itemId: it.itemId,
@@ -304,13 +287,28 @@ export class FirestoreLedger implements Ledger {
           pendingSince: opts.publishable ? now : null,
           expireAt,
         };
-        writer.create(this.itemRef(batchId, it.itemId), doc).catch(() => {
-          /* reported through onWriteError */
-        });
+        return { ref: this.itemRef(batchId, it.itemId), doc };
       });
-      await writer.close();
+      // No transaction: a chunk of new documents needs no read. `create` makes each write
+      // conditional on absence, so a re-submission racing the first one can never reset an item
+      // that a worker has already leased or finished. Fast path: one Commit per group of ≤ 500
+      // writes / ~8 MiB (Firestore's per-request caps) — one round trip, where the BulkWriter
+      // sends 20 writes per request (measured on the emulator: 3.5–4.5× faster for 4,000 items).
+      // A commit of creates fails as a whole when any document already exists (a racing or
+      // repeated submission) or on an error: that group then goes through the BulkWriter, which
+      // retries, creates what is missing and reports what existed.
+      await Promise.all(
+        commitGroups(docs).map(async (group) => {
+          try {
+            const batch = this.db.batch();
+            for (const d of group) batch.create(d.ref, d.doc);
+            await batch.commit();
+          } catch {
+            alreadyExisting.push(...(await this.createEach(group)));
+          }
+        }),
+      );
       this.ops.writes += items.length;
-      if (failures.length > 0) throw failures[0];
     }
     const to = fromSeq + items.length;
     await this.tx(async (tx) => {
@@ -324,6 +322,34 @@ export class FirestoreLedger implements Ledger {
       }
     });
     return { alreadyExisting };
+  }
+
+  /**
+   * Creates each document on its own (BulkWriter): the slow path of appendItems. The default
+   * 500/s ramp-up (Firestore's guidance for a new collection) is switched off: each batch's items
+   * live in their own subcollection, and Firestore pushes back (RESOURCE_EXHAUSTED) with retries
+   * handled by the writer. Returns the ids that already existed.
+   */
+  private async createEach(group: Array<{ ref: DocumentReference; doc: ItemDoc }>): Promise<string[]> {
+    const existing: string[] = [];
+    const writer = this.db.bulkWriter({ throttling: false });
+    const failures: Error[] = [];
+    writer.onWriteError((err) => {
+      if (err.code === 6 /* ALREADY_EXISTS */) {
+        existing.push(err.documentRef.id);
+        return false;
+      }
+      if (err.failedAttempts < 10) return true;
+      failures.push(err);
+      return false;
+    });
+    for (const d of group)
+      writer.create(d.ref, d.doc).catch(() => {
+        /* reported through onWriteError */
+      });
+    await writer.close();
+    if (failures.length > 0) throw failures[0];
+    return existing;
   }
 
   async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
@@ -969,3 +995,25 @@ export class FirestoreLedger implements Ledger {
 }
 
 export class RetryRefusedError extends Error {}
+
+/** Firestore's caps per request: 500 writes, 10 MiB. Groups stay below both (payloads are the bulk). */
+const maxWritesPerCommit = 500;
+const maxBytesPerCommit = 8 * 1024 * 1024;
+
+function commitGroups<T extends { doc: { payload: unknown } }>(docs: T[]): T[][] {
+  const groups: T[][] = [];
+  let group: T[] = [];
+  let bytes = 0;
+  for (const d of docs) {
+    const size = 1024 + Buffer.byteLength(JSON.stringify(d.doc.payload) ?? "");
+    if (group.length > 0 && (group.length >= maxWritesPerCommit || bytes + size > maxBytesPerCommit)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(d);
+    bytes += size;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
