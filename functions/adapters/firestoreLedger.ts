@@ -58,6 +58,12 @@ export interface FirestoreLedgerOptions {
    * production; see functions/faults.ts.
    */
   failCompletionRate?: number;
+  /**
+   * Fault injection for the chaos suite (F3, F5): this fraction of `hasLiveItems` checks answers
+   * "yes" without reading, so the caller never starts the event-driven finalization. Refused in
+   * production; see functions/faults.ts.
+   */
+  skipFinalizeRate?: number;
 }
 
 interface ItemDoc {
@@ -103,6 +109,7 @@ export class FirestoreLedger implements Ledger {
   private readonly retentionMs: number;
   private readonly maxAttempts: number;
   private readonly failCompletionRate: number;
+  private readonly skipFinalizeRate: number;
 
   constructor(
     private readonly db: Firestore,
@@ -111,6 +118,7 @@ export class FirestoreLedger implements Ledger {
     this.retentionMs = (opts.retentionDays ?? defaultRetentionDays) * 86_400_000;
     this.maxAttempts = opts.maxTransactionAttempts ?? 25;
     this.failCompletionRate = opts.failCompletionRate ?? 0;
+    this.skipFinalizeRate = opts.skipFinalizeRate ?? 0;
   }
 
   // --- references ------------------------------------------------------------------------------
@@ -781,6 +789,7 @@ export class FirestoreLedger implements Ledger {
   }
 
   async hasLiveItems(batchId: string): Promise<boolean> {
+    if (this.skipFinalizeRate > 0 && Math.random() < this.skipFinalizeRate) return true;
     const snap = await this.items(batchId)
       .where("status", "in", ["pending", "running"])
       .limit(1)
