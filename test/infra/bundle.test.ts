@@ -31,6 +31,16 @@ const rootPackage = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
 };
+/** `unzip` reads the archive as Cloud Functions will: an independent check of the zip writer. */
+function unzip(...args: string[]): string {
+  try {
+    return execFileSync("unzip", args, { encoding: "utf8" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new Error("the bundle test needs the unzip command (Debian: apt-get install unzip)");
+    throw err;
+  }
+}
 const sha256 = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
 let first: Bundle;
@@ -94,13 +104,10 @@ describe("the functions bundle", () => {
   });
 
   it("is a valid zip holding exactly the staged files", () => {
-    const listed = execFileSync("unzip", ["-Z1", first.zipPath], { encoding: "utf8" })
-      .trim()
-      .split("\n")
-      .sort();
+    const listed = unzip("-Z1", first.zipPath).trim().split("\n").sort();
     expect(listed).toEqual(first.files);
     const out = join(scratch, "unzipped");
-    execFileSync("unzip", ["-q", first.zipPath, "-d", out]);
+    unzip("-q", first.zipPath, "-d", out);
     for (const f of first.files)
       expect(readFileSync(join(out, f)).equals(readFileSync(join(first.stagingDir, f))), f).toBe(true);
   });
@@ -155,7 +162,7 @@ describe("the built bundle under the Functions Framework", () => {
     async () => {
       // With the entry present, the bundle built above is exactly what `pulumi up` uploads.
       const dir = join(scratch, "served-unzipped");
-      execFileSync("unzip", ["-q", first.zipPath, "-d", dir]);
+      unzip("-q", first.zipPath, "-d", dir);
       const { pubsubHost, firestoreHost } = emulatorHosts();
       const frameworkMain = join(
         repoRoot,
