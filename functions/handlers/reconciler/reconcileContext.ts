@@ -52,7 +52,7 @@ export interface ReconcileContext {
 }
 
 export const defaultMaxPagesPerSweep = 4;
-export const defaultConcurrency = 8;
+export const defaultConcurrency = 16;
 export const defaultTimeBudgetMs = 120_000;
 /** Multiples of the page size a tick may publish from cursors (dependents, resumed submissions). */
 export const publishBudgetPages = 40;

@@ -18,7 +18,7 @@ export interface StaleSubmissionSummary {
 
 const sweep = "staleSubmissions";
 /** Resuming publishes many doorbells per batch; a couple at a time keeps a tick's memory flat. */
-const resumeConcurrency = 2;
+const resumeConcurrency = 4;
 
 export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<StaleSubmissionSummary> {
   const { ledger, config } = ctx.deps;
