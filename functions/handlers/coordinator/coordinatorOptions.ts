@@ -1,0 +1,69 @@
+// Settings of the coordinator: caps from core/limits.ts, overridable per handler (tests use small
+// caps) and, for the item cap, by TALLY_MAX_ITEMS_PER_BATCH.
+import { randomUUID } from "node:crypto";
+import { limits } from "../../core/limits";
+import type { HttpHandler } from "../../http/httpTypes";
+
+export interface CoordinatorOptions {
+  /**
+   * The dashboard (functions/dashboard/, owned by the local stack): serves `GET /` and
+   * `GET /batches/...`. Without it those paths are 404.
+   */
+  dashboard?: HttpHandler;
+  /** Items one batch may hold (413 beyond). Default: TALLY_MAX_ITEMS_PER_BATCH, else limits.maxItemsPerBatch. */
+  maxItemsPerBatch?: number;
+  maxJsonBodyBytes?: number;
+  maxLineBytes?: number;
+  maxPayloadBytes?: number;
+  /** Items written and published per step. */
+  chunkItems?: number;
+  /**
+   * Chunks of a new batch stored and published concurrently. Memory holds this many chunks plus
+   * the one being read (at most (n+1) × chunkItems × maxPayloadBytes).
+   */
+  chunksInFlight?: number;
+  /** The submission cursor is written at most this often (plus once at the end). */
+  cursorIntervalMs?: number;
+  /** Pending items swept / failed items reset per page by cancel and retry. */
+  operatorPageSize?: number;
+  newBatchId?: () => string;
+}
+
+export interface CoordinatorSettings {
+  dashboard?: HttpHandler;
+  maxItemsPerBatch: number;
+  maxJsonBodyBytes: number;
+  maxLineBytes: number;
+  maxPayloadBytes: number;
+  chunkItems: number;
+  chunksInFlight: number;
+  cursorIntervalMs: number;
+  operatorPageSize: number;
+  newBatchId: () => string;
+}
+
+export function resolveSettings(
+  opts: CoordinatorOptions = {},
+  env: NodeJS.ProcessEnv = process.env,
+): CoordinatorSettings {
+  let maxItems = opts.maxItemsPerBatch;
+  if (maxItems === undefined && env.TALLY_MAX_ITEMS_PER_BATCH) {
+    maxItems = Number(env.TALLY_MAX_ITEMS_PER_BATCH);
+    if (!Number.isInteger(maxItems) || maxItems < 1)
+      throw new Error(
+        `TALLY_MAX_ITEMS_PER_BATCH must be a positive integer (got ${env.TALLY_MAX_ITEMS_PER_BATCH})`,
+      );
+  }
+  return {
+    dashboard: opts.dashboard,
+    maxItemsPerBatch: maxItems ?? limits.maxItemsPerBatch,
+    maxJsonBodyBytes: opts.maxJsonBodyBytes ?? limits.maxJsonBodyBytes,
+    maxLineBytes: opts.maxLineBytes ?? limits.maxLineBytes,
+    maxPayloadBytes: opts.maxPayloadBytes ?? limits.maxPayloadBytes,
+    chunkItems: opts.chunkItems ?? limits.submitChunkItems,
+    chunksInFlight: opts.chunksInFlight ?? 2,
+    cursorIntervalMs: opts.cursorIntervalMs ?? 1000,
+    operatorPageSize: opts.operatorPageSize ?? 500,
+    newBatchId: opts.newBatchId ?? (() => randomUUID()),
+  };
+}

@@ -1,0 +1,95 @@
+// Operator actions (DESIGN.md §2.3): cancel (pending items → failed(cancelled); running ones finish
+// or are released, then swept by the reconciler) and retry of failed items (a new generation;
+// exports stay exactly-once per item and generation). Both work page by page, so a batch of a
+// million items never loads more than one page.
+
+import { RetryRefusedError } from "../../adapters/firestoreLedger";
+import { failedPrecondition, notFound } from "../../core/errors";
+import { settleBatch } from "../../core/finalizeBatch";
+import type { Logger } from "../../core/logger";
+import { batchView } from "./batchView";
+import type { CoordinatorSettings } from "./coordinatorOptions";
+import type { HandlerDeps } from "./handlerDeps";
+
+export const operatorCancelReason = "cancelled by operator";
+
+function finalizeDeps(deps: HandlerDeps, log: Logger) {
+  return {
+    ledger: deps.ledger,
+    sink: deps.sink,
+    clock: deps.clock,
+    log,
+    staleFinalizingMs: deps.config.topology.reconcile.staleFinalizingSeconds * 1000,
+  };
+}
+
+export async function cancelBatch(
+  deps: HandlerDeps,
+  settings: CoordinatorSettings,
+  log: Logger,
+  batchId: string,
+) {
+  const { ledger, clock } = deps;
+  const before = await ledger.getBatch(batchId);
+  if (!before) throw notFound(`no batch "${batchId}"`);
+  const flagged = await ledger.requestTermination(batchId, "cancelled", operatorCancelReason, clock.now());
+  if (!flagged)
+    throw failedPrecondition(
+      `batch "${batchId}" is already ${before.status}; only a batch that is not final can be cancelled`,
+    );
+  const reason = flagged.reason ?? operatorCancelReason;
+  log.info("batch.cancel_requested", `batch ${batchId}: cancel requested (was ${flagged.status})`, {
+    batchId,
+    status: flagged.status,
+  });
+  let swept = 0;
+  for (;;) {
+    const n = await ledger.cancelPendingItems(batchId, reason, settings.operatorPageSize, clock.now());
+    if (n === 0) break;
+    swept += n;
+  }
+  log.info("batch.cancel_swept", `batch ${batchId}: ${swept} pending items cancelled`, {
+    batchId,
+    items: swept,
+  });
+  await settleBatch(finalizeDeps(deps, log), batchId);
+  const after = (await ledger.getBatch(batchId)) ?? flagged;
+  return batchView(after, await ledger.countItems(batchId));
+}
+
+export async function retryBatch(
+  deps: HandlerDeps,
+  settings: CoordinatorSettings,
+  log: Logger,
+  batchId: string,
+) {
+  const { ledger, queue, clock } = deps;
+  const before = await ledger.getBatch(batchId);
+  if (!before) throw notFound(`no batch "${batchId}"`);
+  let started: Awaited<ReturnType<typeof ledger.beginRetry>>;
+  try {
+    started = await ledger.beginRetry(batchId, clock.now());
+  } catch (err) {
+    if (err instanceof RetryRefusedError) throw failedPrecondition(err.message);
+    throw err;
+  }
+  const generation = started.generation;
+  let reset = 0;
+  for (;;) {
+    // Each page: failed → pending in the new generation, then its doorbells.
+    const refs = await ledger.resetFailedItems(batchId, generation, settings.operatorPageSize, clock.now());
+    if (refs.length === 0) break;
+    await queue.publish(refs);
+    reset += refs.length;
+  }
+  await ledger.markRetrySubmitted(batchId, clock.now());
+  log.info("batch.retry", `batch ${batchId}: retrying ${reset} failed items (generation ${generation})`, {
+    batchId,
+    generation,
+    items: reset,
+    previousStatus: before.status,
+  });
+  await settleBatch(finalizeDeps(deps, log), batchId);
+  const after = (await ledger.getBatch(batchId)) ?? started;
+  return batchView(after, await ledger.countItems(batchId));
+}
