@@ -17,6 +17,8 @@ export interface FrontDoorStats {
   forwarded: Record<string, number>;
   /** Responses per backend name and status class, e.g. { "worker 1": { "2xx": 10, "5xx": 1 } }. */
   responses: Record<string, Record<string, number>>;
+  /** Response time per backend name: count, total and slowest (ms), until the response headers. */
+  latencyMs: Record<string, { count: number; total: number; max: number }>;
   /** Requests that failed at the front door: no live backend (503) or the backend failed (502). */
   noBackend: number;
   backendErrors: number;
@@ -36,7 +38,13 @@ export async function startFrontDoor(opts: {
   onError?: (message: string) => void;
 }): Promise<FrontDoor> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-  const stats: FrontDoorStats = { forwarded: {}, responses: {}, noBackend: 0, backendErrors: 0 };
+  const stats: FrontDoorStats = {
+    forwarded: {},
+    responses: {},
+    latencyMs: {},
+    noBackend: 0,
+    backendErrors: 0,
+  };
   let next = 0;
 
   const server = http.createServer((req, res) => {
@@ -49,6 +57,7 @@ export async function startFrontDoor(opts: {
     const backend = live[next++ % live.length]!;
     stats.forwarded[backend.name] = (stats.forwarded[backend.name] ?? 0) + 1;
     const target = new URL(req.url ?? "/", backend.url);
+    const sentAt = Date.now();
     const upstream = http.request(
       target,
       { method: req.method, headers: { ...req.headers, host: target.host }, agent },
@@ -57,6 +66,13 @@ export async function startFrontDoor(opts: {
         const byClass = stats.responses[backend.name] ?? {};
         byClass[cls] = (byClass[cls] ?? 0) + 1;
         stats.responses[backend.name] = byClass;
+        const took = Date.now() - sentAt;
+        const lat = stats.latencyMs[backend.name] ?? { count: 0, total: 0, max: 0 };
+        stats.latencyMs[backend.name] = {
+          count: lat.count + 1,
+          total: lat.total + took,
+          max: Math.max(lat.max, took),
+        };
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
         up.on("error", () => res.destroy());

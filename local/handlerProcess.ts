@@ -5,9 +5,7 @@
 // exits at once, which would cut the worker's graceful shutdown short.
 import type { AddressInfo } from "node:net";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
-
-// The module that registers the targets; tests of the stack itself may point elsewhere.
-require(process.env.TALLY_FUNCTIONS_ENTRY ?? "../functions/index");
+import "../functions/index";
 
 const target = process.env.TALLY_TARGET;
 const port = Number(process.env.PORT);

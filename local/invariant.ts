@@ -47,6 +47,8 @@ export interface ItemSnapshot {
   generation: number | null;
   /** Who holds the lease (`host/pid` of a worker process), while one does. */
   leaseOwner: string | null;
+  /** When the lease lapses (RFC 3339), while one is held. */
+  leaseUntil: string | null;
 }
 
 export interface InvariantReport {
@@ -124,6 +126,7 @@ function toItemSnapshot(i: Json): ItemSnapshot {
     result: i.result,
     generation: num(i.generation),
     leaseOwner: typeof obj(i.lease).owner === "string" ? String(obj(i.lease).owner) : null,
+    leaseUntil: typeof obj(i.lease).until === "string" ? String(obj(i.lease).until) : null,
   };
 }
 
