@@ -152,7 +152,10 @@ export function summaryRows(r: BenchReport): Row[] {
     rows.push({
       figure: `Deliveries/s at backlog ${fmt(b.backlog)} vs ${fmt(a.backlog)}`,
       tally: `${fmt(b.deliveriesPerSecond, 1)} vs ${fmt(a.deliveriesPerSecond, 1)}`,
-      baseline: "",
+      baseline:
+        a.raw && b.raw
+          ? `raw op mix ${fmt(b.raw.deliveriesPerSecond, 1)} vs ${fmt(a.raw.deliveriesPerSecond, 1)} (ratio ${sc.rawRatio?.toFixed(2)})`
+          : "",
       ratio: sc.ratio.toFixed(2),
       target: "≈ 1 (≥ 0.8)",
       met: yes(sc.ratio >= 0.8),

@@ -45,6 +45,9 @@ for (const sig of ["SIGINT", "SIGTERM"] as const)
     void cleanUp().finally(() => process.exit(130));
   });
 
+/** The local stack's default tick (npm start) for the throughput phases. */
+const e2eTickSeconds = 5;
+
 const skipped = <T>(): PhaseOutcome<T> => ({ status: "skipped", durationMs: 0 });
 
 async function phase<T>(
@@ -90,16 +93,14 @@ async function warmUp(b: BenchStack): Promise<void> {
   const pubsub = pubsubClient(b.stack.emulators, projectId);
   try {
     await pubsub.createTopic("warmup-topic");
-    for (let round = 0; round < 2; round++) {
-      await writeBatchWrites(db, `warm-${round}`, 3000);
-      await rawPublishes(pubsub, "warmup-topic", `warm-${round}`, 3000);
-    }
+    await writeBatchWrites(db, "warm", 1500);
+    await rawPublishes(pubsub, "warmup-topic", "warm", 1500);
   } finally {
     await db.terminate();
     await pubsub.close();
   }
   const batchId = `warmup-${Date.now().toString(36)}`;
-  const res = await submitNdjson({ coordinatorUrl: b.coordinatorUrl, batchId, items: 50 });
+  const res = await submitNdjson({ coordinatorUrl: b.coordinatorUrl, batchId, items: 30 });
   if (res.status !== 201)
     throw new Error(`warm-up batch answered ${res.status}: ${JSON.stringify(res.body)}`);
   await b.waitForFinal(batchId, 120_000);
@@ -156,7 +157,7 @@ async function main(): Promise<number> {
     totalMs: 0,
   };
   const stackSettings = {
-    tickSeconds: o.tickSeconds,
+    tickSeconds: null,
     delivery: { leaseSeconds: o.leaseSeconds },
     // The scaling phase leaves a pending backlog behind: it must not be republished meanwhile.
     stalePendingSeconds: 86_400,
@@ -171,6 +172,8 @@ async function main(): Promise<number> {
     const t0 = performance.now();
     progress("e2e", `${w} worker(s), ${o.e2eItems} items`);
     try {
+      await b.clearLedger();
+      await b.setTick(e2eTickSeconds);
       e2eRuns.push(
         await measureEndToEnd({
           bench: b,
@@ -235,6 +238,7 @@ async function main(): Promise<number> {
               bench: b,
               backlogs: o.backlogs,
               window: o.window,
+              mix,
               progress: phaseProgress("scaling"),
             }),
           );

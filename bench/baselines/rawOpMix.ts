@@ -33,28 +33,48 @@ export interface RawOpMixResult {
 
 const submitWindow = 5_000;
 
-export async function measureRawOpMix(opts: {
+/** W bare endpoint processes behind a front door, and a push subscription on a fresh topic. */
+interface RawPipeline {
+  topicName: string;
+  batchId: string;
+  /** Deliveries the endpoints have answered so far. */
+  done(): number;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Writes items `from`…`to-1` and publishes their doorbells, a window at a time. */
+  submit(from: number, to: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startRawPipeline(opts: {
   hosts: EmulatorHosts;
   projectId: string;
   db: Firestore;
   pubsub: PubSub;
-  items: number;
   workers: number;
   mix: OpMix;
   delivery: DeliverySettings;
-  deadlineMs: number;
-  progress: (m: string) => void;
-}): Promise<RawOpMixResult> {
-  const { db, pubsub, items: n } = opts;
-  const tag = Date.now().toString(36);
+  paused: boolean;
+}): Promise<RawPipeline> {
+  const { db, pubsub } = opts;
+  const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e4)}`;
   const topicName = `raw-work-${tag}`;
-  const batchId = `raw-e2e-${tag}`;
+  const subName = `${topicName}-push`;
+  const batchId = `raw-${tag}`;
   const children: TsChild[] = [];
   const backends: Backend[] = [];
   const done = new Map<number, number>();
-  const total = () => [...done.values()].reduce((a, b) => a + b, 0);
   const [topic] = await pubsub.createTopic(topicName);
   let frontDoor: Awaited<ReturnType<typeof startFrontDoor>> | null = null;
+  const stop = async () => {
+    await pubsub
+      .subscription(subName)
+      .delete()
+      .catch(() => {});
+    await topic.delete().catch(() => {});
+    await frontDoor?.close();
+    await Promise.all(children.map((c) => c.stop()));
+  };
   try {
     await Promise.all(
       Array.from({ length: opts.workers }, async (_, i) => {
@@ -80,29 +100,68 @@ export async function measureRawOpMix(opts: {
         backends.push({ name: `raw ${i + 1}`, url: `http://127.0.0.1:${port}` });
       }),
     );
-    frontDoor = await startFrontDoor({ backends: () => backends });
+    const door = await startFrontDoor({ backends: () => backends });
+    frontDoor = door;
     const d = opts.delivery;
-    await topic.createSubscription(`${topicName}-push`, {
-      pushConfig: { pushEndpoint: frontDoor.url },
+    await topic.createSubscription(subName, {
+      pushConfig: opts.paused ? {} : { pushEndpoint: door.url },
       ackDeadlineSeconds: d.ackDeadlineSeconds,
       retryPolicy: {
         minimumBackoff: { seconds: d.minimumBackoffSeconds },
         maximumBackoff: { seconds: d.maximumBackoffSeconds },
       },
     });
+    return {
+      topicName,
+      batchId,
+      done: () => [...done.values()].reduce((a, b) => a + b, 0),
+      pause: async () => {
+        await pubsub.subscription(subName).modifyPushConfig({});
+      },
+      resume: async () => {
+        await pubsub.subscription(subName).modifyPushConfig({ pushEndpoint: door.url });
+      },
+      submit: async (from, to) => {
+        for (let a = from; a < to; a += submitWindow) {
+          const b = Math.min(to, a + submitWindow);
+          await writeBatchWrites(db, batchId, b, a);
+          await rawPublishes(pubsub, topicName, batchId, b, a);
+        }
+      },
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+type RawOptions = {
+  hosts: EmulatorHosts;
+  projectId: string;
+  db: Firestore;
+  pubsub: PubSub;
+  workers: number;
+  mix: OpMix;
+  delivery: DeliverySettings;
+  deadlineMs: number;
+  progress: (m: string) => void;
+};
+
+/** The end-to-end baseline: submit N, every delivery, then the export's read. */
+export async function measureRawOpMix(opts: RawOptions & { items: number }): Promise<RawOpMixResult> {
+  const { db, items: n } = opts;
+  const raw = await startRawPipeline({ ...opts, paused: false });
+  try {
     const t0 = performance.now();
-    for (let from = 0; from < n; from += submitWindow) {
-      const to = Math.min(n, from + submitWindow);
-      await writeBatchWrites(db, batchId, to, from);
-      await rawPublishes(pubsub, topicName, batchId, to, from);
-    }
-    await waitFor(`${n} raw deliveries`, () => total() >= n, opts.deadlineMs, 20);
+    await raw.submit(0, n);
+    await waitFor(`${n} raw deliveries`, () => raw.done() >= n, opts.deadlineMs, 20);
     // The export's read: every item once, in pages.
     let after: number | undefined;
     for (;;) {
       let q = db
         .collection("batches")
-        .doc(batchId)
+        .doc(raw.batchId)
         .collection("items")
         .where("status", "==", "succeeded")
         .orderBy("seq")
@@ -120,12 +179,38 @@ export async function measureRawOpMix(opts: {
     );
     return { items: n, workers: opts.workers, mix: opts.mix, ms, itemsPerSecond: perSecond(n, ms) };
   } finally {
-    await pubsub
-      .subscription(`${topicName}-push`)
-      .delete()
-      .catch(() => {});
-    await topic.delete().catch(() => {});
-    await frontDoor?.close();
-    await Promise.all(children.map((c) => c.stop()));
+    await raw.stop();
+  }
+}
+
+/**
+ * The scaling baseline: a backlog of B items queued while deliveries are paused, then the rate of
+ * the same delivery window as Tally's (the `skip`-th to the (`skip`+`count`)-th answered delivery).
+ */
+export async function measureRawBacklogWindow(
+  opts: RawOptions & { backlog: number; window: { skip: number; count: number } },
+): Promise<{ backlog: number; windowMs: number; deliveriesPerSecond: number }> {
+  const raw = await startRawPipeline({ ...opts, paused: true });
+  try {
+    await raw.submit(0, opts.backlog);
+    await raw.resume();
+    const { skip, count } = opts.window;
+    const tStart = await waitFor(
+      "raw window start",
+      () => (raw.done() >= skip ? performance.now() : null),
+      opts.deadlineMs,
+      5,
+    );
+    const tEnd = await waitFor(
+      "raw window end",
+      () => (raw.done() >= skip + count ? performance.now() : null),
+      opts.deadlineMs,
+      5,
+    );
+    const windowMs = tEnd - tStart;
+    return { backlog: opts.backlog, windowMs, deliveriesPerSecond: perSecond(count, windowMs) };
+  } finally {
+    await raw.pause().catch(() => {});
+    await raw.stop();
   }
 }

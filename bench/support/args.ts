@@ -31,11 +31,11 @@ export const benchUsage = `Usage: npm run bench -- [options]
   --quick                 scaled-down run (under 3 minutes on an idle 2-core machine)
   --sizes N,N             submission sizes (default 100000,1000000; quick 2000,20000)
   --workers N,N           end-to-end worker counts (default 1,2,4)
-  --e2e-items N           items per end-to-end run (default 2000; quick 150)
+  --e2e-items N           items per end-to-end run (default 2000; quick 100)
   --kills N               SIGKILL trials (default 20; quick 5)
-  --finalize-batches N    batches for the finalization latency (default 30; quick 10)
+  --finalize-batches N    batches for the finalization latency (default 30; quick 8)
   --backlogs N,N          scaling backlogs (default 1000,100000; quick 1000,10000)
-  --peer-items N          items in the BullMQ comparison (default 2000; quick 300)
+  --peer-items N          items in the BullMQ comparison (default 2000; quick 150)
   --lease N               lease seconds for recovery/peer/scaling stacks (default 3)
   --tick N                reconciler tick seconds (default 1)
   --only a,b              run only these phases (${phaseNames.join(", ")})
@@ -77,13 +77,13 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
         quick,
         sizes: [2_000, 20_000],
         workers: [1, 2, 4],
-        e2eItems: 150,
+        e2eItems: 100,
         kills: 5,
-        finalizeBatches: 10,
-        itemSleepMs: 800,
+        finalizeBatches: 8,
+        itemSleepMs: 600,
         backlogs: [1_000, 10_000],
-        window: { skip: 50, count: 300 },
-        peerItems: 300,
+        window: { skip: 30, count: 200 },
+        peerItems: 150,
         peerWorkers: 2,
         bullmqConcurrency: 16,
         peerDeadlineMs: 60_000,

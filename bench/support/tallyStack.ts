@@ -1,6 +1,7 @@
 // The local stack as the stack-level phases use it (end to end, scaling, recovery, peer): started
 // through `startLocalStack` — emulators, topology, coordinator, W workers behind the front door,
-// reconciler, scheduler loop — in a private data folder, with handler logs kept quiet and the
+// reconciler — in a private data folder, with the stack's own scheduler loop replaced by one each
+// phase sets the tick of, with handler logs kept quiet and the
 // stack's own lines recorded (shown only if something fails). Plus the probes the phases read the
 // ledger with directly (one document read, no API aggregations while a measurement runs).
 import { mkdtempSync, rmSync } from "node:fs";
@@ -12,8 +13,10 @@ import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import type { Batch } from "../../functions/core/model";
 import { isFinalBatchStatus } from "../../functions/core/model";
 import type { DeliverySettings } from "../../functions/topology";
+import { clearFirestore } from "../../local/emulators";
 import { type LocalStack, startLocalStack } from "../../local/localStack";
 import { subscriptionSpecs } from "../../local/provisionTopology";
+import { type SchedulerLoop, startSchedulerLoop } from "../../local/schedulerLoop";
 import { waitFor } from "../../local/waitFor";
 import { firestoreClient, pubsubClient } from "./clients";
 import { cpuSeconds } from "./procStats";
@@ -37,12 +40,22 @@ export interface BenchStack {
   /** Drops everything queued on the work subscription (delete and re-create it as provisioned). */
   purgeDeliveries(): Promise<void>;
   waitForFinal(batchId: string, timeoutMs: number): Promise<Batch>;
+  /**
+   * Runs the local scheduler loop (POST /reconcile) every `seconds`, or stops it (null). Phases set
+   * their own tick: on the emulator the reconciler's collection-group queries scan every item
+   * (the emulator has no indexes), so a fast tick over a large ledger is load the cloud would not see.
+   */
+  setTick(seconds: number | null): Promise<void>;
+  readonly tickSeconds: number | null;
+  /** Deletes every document of the stack's project, so a phase starts from an empty ledger. */
+  clearLedger(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startBenchStack(opts: {
   workers: number;
-  tickSeconds?: number;
+  /** Initial scheduler tick (null: no scheduler until setTick). */
+  tickSeconds: number | null;
   delivery?: Partial<DeliverySettings>;
   stalePendingSeconds?: number;
   progress: Progress;
@@ -54,7 +67,7 @@ export async function startBenchStack(opts: {
     stack = await startLocalStack({
       port: 0,
       workers: opts.workers,
-      tickSeconds: opts.tickSeconds ?? 5,
+      scheduler: false,
       delivery: { minimumBackoffSeconds: 1, maximumBackoffSeconds: 10, ...opts.delivery },
       stalePendingSeconds: opts.stalePendingSeconds,
       dataDir,
@@ -81,8 +94,23 @@ export async function startBenchStack(opts: {
       deadLetter: `${stack.urls.reconciler}${topology.deadLetterPath}`,
     })[0]!;
   const stats = () => stack.frontDoor.stats();
+  const reconcileUrl = `${stack.urls.reconciler}${topology.reconcilePath}`;
+  let loop: SchedulerLoop | null = null;
+  let tickSeconds: number | null = null;
+  const setTick = async (seconds: number | null) => {
+    await loop?.stop();
+    loop = null;
+    tickSeconds = seconds;
+    if (seconds !== null)
+      loop = startSchedulerLoop({
+        reconcileUrl,
+        tickMs: seconds * 1000,
+        onFailure: (m) => opts.progress(`  [scheduler] reconcile failed: ${m}`),
+      });
+  };
+  await setTick(opts.tickSeconds);
   opts.progress(
-    `local stack up: ${opts.workers} worker(s), lease ${stack.config.topology.delivery.leaseSeconds} s, tick ${opts.tickSeconds ?? 5} s`,
+    `local stack up: ${opts.workers} worker(s), lease ${stack.config.topology.delivery.leaseSeconds} s, tick ${opts.tickSeconds ?? "off"}`,
   );
   return {
     stack,
@@ -117,7 +145,13 @@ export async function startBenchStack(opts: {
         timeoutMs,
         100,
       ),
+    setTick,
+    get tickSeconds() {
+      return tickSeconds;
+    },
+    clearLedger: () => clearFirestore(hosts.firestoreHost, stack.projectId),
     stop: async () => {
+      await loop?.stop();
       await Promise.allSettled([db.terminate(), pubsub.close()]);
       await stack.stop();
       rmSync(dataDir, { recursive: true, force: true });
