@@ -2,6 +2,7 @@
 // with every problem named and changes nothing), and OIDC verification when configured — a missing
 // or wrong token is 401 on both endpoints, a valid one from an allowed caller gets through.
 import { generateKeyPairSync, sign } from "node:crypto";
+import { mkdirSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   deadLetterEnvelope,
@@ -49,6 +50,25 @@ describe("reconciler HTTP", () => {
     expect(logged).toMatchObject({ severity: "INFO", stalePending: { republished: 1 } });
     const small = await h.tick({ pageSize: 10 });
     expect(small.status).toBe(200);
+  });
+
+  it("a failed action is logged, does not stop the rest of the tick, and answers 500 for a retry", async () => {
+    h = await startReconcilerHarness();
+    await h.createBatch("done", 2);
+    await h.finishItems("done");
+    await h.createBatch("lost", 1, { at: Date.now() - 60 * 60_000 });
+    mkdirSync(h.duckdbPath, { recursive: true }); // the results file cannot be opened: exports fail
+
+    const r = await h.tick();
+    expect(r.status).toBe(500);
+    expect(r.body.error.code).toBe("reconcile_incomplete");
+    expect(r.body.error.details[0].path).toBe("finalizations/done");
+    // The other sweeps still ran.
+    await h.waitForDoorbells("lost", ["i0"]);
+    const summary = h.logs.find((l) => l.event === "reconcile.summary");
+    expect(summary).toMatchObject({ severity: "ERROR", errors: 1, stalePending: { republished: 1 } });
+    expect(h.logs.some((l) => l.event === "reconcile.error" && l.batchId === "done")).toBe(true);
+    expect((await h.ledger.getBatch("done"))?.status).toBe("finalizing"); // re-run once stale
   });
 
   it("verifies OIDC tokens on both endpoints when configured", async () => {

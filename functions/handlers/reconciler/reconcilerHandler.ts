@@ -10,11 +10,12 @@ import {
   type OidcVerifier,
   parseAllowedEmails,
 } from "../../auth/oidc";
+import { invalidArgument, notFound, TallyError } from "../../core/errors";
 import { traceField } from "../../core/logger";
+import { sendError, sendJson } from "../../http/responses";
 import type { HandlerDeps } from "../../runtime";
 import { decodePushRequest, type PushDelivery } from "../worker/pushDelivery";
 import { deadLetterAttributes, receiveDeadLetter } from "./deadLetterReceiver";
-import { sendError, sendJson } from "./httpResponses";
 import { parseReconcileRequest } from "./reconcileRequest";
 import { reconcileTick } from "./reconcileTick";
 
@@ -40,18 +41,15 @@ export function createReconcilerHandler(
     const log = deps.log.child(traceField(req.get("x-cloud-trace-context"), deps.config.projectId));
     try {
       if (req.path === "/healthz") {
-        if (req.method !== "GET") return methodNotAllowed(res, req, "GET");
+        if (req.method !== "GET") throw methodNotAllowed(res, req, "GET");
         return sendJson(res, 200, { status: "ok" });
       }
       const route = routes[req.path];
       if (!route)
-        return sendError(res, 404, "not_found", `no route ${req.method} ${req.path}`, [
-          {
-            path: "path",
-            problem: `expected POST ${topology.reconcilePath} or POST ${topology.deadLetterPath}`,
-          },
-        ]);
-      if (req.method !== "POST") return methodNotAllowed(res, req, "POST");
+        throw notFound(
+          `no route ${req.method} ${req.path}: expected POST ${topology.reconcilePath} or POST ${topology.deadLetterPath}`,
+        );
+      if (req.method !== "POST") throw methodNotAllowed(res, req, "POST");
       if (verifyCaller) {
         try {
           await verifyCaller(req.get("authorization"));
@@ -61,19 +59,15 @@ export function createReconcilerHandler(
             path: req.path,
             reason: err.reason,
           });
-          return sendError(res, 401, "unauthenticated", err.message, [
+          throw new TallyError(401, "unauthenticated", err.message, [
             { path: "authorization", problem: err.reason },
           ]);
         }
       }
       await route(req, res, log);
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      log.error("reconciler.request_failed", `${req.method} ${req.path} failed: ${message}`, {
-        path: req.path,
-        error: message,
-      });
-      if (!res.headersSent) sendError(res, 500, "internal", message);
+      // TallyErrors answer their status; anything else is logged at ERROR and answered 500.
+      sendError(res, err, log);
     }
   };
 }
@@ -90,32 +84,26 @@ function verifierFromConfig(deps: HandlerDeps, opts: ReconcilerHandlerOptions): 
   return createOidcVerifier({ audience, allowedEmails, certificates: opts.oidcCertificates });
 }
 
-function methodNotAllowed(res: Response, req: Request, allowed: string): void {
-  res.set("allow", allowed);
-  sendError(res, 405, "method_not_allowed", `${req.path} accepts ${allowed} only (got ${req.method})`);
+function methodNotAllowed(res: Response, req: Request, allowed: string): TallyError {
+  res.setHeader("Allow", allowed);
+  return new TallyError(405, "method_not_allowed", `${req.path} accepts ${allowed} only (got ${req.method})`);
 }
 
 async function handleReconcile(deps: HandlerDeps, req: Request, res: Response, log: HandlerDeps["log"]) {
   const parsed = parseReconcileRequest(req.body);
-  if (!parsed.ok)
-    return sendError(
-      res,
-      400,
-      "invalid_argument",
-      "the reconcile request body is not valid",
-      parsed.problems,
-    );
+  if (!parsed.ok) throw invalidArgument("the reconcile request body is not valid", parsed.problems);
   const summary = await reconcileTick({ ...deps, log }, parsed.options);
   // Some action failed (and was logged): 500 makes Cloud Scheduler retry, and every action is
   // conditional, so the retry only does what is still left.
   if (summary.errors > 0)
-    return sendError(
-      res,
+    throw new TallyError(
       500,
       "reconcile_incomplete",
-      `${summary.errors} reconcile action(s) failed; see errorSamples`,
-      undefined,
-      { summary },
+      `${summary.errors} reconcile action(s) failed: ${summary.errorSamples[0]?.message ?? "see the logs"}`,
+      summary.errorSamples.map((e) => ({
+        path: [e.sweep, e.batchId, e.itemId].filter(Boolean).join("/"),
+        problem: e.message,
+      })),
     );
   sendJson(res, 200, summary);
 }
@@ -123,13 +111,7 @@ async function handleReconcile(deps: HandlerDeps, req: Request, res: Response, l
 async function handleDeadLetter(deps: HandlerDeps, req: Request, res: Response, log: HandlerDeps["log"]) {
   const decoded = decodePushRequest(req.body, req.headers);
   if (decoded.kind === "not_a_delivery")
-    return sendError(
-      res,
-      400,
-      "invalid_argument",
-      "the request is not a Pub/Sub push delivery",
-      decoded.problems,
-    );
+    throw invalidArgument("the request is not a Pub/Sub push delivery", decoded.problems);
   const delivery = withUnwrappedDeadLetterAttributes(decoded.delivery, req);
   const outcome = await receiveDeadLetter(deps, delivery, log.child({ messageId: delivery.messageId }));
   // Every outcome acknowledges (2xx): poison and skips cannot be fixed by a redelivery.

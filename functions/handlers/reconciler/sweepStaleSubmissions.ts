@@ -17,7 +17,7 @@ export interface StaleSubmissionSummary {
 }
 
 const sweep = "staleSubmissions";
-/** Resuming publishes many doorbells per batch; a couple at a time keeps a tick's memory flat. */
+/** Resuming publishes many doorbells per batch; a few at a time keep a tick's memory flat. */
 const resumeConcurrency = 4;
 
 export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<StaleSubmissionSummary> {
