@@ -254,6 +254,16 @@ describe("counts and finalization", () => {
     // A stale finalizing claim is taken over, a fresh one is not.
   });
 
+  it("a released claim (failed export) can be re-claimed at once, only by its own holder", async () => {
+    await batchWithItems(0);
+    await ledger.markSubmitted(batchId, 0, T0);
+    const claim = await ledger.beginFinalizing(batchId, T0, 60_000);
+    await ledger.releaseFinalizing(batchId, T0 + 5); // not our claim: ignored
+    expect(await ledger.beginFinalizing(batchId, T0 + 1_000, 60_000)).toBeNull();
+    await ledger.releaseFinalizing(batchId, claim!.finalizingAt!);
+    expect(await ledger.beginFinalizing(batchId, T0 + 1_000, 60_000)).not.toBeNull();
+  });
+
   it("re-claims a finalizing batch only after it went stale", async () => {
     await batchWithItems(0);
     await ledger.markSubmitted(batchId, 0, T0);
@@ -318,6 +328,10 @@ describe("operator actions", () => {
     const refs = await ledger.resetFailedItems(batchId, 2, 100, T0 + 2);
     expect(refs.map((r) => r.itemId).sort()).toEqual(["i1", "i2"]);
     expect(refs.every((r) => r.generation === 2)).toBe(true);
+    expect(await ledger.resetFailedItems(batchId, 2, 100, T0 + 2)).toEqual([]);
+    // An item of generation 2 that fails again is not picked up by the same retry's sweep.
+    await ledger.leaseItem(ref("i2", 2), "w", 30_000, 5, T0 + 2);
+    await ledger.failItem(ref("i2", 2), { kind: "permanent", message: "again" }, T0 + 2, { owner: "w" });
     expect(await ledger.resetFailedItems(batchId, 2, 100, T0 + 2)).toEqual([]);
     expect(await ledger.markRetrySubmitted(batchId, T0 + 3)).toBe(true);
     expect(await ledger.getItem(batchId, "i1")).toMatchObject({

@@ -47,6 +47,12 @@ export const firestoreIndexes: CompositeIndex[] = [
     fields: [asc("status"), asc("generation"), asc("seq")],
   },
   {
+    purpose: "operator retry: items failed in an earlier generation (resetFailedItems)",
+    collection: itemsCollection,
+    queryScope: "COLLECTION",
+    fields: [asc("status"), asc("generation")],
+  },
+  {
     purpose: "API: batches filtered by status, newest first (listBatches)",
     collection: batchesCollection,
     queryScope: "COLLECTION",

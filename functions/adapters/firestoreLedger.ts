@@ -800,6 +800,18 @@ export class FirestoreLedger implements Ledger {
     return !snap.empty;
   }
 
+  async releaseFinalizing(batchId: string, finalizingAt: number): Promise<void> {
+    await this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      // Only our own claim: another finalizer may have taken over meanwhile.
+      if (!b || b.status !== "finalizing" || b.finalizingAt !== finalizingAt) return;
+      tx.update(ref, { finalizingAt: 0 });
+      this.ops.writes++;
+    });
+  }
+
   async beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null> {
     return this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
@@ -955,7 +967,13 @@ export class FirestoreLedger implements Ledger {
     limit: number,
     now: number,
   ): Promise<ItemRef[]> {
-    const snap = await this.items(batchId).where("status", "==", "failed").limit(limit).get();
+    // Only items failed in an earlier generation: an item of this retry that fails again (a
+    // permanent error) must not be reset over and over by the same sweep.
+    const snap = await this.items(batchId)
+      .where("status", "==", "failed")
+      .where("generation", "<", generation)
+      .limit(limit)
+      .get();
     this.ops.queries++;
     this.ops.reads += snap.size;
     const writer = this.db.bulkWriter({ throttling: false });

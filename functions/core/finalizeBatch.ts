@@ -31,11 +31,23 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
   if (!claimed) return null;
   const counts = await ledger.countItems(batchId);
   const failedByKind = counts.failed > 0 ? await ledger.countFailedByKind(batchId) : {};
-  const exported = await sink.exportBatch(
-    batchId,
-    claimed.generation,
-    ledger.streamResults(batchId, claimed.generation, deps.exportPageSize ?? 1000),
-  );
+  let exported: Awaited<ReturnType<ResultSink["exportBatch"]>>;
+  try {
+    exported = await sink.exportBatch(
+      batchId,
+      claimed.generation,
+      ledger.streamResults(batchId, claimed.generation, deps.exportPageSize ?? 1000),
+    );
+  } catch (err) {
+    // The export is idempotent; hand the claim back so the next tick retries it at once.
+    await ledger.releaseFinalizing(batchId, claimed.finalizingAt!).catch(() => {});
+    log.error("batch.export_failed", `batch ${batchId}: export failed: ${String(err)}`, {
+      batchId,
+      generation: claimed.generation,
+      error: err instanceof Error ? err.message : String(err),
+    });
+    throw err;
+  }
   const now = clock.now();
   const summary: BatchSummary = {
     outcome: decideOutcome(counts, claimed.failureThreshold),

@@ -154,6 +154,11 @@ export interface Ledger {
   hasLiveItems(batchId: string): Promise<boolean>;
   /** `running` → `finalizing` (or a stale `finalizing` re-claimed); exactly one caller wins. */
   beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null>;
+  /**
+   * Gives up a finalizing claim whose export failed, so the next finalizer (the reconciler's next
+   * tick) may claim it at once instead of waiting for the claim to go stale.
+   */
+  releaseFinalizing(batchId: string, finalizingAt: number): Promise<void>;
   /** `finalizing` → the outcome (or `cancelled` when cancel was requested), with the summary. */
   finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null>;
   /** Succeeded items of one generation, paged, for the sink export. */
