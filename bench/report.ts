@@ -236,11 +236,11 @@ export function renderMarkdown(r: BenchReport): string {
   section("1. Submission", p.submission, () => {
     const s = p.submission.result!;
     return [
-      "| Items | Tally items/s | Raw limit items/s | Ratio | BulkWriter ms | WriteBatch×500 ms | Publish ms | Sequential ms | Overlapped ms | Coordinator peak RSS | Idle RSS |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| Items | Tally items/s | Raw limit items/s | Ratio | BulkWriter ms | WriteBatch×500 ms | Publish ms | Sequential ms | Overlapped ms | Coordinator peak RSS | Idle RSS | Coordinator CPU µs/item |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
       ...s.sizes.map(
         (x) =>
-          `| ${fmt(x.items)} | ${fmt(x.tally.itemsPerSecond)} | ${fmt(x.raw.itemsPerSecond)} | ${x.ratio.toFixed(2)} | ${fmt(x.raw.bulkWriterMs)} | ${fmt(x.raw.writeBatchMs)} | ${fmt(x.raw.publishMs)} | ${fmt(x.raw.sequentialMs)} | ${fmt(x.raw.overlappedMs)} | ${fmt(x.tally.peakRssMiB, 1)} MiB | ${fmt(x.tally.idleRssMiB, 1)} MiB |`,
+          `| ${fmt(x.items)} | ${fmt(x.tally.itemsPerSecond)} | ${fmt(x.raw.itemsPerSecond)} | ${x.ratio.toFixed(2)} | ${fmt(x.raw.bulkWriterMs)} | ${fmt(x.raw.writeBatchMs)} | ${fmt(x.raw.publishMs)} | ${fmt(x.raw.sequentialMs)} | ${fmt(x.raw.overlappedMs)} | ${fmt(x.tally.peakRssMiB, 1)} MiB | ${fmt(x.tally.idleRssMiB, 1)} MiB | ${fmt(x.tally.cpuSecondsPerItem === null ? null : x.tally.cpuSecondsPerItem * 1e6)} |`,
       ),
       "",
       ...s.notes.map((n) => `- ${n}`),
