@@ -11,7 +11,7 @@ import type { Logger } from "../../core/logger";
 import type { ItemError } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
 import type { HandlerDeps } from "../../runtime";
-import { itemRefFromAttributes, type PushDelivery } from "../worker/pushDelivery";
+import { itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
 import { finalizeDepsFor } from "./reconcileContext";
 
 /** Attributes Pub/Sub adds to a message it forwards to a dead-letter topic. */

@@ -14,7 +14,7 @@ import { invalidArgument, notFound, TallyError } from "../../core/errors";
 import { traceField } from "../../core/logger";
 import { sendError, sendJson } from "../../http/responses";
 import type { HandlerDeps } from "../../runtime";
-import { decodePushRequest, type PushDelivery } from "../worker/pushDelivery";
+import { decodePushRequest, type PushDelivery } from "../../pubsub/pushDelivery";
 import { deadLetterAttributes, receiveDeadLetter } from "./deadLetterReceiver";
 import { parseReconcileRequest } from "./reconcileRequest";
 import { reconcileTick } from "./reconcileTick";

@@ -32,7 +32,7 @@ import type { PipelineDefinition } from "../../pipelines/definePipeline";
 import { getPipeline } from "../../pipelines/registry";
 import { errorMessage, type RunOutcome, runItem } from "../../pipelines/runItem";
 import type { TallyDeps } from "../../runtime";
-import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "./pushDelivery";
+import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
 
 export type WorkerDeps = Pick<TallyDeps, "config" | "ledger" | "queue" | "sink" | "clock" | "log">;
 

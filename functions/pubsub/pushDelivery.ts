@@ -6,7 +6,7 @@
 //   and each attribute is a header of its own name (HTTP lower-cases it).
 // A request that is neither is not a Pub/Sub delivery at all (400). A delivery whose attributes are
 // missing or malformed is poison: the caller acknowledges it, because no redelivery can fix it.
-import type { ItemRef } from "../../core/ports";
+import type { ItemRef } from "../core/ports";
 
 export interface PushDelivery {
   messageId: string;
