@@ -104,7 +104,7 @@ export async function measureEndToEnd(opts: {
 export function endToEndNotes(mix: OpMix): string[] {
   return [
     "Tally: the demo pipeline with an empty payload (one step, returns at once), streamed in one NDJSON request; timed from the request's start to the batch's finishedAt.",
-    `Raw op mix per delivery: ${mix.transactions} read+write transactions on the item, ${mix.queries} existence query, ${mix.plainReads} other reads (the counts measured in the operations phase); items written with WriteBatch×500 and doorbells published in windows of 5,000; a paged read of all items at the end.`,
+    `Raw op mix per delivery: ${mix.plainReads} read(s) of the item, ${mix.transactions} read+write transaction(s), ${mix.plainWrites} conditional write(s), ${mix.queries} existence query (derived from the worker's counts in the operations phase); items written with WriteBatch×500 and doorbells published in windows of 5,000; a paged read of all items at the end.`,
     "The Pub/Sub emulator pushes at most two messages at a time per subscription (measured: its push loop pulls one message and waits for the endpoint's answer), so locally the end-to-end rate is bounded by one delivery's latency, for Tally and for the baseline alike, and more workers cannot raise it much.",
   ];
 }

@@ -15,12 +15,14 @@ import { spawnTs, type TsChild } from "../support/tsChild";
 import { rawPublishes, writeBatchWrites } from "./rawSubmission";
 
 export interface OpMix {
+  /** Reads of the item document per delivery, outside transactions. */
+  plainReads: number;
   /** Read+write transactions on the item document per delivery. */
   transactions: number;
+  /** Writes to the item document per delivery outside transactions (conditional on its update time). */
+  plainWrites: number;
   /** Queries per delivery (the "anything left?" existence query). */
   queries: number;
-  /** Plain document reads per delivery outside transactions. */
-  plainReads: number;
 }
 
 export interface RawOpMixResult {
@@ -85,6 +87,7 @@ async function startRawPipeline(opts: {
             BENCH_RAW_TRANSACTIONS: String(opts.mix.transactions),
             BENCH_RAW_QUERIES: String(opts.mix.queries),
             BENCH_RAW_READS: String(opts.mix.plainReads),
+            BENCH_RAW_WRITES: String(opts.mix.plainWrites),
           },
           readyLine: (l) => {
             const m = /^listening (\d+)$/.exec(l.trim());
