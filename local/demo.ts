@@ -18,17 +18,20 @@ import { UsageError } from "./stackOptions";
 interface DemoOptions {
   items: number;
   workers: number;
+  pushConcurrency: number;
   verbose: boolean;
 }
 
-const usage = `Usage: npm run demo -- [--items N] [--workers N] [--verbose]
+const usage = `Usage: npm run demo -- [--items N] [--workers N] [--push-concurrency N] [--verbose]
 
 Starts the local stack, submits a demo batch (default 2,000 items: about 5% fail transiently and
 recover, 1.5% fail permanently, 0.6% crash their worker once, a few crash it on every attempt),
-SIGKILLs worker 1 mid-run, waits for the batch to finalize and checks the ledger invariant.`;
+SIGKILLs a worker mid-run, waits for the batch to finalize and checks the ledger invariant.
+--push-concurrency: requests the push relay sends at a time (default 16; 0 = the emulator's own
+push, two at a time — exactly the declared subscription, but slow).`;
 
 function parseArgs(argv: string[]): DemoOptions | null {
-  const opts: DemoOptions = { items: 2000, workers: 2, verbose: false };
+  const opts: DemoOptions = { items: 2000, workers: 2, pushConcurrency: 16, verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     const int = (min: number, max: number) => {
@@ -42,6 +45,7 @@ function parseArgs(argv: string[]): DemoOptions | null {
     if (flag === "--help" || flag === "-h") return null;
     else if (flag === "--items") opts.items = int(100, 100_000);
     else if (flag === "--workers") opts.workers = int(2, 8);
+    else if (flag === "--push-concurrency") opts.pushConcurrency = int(0, 256);
     else if (flag === "--verbose") opts.verbose = true;
     else throw new UsageError(`unknown option ${flag} (see --help)`);
   }
@@ -127,6 +131,8 @@ async function main(): Promise<number> {
         ackDeadlineSeconds: 60,
       },
       staleFinalizingSeconds: 10,
+      // The emulator's own push is two requests at a time; the relay keeps 2,000 items to about a minute.
+      pushConcurrency: opts.pushConcurrency,
       quiet: !opts.verbose,
       output: (line) => {
         // Supervisor news (restarts) is part of the story; the rest goes to the log file.
@@ -161,6 +167,7 @@ async function main(): Promise<number> {
     // Watch until final; SIGKILL worker 1 once about a third of the items are done.
     const meter = new RateMeter();
     let killed = false;
+    let lastPlainAt = 0;
     let view: BatchView;
     const deadline = Date.now() + 10 * 60_000;
     for (;;) {
@@ -169,21 +176,27 @@ async function main(): Promise<number> {
       );
       const done = view.counts.succeeded + view.counts.failed;
       meter.add(Date.now(), done);
-      progress.update({
-        label: batchId,
-        status: view.status,
-        total: view.total,
-        counts: view.counts,
-        ratePerSecond: meter.rate(),
-        etaSeconds: meter.etaSeconds((view.total ?? items.length) - done),
-        elapsedMs: Date.now() - submittedAt,
-      });
+      // On a terminal the bar is redrawn in place; in a log, a line every few seconds is enough.
+      const drawNow = progress.tty || isFinal(view) || Date.now() - lastPlainAt >= 5_000;
+      if (drawNow && !progress.tty) lastPlainAt = Date.now();
+      if (drawNow)
+        progress.update({
+          label: batchId,
+          status: view.status,
+          total: view.total,
+          counts: view.counts,
+          ratePerSecond: meter.rate(),
+          etaSeconds: meter.etaSeconds((view.total ?? items.length) - done),
+          elapsedMs: Date.now() - submittedAt,
+        });
       barShown = true;
       if (isFinal(view) || interrupted) break;
-      if (!killed && done >= items.length / 3) {
+      // A crashing item may have just taken a worker down: kill one that is running.
+      const victim = stack.workers.findIndex((w) => w.live) + 1;
+      if (!killed && done >= items.length / 3 && victim > 0) {
         killed = true;
-        const pid = stack.killWorker(1, "SIGKILL");
-        say(`[demo] SIGKILL worker 1 (pid ${pid}) with ${done}/${items.length} items done`);
+        const pid = stack.killWorker(victim, "SIGKILL");
+        say(`[demo] SIGKILL worker ${victim} (pid ${pid}) with ${done}/${items.length} items done`);
       }
       if (Date.now() > deadline)
         throw new Error(`batch ${batchId} was not final after 10 minutes (${view.status})`);

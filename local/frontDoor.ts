@@ -1,10 +1,11 @@
 // The local front door: what Cloud Run's load balancer is to the worker service. The work
 // subscription pushes here; each request goes to the next live worker process (round-robin). A
-// request whose process dies, or that finds no live process, fails with 502/503 — so Pub/Sub
-// redelivers it, exactly as after an instance crash in the cloud. No timeout of its own: for push
-// the subscription's ack deadline is the request timeout.
+// request whose process dies fails with 502, and one that finds no live process for `queueMs` with
+// 503 — so Pub/Sub redelivers it, exactly as after an instance crash in the cloud. No timeout of
+// its own: for push the subscription's ack deadline is the request timeout.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { waitFor } from "./waitFor";
 
 export interface Backend {
   name: string;
@@ -35,6 +36,8 @@ export async function startFrontDoor(opts: {
   /** The live backends at this moment (the supervisor's view). */
   backends: () => Backend[];
   port?: number;
+  /** How long a request waits for a live worker before a 503 (default 10 s). */
+  queueMs?: number;
   onError?: (message: string) => void;
 }): Promise<FrontDoor> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
@@ -47,14 +50,28 @@ export async function startFrontDoor(opts: {
   };
   let next = 0;
 
-  const server = http.createServer((req, res) => {
-    const live = opts.backends();
-    if (live.length === 0) {
+  const queueMs = opts.queueMs ?? 10_000;
+  // Like Cloud Run while instances start, a request that finds no live worker waits for one a while.
+  const pick = async (): Promise<Backend | null> => {
+    const live = await waitFor(
+      "a live worker",
+      () => {
+        const l = opts.backends();
+        return l.length > 0 ? l : null;
+      },
+      queueMs,
+      50,
+    ).catch(() => null);
+    return live ? live[next++ % live.length]! : null;
+  };
+
+  const server = http.createServer(async (req, res) => {
+    const backend = await pick();
+    if (!backend) {
       stats.noBackend++;
       req.resume();
-      return sendError(res, 503, "unavailable", "no worker process is running");
+      return sendError(res, 503, "unavailable", `no worker process was running for ${queueMs} ms`);
     }
-    const backend = live[next++ % live.length]!;
     stats.forwarded[backend.name] = (stats.forwarded[backend.name] ?? 0) + 1;
     const target = new URL(req.url ?? "/", backend.url);
     const sentAt = Date.now();

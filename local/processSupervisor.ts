@@ -203,8 +203,10 @@ export class SupervisedProcess {
       this.restarts++;
       this.start().then(
         () => this.hooks.onEvent(`${this.name} restarted (pid ${this.pid})`, "INFO"),
-        (e: Error) =>
-          this.hooks.onEvent(`${this.name} failed to restart: ${e.message.split("\n")[0]}`, "WARNING"),
+        (e: Error) => {
+          if (!this.stopping)
+            this.hooks.onEvent(`${this.name} failed to restart: ${e.message.split("\n")[0]}`, "WARNING");
+        },
       );
     }, this.crashDelayMs);
   }

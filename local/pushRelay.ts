@@ -23,6 +23,9 @@ export interface PushRelay {
   stop(): Promise<void>;
 }
 
+/** Pushes slower than this are reported through `onError` (they hold a concurrency slot). */
+const slowMs = 10_000;
+
 export function startPushRelay(opts: {
   pubsub: PubSub;
   projectId: string;
@@ -61,6 +64,7 @@ export function startPushRelay(opts: {
       ...(m.deliveryAttempt ? { deliveryAttempt: m.deliveryAttempt } : {}),
     };
     let ok = false;
+    const sentAt = Date.now();
     try {
       const res = await fetch(opts.endpoint, {
         method: "POST",
@@ -70,6 +74,11 @@ export function startPushRelay(opts: {
       });
       await res.arrayBuffer().catch(() => undefined);
       ok = res.status >= 200 && res.status < 300;
+      const took = Date.now() - sentAt;
+      if (took > slowMs)
+        opts.onError?.(
+          `push of message ${m.id} (${JSON.stringify(m.attributes)}) took ${took} ms, answered ${res.status}`,
+        );
     } catch (err) {
       if (!stopping.signal.aborted)
         opts.onError?.(`push of message ${m.id} failed: ${(err as Error).message}`);

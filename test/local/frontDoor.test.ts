@@ -24,7 +24,7 @@ describe("front door", async () => {
   const a = await backend("worker 1");
   const b = await backend("worker 2");
   let live: Backend[] = [a.backend, b.backend];
-  const door = await startFrontDoor({ backends: () => live });
+  const door = await startFrontDoor({ backends: () => live, queueMs: 300 });
   afterAll(async () => {
     await door.close();
     a.server.close();
@@ -54,6 +54,17 @@ describe("front door", async () => {
       };
       expect(echo.name).toBe("worker 2");
     }
+  });
+
+  it("holds a request while no worker is live, as Cloud Run does while an instance starts", async () => {
+    live = [];
+    const pending = fetch(`${door.url}/`, { method: "POST", body: "{}" });
+    setTimeout(() => {
+      live = [a.backend];
+    }, 100);
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { name: string }).name).toBe("worker 1");
   });
 
   it("answers 502 when the chosen backend is gone and 503 when none is live", async () => {
