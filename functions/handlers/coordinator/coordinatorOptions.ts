@@ -17,11 +17,6 @@ export interface CoordinatorOptions {
   maxPayloadBytes?: number;
   /** Items written and published per step. */
   chunkItems?: number;
-  /**
-   * Chunks of a new batch stored and published concurrently. Memory holds this many chunks plus
-   * the one being read (at most (n+1) × chunkItems × maxPayloadBytes).
-   */
-  chunksInFlight?: number;
   /** The submission cursor is written at most this often (plus once at the end). */
   cursorIntervalMs?: number;
   /** Pending items swept / failed items reset per page by cancel and retry. */
@@ -36,7 +31,6 @@ export interface CoordinatorSettings {
   maxLineBytes: number;
   maxPayloadBytes: number;
   chunkItems: number;
-  chunksInFlight: number;
   cursorIntervalMs: number;
   operatorPageSize: number;
   newBatchId: () => string;
@@ -61,7 +55,6 @@ export function resolveSettings(
     maxLineBytes: opts.maxLineBytes ?? limits.maxLineBytes,
     maxPayloadBytes: opts.maxPayloadBytes ?? limits.maxPayloadBytes,
     chunkItems: opts.chunkItems ?? limits.submitChunkItems,
-    chunksInFlight: opts.chunksInFlight ?? 2,
     cursorIntervalMs: opts.cursorIntervalMs ?? 1000,
     operatorPageSize: opts.operatorPageSize ?? 500,
     newBatchId: opts.newBatchId ?? (() => randomUUID()),

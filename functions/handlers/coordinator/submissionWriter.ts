@@ -21,8 +21,8 @@
 //   per-request caps) instead of the BulkWriter's 20-write requests (3.5–4.5× faster on the
 //   emulator), with the BulkWriter — ramp-up throttle off, since each batch's items are a fresh
 //   subcollection and Firestore pushes back with RESOURCE_EXHAUSTED — as the fallback when a
-//   document already exists. Chunks of a new batch are stored `chunksInFlight` at a time (2 by
-//   default): one chunk's time is round trips, not database work.
+//   document already exists. Chunks are stored one at a time (each store also moves the batch's
+//   `received` in a transaction: concurrent stores contend on that document and were slower).
 // - Pub/Sub: the publisher batches up to 1,000 messages or 10 ms (adapters/pubsubWorkQueue.ts), so
 //   a 500-item chunk is one publish request. Each chunk's publish is awaited before the chunk
 //   counts as done, so outstanding messages are bounded by the chunk window (no publisher flow
@@ -77,9 +77,12 @@ export class SubmissionWriter {
   private publishedUpTo = 0;
   private cursorWritten: number;
   private lastCursorWriteAt: number;
-  /** Chunks being stored and published, oldest first; each resolves to its end position. */
-  private inflight: Array<Promise<number>> = [];
-  private readonly maxInFlight: number;
+  /** Chunks being stored or published, oldest first; each resolves to its end position, or null when skipped. */
+  private inflight: Array<Promise<number | null>> = [];
+  /** A chunk was skipped (the submission stopped): the cursor may not move past it. */
+  private gap = false;
+  /** The last chunk's store stage: the next chunk's store starts after it (never rejects). */
+  private lastStore: Promise<unknown> = Promise.resolve();
   /** Problems were found (conflict, duplicate id) or the batch was terminated: write nothing more. */
   private stopped = false;
   private terminated: Batch | null = null;
@@ -101,10 +104,6 @@ export class SubmissionWriter {
     this.cursorWritten = batch.cursor;
     this.publishedUpTo = batch.cursor;
     this.lastCursorWriteAt = env.deps.clock.now();
-    // A fresh batch overlaps the stores of consecutive chunks (the BulkWriter's round trips, not
-    // the database, bound one chunk's time). A re-submission goes one chunk at a time, so a chunk
-    // that differs from the stored batch stops the submission before anything after it is written.
-    this.maxInFlight = this.fresh ? env.settings.chunksInFlight : 1;
   }
 
   /** The stored batch (as read when the request started). */
@@ -126,18 +125,27 @@ export class SubmissionWriter {
   }
 
   /**
-   * Starts storing (or comparing) and publishing the next chunk, after waiting for room in the
-   * window. Returns false when the submission must stop: problems were added (409 conflict,
-   * duplicate ids) or the batch was cancelled.
+   * Starts storing (or comparing) and then publishing the next chunk. Stores run one at a time, in
+   * order — concurrent stores contend on the batch document's `received` update (measured: slower,
+   * not faster) and a re-submission must compare chunk k before anything of chunk k+1 is written —
+   * while the previous chunk's publish and the caller's reading of the next chunk overlap them.
+   * Returns false when the submission must stop: problems were added (409 conflict, duplicate
+   * ids) or the batch was cancelled.
    */
   async writeChunk(items: ChunkItem[], problems: ProblemList): Promise<boolean> {
-    while (this.inflight.length >= this.maxInFlight) this.publishedUpTo = await this.inflight.shift()!;
+    while (this.inflight.length >= 2) this.advance(await this.inflight.shift()!);
     if (!this.stopped) await this.writeCursor(false);
     if (this.stopped) return false;
     const from = this.nextSeq;
     const to = from + items.length;
     this.nextSeq = to;
-    const task = this.storeAndPublish(items, from, problems).then(() => to);
+    const stored = this.lastStore.then(() => this.store(items, from, problems));
+    this.lastStore = stored.catch(() => {});
+    const task = stored.then(async (ok) => {
+      if (!ok) return null;
+      await this.publishChunk(items, from);
+      return to;
+    });
     task.catch(() => {}); // awaited in order by a later call or by finish()/stop()
     this.inflight.push(task);
     return true;
@@ -162,7 +170,7 @@ export class SubmissionWriter {
     while (this.inflight.length > 0) {
       try {
         const to = await this.inflight.shift()!;
-        if (failure === null) this.publishedUpTo = to;
+        if (failure === null) this.advance(to);
       } catch (err) {
         failure ??= err;
       }
@@ -170,7 +178,15 @@ export class SubmissionWriter {
     if (failure !== null) throw failure;
   }
 
-  private async storeAndPublish(items: ChunkItem[], from: number, problems: ProblemList): Promise<void> {
+  /** Moves the published prefix over a finished chunk (in order; never past a skipped one). */
+  private advance(to: number | null): void {
+    if (to === null) this.gap = true;
+    else if (!this.gap) this.publishedUpTo = Math.max(this.publishedUpTo, to);
+  }
+
+  /** Compares and stores one chunk; false when it found problems (or the submission stopped). */
+  private async store(items: ChunkItem[], from: number, problems: ProblemList): Promise<boolean> {
+    if (this.stopped) return false;
     const { ledger } = this.env.deps;
     const to = from + items.length;
     const before = problems.total;
@@ -192,7 +208,7 @@ export class SubmissionWriter {
     }
     if (problems.total > before) {
       this.stopped = true;
-      return;
+      return false;
     }
 
     // 2. Store what is missing, in contiguous runs (create-only).
@@ -205,7 +221,7 @@ export class SubmissionWriter {
           `the stored batch is ${this.batch.status}${this.batch.reason ? ` (${this.batch.reason})` : ""} and holds ${this.batch.received} items; it accepts no more: submit under a new id`,
         );
         this.stopped = true;
-        return;
+        return false;
       }
       if (this.batch.total !== null && to > this.batch.total) {
         problems.add(
@@ -214,7 +230,7 @@ export class SubmissionWriter {
           `the stored batch has ${this.batch.total} items; this submission has more`,
         );
         this.stopped = true;
-        return;
+        return false;
       }
       for (const run of missingRuns(missing)) {
         const runItems = items.slice(run.start, run.end);
@@ -233,11 +249,15 @@ export class SubmissionWriter {
       }
       if (problems.total > before) {
         this.stopped = true;
-        return;
+        return false;
       }
     }
 
-    // 3. Publish: only now do the items exist for a worker to read.
+    return true;
+  }
+
+  /** Publishes a stored chunk's doorbells: only now do its items exist for a worker to read. */
+  private async publishChunk(items: ChunkItem[], from: number): Promise<void> {
     if (!this.publishing) return;
     const generation = this.batch.generation;
     const refs: ItemRef[] = [];
@@ -321,10 +341,16 @@ export class SubmissionWriter {
   ): Promise<void> {
     const { ledger } = this.env.deps;
     const ids = new Set(existing);
+    // One query for the run's positions (a concurrent submission stored them there); a single
+    // read only for ids found elsewhere (an id used twice).
+    const atPositions = new Map(
+      (await ledger.getItemsBySeq(this.batchId, runFrom, runItems.length)).map((it) => [it.seq, it]),
+    );
     for (let i = 0; i < runItems.length; i++) {
       const item = runItems[i]!;
       if (!ids.has(item.itemId)) continue;
-      const stored = await ledger.getItem(this.batchId, item.itemId);
+      const here = atPositions.get(runFrom + i);
+      const stored = here?.itemId === item.itemId ? here : await ledger.getItem(this.batchId, item.itemId);
       if (!stored) continue;
       if (stored.seq === runFrom + i) this.compare(item, stored, problems);
       else

@@ -111,11 +111,20 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
      * already be waiting.
      */
     async drainDoorbells(expected: number, timeoutMs = 120_000): Promise<Doorbell[]> {
+      return this.drainUntil(`${expected} doorbells`, (all) => all.length >= expected, timeoutMs);
+    },
+
+    /** Pulls (and acks) doorbells until `done` says so, then pulls whatever else is waiting. */
+    async drainUntil(
+      what: string,
+      done: (all: Doorbell[]) => boolean,
+      timeoutMs = 120_000,
+    ): Promise<Doorbell[]> {
       const out: Doorbell[] = [];
       const deadline = Date.now() + timeoutMs;
-      while (out.length < expected) {
+      while (!done(out)) {
         if (Date.now() > deadline)
-          throw new Error(`timed out after ${timeoutMs} ms: ${out.length} of ${expected} doorbells pulled`);
+          throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${out.length} pulled`);
         out.push(...(await pullOnce()));
       }
       for (let i = 0; i < 2; i++) out.push(...(await pullOnce()));
@@ -152,8 +161,12 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
       lines: Iterable<string> | AsyncIterable<string>,
       opts: {
         base?: string;
+        /** After this many lines (flushed to the socket), run `pause`, then go on. */
+        pauseAfter?: number;
+        pause?: () => Promise<unknown>;
+        /** After this many lines (flushed), run `beforeAbort`, then destroy the request. */
         abortAfter?: number;
-        beforeAbort?: () => Promise<void>;
+        beforeAbort?: () => Promise<unknown>;
         contentType?: string;
       } = {},
     ): Promise<HttpAnswer | "aborted"> {
@@ -193,6 +206,10 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
         buf += `${line}\n`;
         n++;
         if (buf.length >= 64 * 1024) await flush();
+        if (opts.pauseAfter !== undefined && n === opts.pauseAfter) {
+          await flush();
+          await opts.pause?.();
+        }
         if (opts.abortAfter !== undefined && n >= opts.abortAfter) {
           await flush();
           await opts.beforeAbort?.();
