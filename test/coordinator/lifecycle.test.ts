@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { settleBatch } from "../../functions/core/finalizeBatch";
 import type { ItemRef } from "../../functions/core/ports";
+import { waitFor } from "../support/cloud";
 import { type CoordinatorHarness, ndjsonBatch, startCoordinatorHarness } from "./support/coordinatorHarness";
 
 let h: CoordinatorHarness;
@@ -11,6 +12,7 @@ const dashboardHits: string[] = [];
 beforeAll(async () => {
   h = await startCoordinatorHarness({
     operatorPageSize: 4, // cancel and retry page through more than one page
+    chunkItems: 100, // a stream of a few hundred items spans several chunks
     dashboard: async (req, res) => {
       dashboardHits.push(req.url ?? "");
       res.statusCode = 200;
@@ -160,6 +162,32 @@ describe("lifecycle", () => {
     expect(h.events("batch.cancel_requested", "to-cancel")).toHaveLength(1);
   });
 
+  it("cancel while the batch is still being streamed: the stream is refused with a 409, every stored item ends cancelled", async () => {
+    const n = 300;
+    let cancel: Awaited<ReturnType<typeof h.request>> | undefined;
+    const res = await h.postNdjson(ndjsonBatch({ id: "cancel-mid", pipeline: "demo" }, n), {
+      pauseAfter: 250,
+      pause: async () => {
+        await waitFor(
+          "two chunks stored",
+          async () => ((await h.ledger.getBatch("cancel-mid"))?.received ?? 0) >= 200,
+          60_000,
+        );
+        cancel = await h.request("POST", "/v1/batches/cancel-mid:cancel");
+      },
+    });
+    if (res === "aborted") throw new Error("unexpected abort");
+    expect(cancel?.status).toBe(200);
+    expect(res.status).toBe(409);
+    expect(res.body.error).toMatchObject({ code: "failed_precondition" });
+    expect(res.body.error.message).toMatch(/cancelled while it was being submitted/);
+    const b = await h.request("GET", "/v1/batches/cancel-mid");
+    expect(b.body).toMatchObject({ status: "cancelled", counts: { pending: 0, running: 0, succeeded: 0 } });
+    expect(b.body.counts.failed).toBe(b.body.counts.total);
+    expect(b.body.counts.total).toBeGreaterThanOrEqual(200);
+    await h.drainDoorbells(b.body.progress.cursor);
+  });
+
   it("cancel of a blocked batch finalizes it at once", async () => {
     const res = await h.request("POST", "/v1/batches/child-2:cancel");
     expect(res.status).toBe(200);
@@ -221,16 +249,16 @@ describe("lifecycle", () => {
       all.push(...page.body.batches.map((b: { id: string }) => b.id));
       token = page.body.nextPageToken;
     } while (token);
-    expect(all).toEqual(["to-retry", "to-cancel", "child-2", "child", "parent", "empty"]);
+    expect(all).toEqual(["to-retry", "cancel-mid", "to-cancel", "child-2", "child", "parent", "empty"]);
     const blocked = await h.request("GET", "/v1/batches?status=blocked");
     expect(blocked.body.batches.map((b: { id: string }) => b.id)).toEqual(["child"]);
     expect(blocked.body.nextPageToken).toBeNull();
-    const final = await h.request("GET", "/v1/batches?status=cancelled&limit=1");
-    expect(final.body.batches).toHaveLength(1);
-    expect(final.body.batches[0]).toMatchObject({ id: "to-cancel", counts: { succeeded: 1, failed: 9 } });
+    const final = await h.request("GET", "/v1/batches?status=cancelled&limit=2");
+    expect(final.body.batches.map((b: { id: string }) => b.id)).toEqual(["cancel-mid", "to-cancel"]);
+    expect(final.body.batches[1]).toMatchObject({ counts: { succeeded: 1, failed: 9 } });
     const rest = await h.request(
       "GET",
-      `/v1/batches?status=cancelled&limit=1&pageToken=${encodeURIComponent(final.body.nextPageToken)}`,
+      `/v1/batches?status=cancelled&limit=2&pageToken=${encodeURIComponent(final.body.nextPageToken)}`,
     );
     expect(rest.body.batches.map((b: { id: string }) => b.id)).toEqual(["child-2"]);
     expect(rest.body.nextPageToken).toBeNull();

@@ -74,6 +74,13 @@ export function createCoordinatorHandler(deps: HandlerDeps, opts: CoordinatorOpt
       }
       // An early answer (a bad NDJSON header, a 413) must still reach a client that is sending.
       await drainRequest(req);
+      if (err instanceof TallyError && method === "POST" && url.pathname.startsWith("/v1/batches"))
+        log.info("batch.request_refused", `${method} ${url.pathname}: ${err.status} ${err.code}`, {
+          status: err.status,
+          code: err.code,
+          problems: err.details?.length ?? 0,
+          ...(err instanceof PartiallyStoredSubmission ? { batchId: err.batch.id } : {}),
+        });
       sendError(res, err, log, err instanceof PartiallyStoredSubmission ? { batch: err.batch } : {});
     }
   };

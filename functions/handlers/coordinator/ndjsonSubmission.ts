@@ -135,7 +135,9 @@ export async function submitNdjson(env: SubmissionEnv, req: HttpRequest): Promis
       }
     }
   } catch (err) {
-    if (req.complete === false || (err as { code?: string }).code === "ECONNRESET") {
+    // The client went away (not a ledger or queue failure, which is a 500 like anywhere else).
+    const code = (err as { code?: unknown }).code;
+    if (req.readableAborted || code === "ECONNRESET" || code === "ERR_STREAM_PREMATURE_CLOSE") {
       const w = writer as SubmissionWriter | null;
       if (w) await w.stop();
       log.warn("batch.submission_aborted", "the client closed the stream before its end", {

@@ -151,12 +151,17 @@ export class SubmissionWriter {
     return true;
   }
 
-  /** Stops early (problems found, client gone): lets the chunks in flight finish and records the cursor. */
+  /**
+   * Stops early (problems found, client gone, batch cancelled): lets the chunks in flight finish
+   * and records the cursor. Never throws: the caller is already answering with the reason.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     try {
       await this.drain();
       if (this.publishing) await this.writeCursor(true);
+      // Cancelled mid-submission: what this request stored after the cancel's sweep is swept too.
+      if (this.terminated) await this.sweepTerminated(this.terminated);
     } catch (err) {
       this.env.log.warn("batch.submission_stop_failed", `batch ${this.batchId}: ${(err as Error).message}`, {
         batchId: this.batchId,
@@ -276,6 +281,11 @@ export class SubmissionWriter {
     await this.drain();
     if (this.stopped && !this.terminated) return null;
     if (this.publishing) await this.writeCursor(true);
+    if (!this.terminated && this.accepting) {
+      // Cancelled since the last cursor write? (markSubmitted would start it regardless.)
+      const current = await ledger.getBatch(this.batchId);
+      if (current?.terminateAs) this.terminated = current;
+    }
     if (this.terminated) return { kind: "terminated", batch: await this.sweepTerminated(this.terminated) };
 
     if (!this.fresh) {
