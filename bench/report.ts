@@ -151,10 +151,10 @@ export function summaryRows(r: BenchReport): Row[] {
     const [a, b] = [sc.points[0]!, sc.points[sc.points.length - 1]!];
     rows.push({
       figure: `Deliveries/s at backlog ${fmt(b.backlog)} vs ${fmt(a.backlog)}`,
-      tally: `${fmt(b.deliveriesPerSecond, 1)} vs ${fmt(a.deliveriesPerSecond, 1)}`,
+      tally: `${fmt(b.tally.deliveriesPerSecond, 1)} vs ${fmt(a.tally.deliveriesPerSecond, 1)}`,
       baseline:
         a.raw && b.raw
-          ? `raw op mix ${fmt(b.raw.deliveriesPerSecond, 1)} vs ${fmt(a.raw.deliveriesPerSecond, 1)} (ratio ${sc.rawRatio?.toFixed(2)})`
+          ? `raw op mix ${fmt(b.raw.deliveriesPerSecond, 1)} vs ${fmt(a.raw.deliveriesPerSecond, 1)} (ratio ${sc.rawRatio?.toFixed(2)}); emulator existence query p50 ${fmt(b.existenceQueryMs.p50)} vs ${fmt(a.existenceQueryMs.p50)} ms`
           : "",
       ratio: sc.ratio.toFixed(2),
       target: "≈ 1 (≥ 0.8)",
@@ -306,6 +306,7 @@ export function renderMarkdown(r: BenchReport): string {
       `- killed worker → back in play: ${fmtDist(rec.backInPlay)}`,
       `- killed worker → completed: ${fmtDist(rec.completed)}`,
       `- last item terminal → batch finalized (${rec.finalization.batches} batches of ${rec.finalization.itemsPerBatch}): ${fmtDist(rec.finalization.latency)}`,
+      `- reconciler calls during the kills: ${fmtDist(rec.reconcileCall)}`,
       "",
       ...rec.notes.map((n) => `- ${n}`),
     ];
@@ -313,14 +314,14 @@ export function renderMarkdown(r: BenchReport): string {
   section("5. Scaling", p.scaling, () => {
     const sc = p.scaling.result!;
     return [
-      "| Backlog | Submit ms | Window ms | Deliveries/s |",
-      "|---|---|---|---|",
+      "| Backlog | Submit ms | Tally deliveries (window ms) | Tally deliveries/s | Raw op mix deliveries/s | Existence query on the emulator | Document read |",
+      "|---|---|---|---|---|---|---|",
       ...sc.points.map(
         (x) =>
-          `| ${fmt(x.backlog)} | ${fmt(x.submitMs)} | ${fmt(x.windowMs)} | ${fmt(x.deliveriesPerSecond, 1)} |`,
+          `| ${fmt(x.backlog)} | ${fmt(x.submitMs)} | ${fmt(x.tally.deliveries)} (${fmt(x.tally.windowMs)}) | ${fmt(x.tally.deliveriesPerSecond, 1)} | ${fmt(x.raw?.deliveriesPerSecond ?? null, 1)} | ${fmtDist(x.existenceQueryMs)} | ${fmtDist(x.documentReadMs)} |`,
       ),
       "",
-      `Ratio (largest ÷ smallest backlog): ${sc.ratio.toFixed(2)}.`,
+      `Ratio (largest ÷ smallest backlog): Tally ${sc.ratio.toFixed(2)}, raw op mix ${sc.rawRatio?.toFixed(2) ?? "—"}.`,
       "",
       ...sc.notes.map((n) => `- ${n}`),
     ];

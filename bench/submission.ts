@@ -75,7 +75,7 @@ export async function runSubmission(opts: {
     try {
       await provisionTopics(pubsub, config.topology);
       let port = 0;
-      const coordinator = await spawnTs("bench/children/coordinatorProcess.ts", {
+      const coordinator = await spawnTs(join(__dirname, "children/coordinatorProcess.ts"), {
         env,
         readyLine: (l) => {
           const m = /^bench-coordinator-listening (\d+)$/.exec(l.trim());

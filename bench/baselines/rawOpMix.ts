@@ -3,6 +3,7 @@
 // does, one push delivery per item through the same local front door to W bare endpoint processes
 // (bench/children/rawPushEndpoint.ts) that do the same count of transactions and queries, and a
 // paged read of every item at the end (the export's read) — with no Tally logic anywhere.
+import { join } from "node:path";
 import type { Firestore } from "@google-cloud/firestore";
 import type { PubSub } from "@google-cloud/pubsub";
 import type { DeliverySettings } from "../../functions/topology";
@@ -10,6 +11,7 @@ import { type Backend, startFrontDoor } from "../../local/frontDoor";
 import { waitFor } from "../../local/waitFor";
 import type { EmulatorHosts } from "../support/clients";
 import { emulatorEnv } from "../support/clients";
+import { type DeliveryWindow, measureDeliveryWindow, type WindowMeasure } from "../support/deliveryWindow";
 import { perSecond } from "../support/stats";
 import { spawnTs, type TsChild } from "../support/tsChild";
 import { rawPublishes, writeBatchWrites } from "./rawSubmission";
@@ -81,7 +83,7 @@ async function startRawPipeline(opts: {
     await Promise.all(
       Array.from({ length: opts.workers }, async (_, i) => {
         let port = 0;
-        const child = await spawnTs("bench/children/rawPushEndpoint.ts", {
+        const child = await spawnTs(join(__dirname, "../children/rawPushEndpoint.ts"), {
           env: {
             ...emulatorEnv(opts.hosts, opts.projectId),
             BENCH_RAW_TRANSACTIONS: String(opts.mix.transactions),
@@ -187,31 +189,17 @@ export async function measureRawOpMix(opts: RawOptions & { items: number }): Pro
 }
 
 /**
- * The scaling baseline: a backlog of B items queued while deliveries are paused, then the rate of
- * the same delivery window as Tally's (the `skip`-th to the (`skip`+`count`)-th answered delivery).
+ * The scaling baseline: a backlog of B items queued while deliveries are paused, then the rate over
+ * the same kind of window as Tally's (see support/deliveryWindow.ts).
  */
 export async function measureRawBacklogWindow(
-  opts: RawOptions & { backlog: number; window: { skip: number; count: number } },
-): Promise<{ backlog: number; windowMs: number; deliveriesPerSecond: number }> {
+  opts: RawOptions & { backlog: number; window: DeliveryWindow },
+): Promise<WindowMeasure> {
   const raw = await startRawPipeline({ ...opts, paused: true });
   try {
     await raw.submit(0, opts.backlog);
     await raw.resume();
-    const { skip, count } = opts.window;
-    const tStart = await waitFor(
-      "raw window start",
-      () => (raw.done() >= skip ? performance.now() : null),
-      opts.deadlineMs,
-      5,
-    );
-    const tEnd = await waitFor(
-      "raw window end",
-      () => (raw.done() >= skip + count ? performance.now() : null),
-      opts.deadlineMs,
-      5,
-    );
-    const windowMs = tEnd - tStart;
-    return { backlog: opts.backlog, windowMs, deliveriesPerSecond: perSecond(count, windowMs) };
+    return await measureDeliveryWindow(() => raw.done(), opts.backlog, opts.window, opts.deadlineMs);
   } finally {
     await raw.pause().catch(() => {});
     await raw.stop();

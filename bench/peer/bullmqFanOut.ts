@@ -2,6 +2,7 @@
 // no-op children, consumed by W worker processes (bench/children/bullmqWorker.ts) against a private
 // redis-server. Optionally the same fault as on Tally: one worker SIGKILLed mid-batch, then a new
 // worker started; after a deadline every child is accounted for from Redis itself.
+import { join } from "node:path";
 import { FlowProducer, Queue } from "bullmq";
 import IORedis from "ioredis";
 import { waitFor } from "../../local/waitFor";
@@ -86,7 +87,8 @@ function context(
   };
 }
 
-const startWorker = (ctx: Ctx) => spawnTs("bench/children/bullmqWorker.ts", { env: ctx.workerEnv });
+const startWorker = (ctx: Ctx) =>
+  spawnTs(join(__dirname, "../children/bullmqWorker.ts"), { env: ctx.workerEnv });
 
 async function addFlow(ctx: Ctx, n: number): Promise<string> {
   const producer = new FlowProducer({ connection: ctx.connection, prefix: ctx.prefix });

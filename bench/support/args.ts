@@ -1,6 +1,7 @@
 // `npm run bench -- [options]`: the full run by default, `--quick` for the scaled-down one; every
 // size can be chosen. Unknown or malformed options are refused with the usage text.
 import { type PhaseName, phaseNames } from "../report";
+import type { DeliveryWindow } from "./deliveryWindow";
 
 export interface BenchOptions {
   quick: boolean;
@@ -13,7 +14,7 @@ export interface BenchOptions {
   finalizeBatches: number;
   itemSleepMs: number;
   backlogs: number[];
-  window: { skip: number; count: number };
+  window: DeliveryWindow;
   peerItems: number;
   peerWorkers: number;
   bullmqConcurrency: number;
@@ -82,7 +83,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
         finalizeBatches: 8,
         itemSleepMs: 600,
         backlogs: [1_000, 10_000],
-        window: { skip: 30, count: 200 },
+        window: { skip: 20, seconds: 8 },
         peerItems: 150,
         peerWorkers: 2,
         bullmqConcurrency: 16,
@@ -102,7 +103,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
         finalizeBatches: 30,
         itemSleepMs: 1_000,
         backlogs: [1_000, 100_000],
-        window: { skip: 100, count: 800 },
+        window: { skip: 50, seconds: 60 },
         peerItems: 2_000,
         peerWorkers: 2,
         bullmqConcurrency: 16,
@@ -168,7 +169,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
     }
   }
   const smallest = Math.min(...o.backlogs);
-  if (smallest < o.window.skip + o.window.count)
-    o.window = { skip: Math.floor(smallest * 0.1), count: Math.floor(smallest * 0.6) };
+  if (smallest <= o.window.skip * 2)
+    throw new BenchUsageError(`--backlogs: the smallest backlog must exceed ${o.window.skip * 2} items`);
   return o;
 }

@@ -1,6 +1,6 @@
 // Facts about the machine a report was produced on, and how busy it was before the bench started
 // (other processes on a shared machine skew every figure; the report says so).
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { machineCpu } from "./procStats";
@@ -22,16 +22,15 @@ export interface MachineFacts {
   emulatorNote: string;
 }
 
+/** First non-empty line a command prints (java -version prints on stderr), or null. */
 function tryRun(cmd: string, args: string[]): string | null {
-  try {
-    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 20_000 })
-      .split("\n")[0]!
-      .trim();
-  } catch (err) {
-    const e = err as { stderr?: Buffer | string };
-    const text = e.stderr ? String(e.stderr).split("\n")[0]!.trim() : "";
-    return text || null;
-  }
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 20_000 });
+  if (r.error) return null;
+  const line = `${r.stdout ?? ""}\n${r.stderr ?? ""}`
+    .split("\n")
+    .map((l) => l.trim())
+    .find((l) => l.length > 0);
+  return line ?? null;
 }
 
 export async function sampleBackgroundBusy(ms = 2000): Promise<number> {

@@ -16,7 +16,6 @@ import type { DeliverySettings } from "../../functions/topology";
 import { clearFirestore } from "../../local/emulators";
 import { type LocalStack, startLocalStack } from "../../local/localStack";
 import { subscriptionSpecs } from "../../local/provisionTopology";
-import { type SchedulerLoop, startSchedulerLoop } from "../../local/schedulerLoop";
 import { waitFor } from "../../local/waitFor";
 import { firestoreClient, pubsubClient } from "./clients";
 import { cpuSeconds } from "./procStats";
@@ -47,6 +46,8 @@ export interface BenchStack {
    */
   setTick(seconds: number | null): Promise<void>;
   readonly tickSeconds: number | null;
+  /** How long each reconcile call took since the last time this was asked (ms). */
+  reconcileCallDurations(): number[];
   /** Deletes every document of the stack's project, so a phase starts from an empty ledger. */
   clearLedger(): Promise<void>;
   stop(): Promise<void>;
@@ -95,18 +96,17 @@ export async function startBenchStack(opts: {
     })[0]!;
   const stats = () => stack.frontDoor.stats();
   const reconcileUrl = `${stack.urls.reconciler}${topology.reconcilePath}`;
-  let loop: SchedulerLoop | null = null;
+  let loop: ReconcileLoop | null = null;
   let tickSeconds: number | null = null;
+  const callDurations: number[] = [];
   const setTick = async (seconds: number | null) => {
     await loop?.stop();
     loop = null;
     tickSeconds = seconds;
     if (seconds !== null)
-      loop = startSchedulerLoop({
-        reconcileUrl,
-        tickMs: seconds * 1000,
-        onFailure: (m) => opts.progress(`  [scheduler] reconcile failed: ${m}`),
-      });
+      loop = startReconcileLoop(reconcileUrl, seconds * 1000, callDurations, (m) =>
+        opts.progress(`  [scheduler] reconcile failed: ${m}`),
+      );
   };
   await setTick(opts.tickSeconds);
   opts.progress(
@@ -149,12 +149,65 @@ export async function startBenchStack(opts: {
     get tickSeconds() {
       return tickSeconds;
     },
+    reconcileCallDurations: () => callDurations.splice(0),
     clearLedger: () => clearFirestore(hosts.firestoreHost, stack.projectId),
     stop: async () => {
       await loop?.stop();
       await Promise.allSettled([db.terminate(), pubsub.close()]);
       await stack.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface ReconcileLoop {
+  stop(): Promise<void>;
+}
+
+/**
+ * The local Cloud Scheduler stand-in (as local/schedulerLoop.ts: a call every tick, never two at
+ * once), recording how long each call took — the recovery bound is lease + tick + that time.
+ */
+function startReconcileLoop(
+  url: string,
+  tickMs: number,
+  durations: number[],
+  onFailure: (message: string) => void,
+): ReconcileLoop {
+  let stopped = false;
+  const abort = new AbortController();
+  const run = (async () => {
+    while (!stopped) {
+      const t0 = performance.now();
+      try {
+        const res = await fetch(url, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "{}",
+          signal: abort.signal,
+        });
+        const text = await res.text();
+        if (!res.ok) onFailure(`POST ${url} answered ${res.status}: ${text.slice(0, 200)}`);
+        else durations.push(performance.now() - t0);
+      } catch (err) {
+        if (!stopped) onFailure(`POST ${url} failed: ${(err as Error).message}`);
+      }
+      const wait = tickMs - (performance.now() - t0);
+      if (wait > 0 && !stopped)
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, wait);
+          abort.signal.addEventListener("abort", () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      abort.abort();
+      await run;
     },
   };
 }
