@@ -3,11 +3,18 @@
 // A batch submitted over HTTP finishes with the ledger invariant holding; a SIGKILLed worker is
 // restarted and its item is back in play within lease + one tick; stop leaves no process behind.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DuckDBInstance } from "@duckdb/node-api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertLedgerInvariant, fetchAllItems } from "../../local/invariant";
+import {
+  assertLedgerInvariant,
+  checkLedgerInvariant,
+  fetchAllItems,
+  formatInvariantReport,
+  InvariantViolationError,
+} from "../../local/invariant";
 import { type LocalStack, startLocalStack } from "../../local/localStack";
 import { waitFor } from "../../local/waitFor";
 
@@ -147,6 +154,58 @@ describe("local stack", () => {
     expect(stats.forwarded["worker 2"]).toBeGreaterThan(20);
     expect(stats.responses["worker 1"]?.["2xx"]).toBeGreaterThan(0);
     expect(stats.responses["worker 2"]?.["2xx"]).toBeGreaterThan(0);
+  });
+
+  it("the invariant checker names each violation: a corrupted copy of the results file", async () => {
+    // Corrupt a copy (the stack keeps writing to the real file): drop a row, change a result, add a
+    // row for a failed item; and claim an item was submitted that never was.
+    const copy = join(dataDir, "tampered.duckdb");
+    copyFileSync(stack.resultsPath, copy);
+    const db = await DuckDBInstance.create(copy);
+    const conn = await db.connect();
+    await conn.run("DELETE FROM item_results WHERE batch_id = 'stack-200' AND item_id = 'i-001'");
+    await conn.run(
+      `UPDATE item_results SET result = '{"value":0}'::JSON WHERE batch_id = 'stack-200' AND item_id = 'i-002'`,
+    );
+    await conn.run(
+      "INSERT INTO item_results SELECT batch_id, 'i-050', generation, result, finished_at, attempts, export_id, exported_at FROM item_results WHERE batch_id = 'stack-200' AND item_id = 'i-003'",
+    );
+    conn.closeSync();
+    db.closeSync();
+
+    const submitted = [
+      ...Array.from({ length: 200 }, (_, i) => `i-${String(i + 1).padStart(3, "0")}`),
+      "i-999",
+    ];
+    const report = await checkLedgerInvariant({
+      coordinatorUrl: stack.urls.coordinator,
+      batchId: "stack-200",
+      resultsPath: copy,
+      submittedItemIds: submitted,
+    });
+    expect(report.ok).toBe(false);
+    const byRule = Object.fromEntries(report.violations.map((v) => [v.rule, v]));
+    expect(Object.keys(byRule).sort()).toEqual(
+      [
+        "counts_mismatch",
+        "item_missing",
+        "sink_result_mismatch",
+        "sink_row_missing",
+        "sink_row_unexpected",
+      ].sort(),
+    );
+    expect(byRule.item_missing?.examples).toEqual(["i-999"]);
+    expect(byRule.sink_row_missing?.examples).toEqual(["i-001"]);
+    expect(byRule.sink_result_mismatch?.examples?.[0]).toMatch(
+      /^i-002: ledger \{.*"value":2.*\} vs sink \{"value":0\}$/,
+    );
+    expect(byRule.sink_row_unexpected?.examples).toEqual(["i-050: item failed"]);
+    expect(byRule.counts_mismatch?.message).toContain("total is 200, but 201 item(s) were submitted");
+    const text = formatInvariantReport(report);
+    expect(text).toContain("ledger invariant VIOLATED for batch stack-200 (5 rule(s))");
+    expect(() => {
+      throw new InvariantViolationError(report);
+    }).toThrow(/sink_row_missing: 1 succeeded item\(s\) have no row in the sink/);
   });
 
   it("restarts a SIGKILLed worker and redrives its item within lease + one tick", async () => {

@@ -1,7 +1,9 @@
 // `npm start` flags: each maps onto the programmatic options, a bad one is a message naming the
 // flag (and exit code 1 from the command itself); the ready block round-trips through its parser;
 // log lines are compacted and per-item noise is filtered.
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -82,6 +84,29 @@ describe("npm start flags", () => {
     expect(err?.code).toBe(1);
     expect(err?.stderr.trim()).toBe('npm start: --workers must be a whole number (got "many")');
     expect(err?.stdout).toBe("");
+  });
+
+  it("reports a missing Java in one line and exits 1", async () => {
+    // A PATH with a shell but no java: the prerequisite check fails before anything starts.
+    const bin = mkdtempSync(join(tmpdir(), "tally-nojava-"));
+    symlinkSync(execFileSync("sh", ["-c", "command -v sh"], { encoding: "utf8" }).trim(), join(bin, "sh"));
+    const run = promisify(execFile);
+    const err = await run(
+      process.execPath,
+      ["--import", "tsx", join(__dirname, "../../local/start.ts"), "--port", "0"],
+      {
+        cwd: join(__dirname, "../.."),
+        env: { ...process.env, PATH: bin },
+      },
+    ).then(
+      () => null,
+      (e: { code: number; stderr: string; stdout: string }) => e,
+    );
+    rmSync(bin, { recursive: true, force: true });
+    expect(err?.code).toBe(1);
+    expect(err?.stderr.trim().split("\n")).toEqual([
+      "npm start: Java 17+ is required by the Google Cloud emulators: install it (Debian: apt-get install openjdk-17-jre-headless).",
+    ]);
   });
 });
 
