@@ -105,6 +105,11 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     if (options.persist)
       cleanups.push(async () => {
         const path = await exportFirestore(emulators.firestoreHost, projectId, firestoreExportDir);
+        // Only the newest export is ever imported; older ones would just pile up.
+        const keep = latestFirestoreExport(firestoreExportDir);
+        for (const d of readdirSync(firestoreExportDir))
+          if (d.startsWith("firestore_export_") && keep && !keep.includes(`/${d}/`))
+            rmSync(join(firestoreExportDir, d), { recursive: true, force: true });
         say(`Firestore data exported to ${path}`);
       });
     say(
