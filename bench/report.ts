@@ -243,6 +243,10 @@ export function renderMarkdown(r: BenchReport): string {
           `| ${fmt(x.items)} | ${fmt(x.tally.itemsPerSecond)} | ${fmt(x.raw.itemsPerSecond)} | ${x.ratio.toFixed(2)} | ${fmt(x.raw.bulkWriterMs)} | ${fmt(x.raw.writeBatchMs)} | ${fmt(x.raw.publishMs)} | ${fmt(x.raw.sequentialMs)} | ${fmt(x.raw.overlappedMs)} | ${fmt(x.tally.peakRssMiB, 1)} MiB | ${fmt(x.tally.idleRssMiB, 1)} MiB | ${fmt(x.tally.cpuSecondsPerItem === null ? null : x.tally.cpuSecondsPerItem * 1e6)} |`,
       ),
       "",
+      ...s.sizes.map(
+        (x) =>
+          `- ${fmt(x.items)} items, the coordinator's own timings: ${JSON.stringify(x.tally.coordinatorTimings)}`,
+      ),
       ...s.notes.map((n) => `- ${n}`),
     ];
   });

@@ -39,6 +39,8 @@ export interface SubmissionSize {
     idleRssMiB: number | null;
     /** CPU seconds the coordinator process used per item. */
     cpuSecondsPerItem: number | null;
+    /** The coordinator's own account of where the time went (its `batch.submitted` log line). */
+    coordinatorTimings: Record<string, unknown> | null;
     status: number;
     batchStatus: string | null;
   };
@@ -50,6 +52,12 @@ export interface SubmissionSize {
 export interface SubmissionResult {
   sizes: SubmissionSize[];
   notes: string[];
+}
+
+function pickTimings(line: Record<string, unknown> | null): Record<string, unknown> | null {
+  if (!line) return null;
+  const keys = ["durationMs", "storeMs", "publishMs", "compareMs", "cursorWrites", "stored", "published"];
+  return Object.fromEntries(keys.filter((k) => k in line).map((k) => [k, line[k]]));
 }
 
 const mib = (b: number | null) => (b === null ? null : Math.round((b / 2 ** 20) * 10) / 10);
@@ -67,7 +75,8 @@ export async function runSubmission(opts: {
       ...emulatorEnv(opts.hosts, projectId),
       TALLY_PREFIX: "tally",
       TALLY_DUCKDB_PATH: join(dataDir, "results.duckdb"),
-      TALLY_LOG_LEVEL: "WARNING",
+      // INFO: the coordinator's `batch.submitted` line carries its own store/publish timings.
+      TALLY_LOG_LEVEL: "INFO",
     };
     const config = loadConfig(env);
     const db = firestoreClient(opts.hosts, projectId);
@@ -75,12 +84,21 @@ export async function runSubmission(opts: {
     try {
       await provisionTopics(pubsub, config.topology);
       let port = 0;
+      let submitted: Record<string, unknown> | null = null;
       const coordinator = await spawnTs(join(__dirname, "children/coordinatorProcess.ts"), {
         env,
         readyLine: (l) => {
           const m = /^bench-coordinator-listening (\d+)$/.exec(l.trim());
           if (m) port = Number(m[1]);
           return m !== null;
+        },
+        onStdoutLine: (l) => {
+          if (!l.includes('"batch.submitted"')) return;
+          try {
+            submitted = JSON.parse(l);
+          } catch {
+            /* not a log line */
+          }
         },
       });
       let tally: SubmissionSize["tally"];
@@ -104,6 +122,7 @@ export async function runSubmission(opts: {
           peakRssMiB: mib(peakBytes),
           idleRssMiB: mib(idle),
           cpuSecondsPerItem: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) / n,
+          coordinatorTimings: pickTimings(submitted),
           status: res.status,
           batchStatus: body.status ?? null,
         };
