@@ -1,0 +1,127 @@
+// Operator actions mid-run: cancel a running batch (pending items → failed(cancelled), running ones
+// finish), then retry its failed items (a new generation). And retry a partial batch whose failures
+// are permanent (they fail again). Through all of it the sink keeps exactly one row per succeeded
+// item: rows of items that succeeded in generation 1 stay as exported, retried items add theirs.
+import {
+  assertInvariant,
+  check,
+  checkNone,
+  clamp,
+  demoItems,
+  epoch,
+  exportMarkers,
+  finalDeadlineMs,
+  itemsById,
+  type Scenario,
+  sinkRows,
+  unexpectedItems,
+  waitDone,
+  waitFinal,
+} from "./scenario";
+
+export const cancelAndRetry: Scenario = {
+  id: "cancel-and-retry",
+  title: "cancel mid-run, retry of failed items: one sink row per succeeded item",
+  stack: "shared",
+  async run(env, scale, say) {
+    const n = clamp(scale.items / 10, 50, 2000);
+    const cancelled = {
+      id: env.batchId("cancel"),
+      items: demoItems("n-", n, (i) => ({ value: i, sleepMs: 50 + (i % 50) })),
+    };
+    const permanent = {
+      id: env.batchId("retry-partial"),
+      items: demoItems("m-", 40, (i) => (i % 20 === 0 ? { value: i, permanent: true } : { value: i })),
+    };
+    const cancelledIds = cancelled.items.map((i) => i.id);
+    const permanentIds = permanent.items.map((i) => i.id);
+    await env.api.submit({ id: cancelled.id, pipeline: "demo", items: cancelled.items });
+    await env.api.submit({
+      id: permanent.id,
+      pipeline: "demo",
+      failureThreshold: 0.1,
+      items: permanent.items,
+    });
+
+    // Cancel once about a third is done.
+    await waitDone(env, cancelled.id, Math.floor(n / 3), finalDeadlineMs(n));
+    const cancelAt = Date.now();
+    await env.api.cancel(cancelled.id);
+    const afterCancel = await waitFinal(env, cancelled.id, finalDeadlineMs(n));
+    const cancelMs = (epoch(afterCancel.finishedAt) ?? Date.now()) - cancelAt;
+    check(
+      afterCancel.status === "cancelled",
+      `batch ${cancelled.id} is ${afterCancel.status}; expected cancelled`,
+    );
+    const cancelReport = await assertInvariant(env, cancelled.id, cancelledIds);
+    const gen1 = await itemsById(env, cancelled.id);
+    const succeededInGen1 = cancelledIds.filter((id) => gen1.get(id)?.status === "succeeded");
+    const cancelledItems = cancelledIds.filter((id) => gen1.get(id)?.status === "failed");
+    checkNone(
+      unexpectedItems(gen1, cancelledItems, { status: "failed", kind: "cancelled" }),
+      "failed item(s) of the cancelled batch not failed(cancelled)",
+    );
+    check(
+      succeededInGen1.length > 0 && cancelledItems.length > 0,
+      `the cancel landed at an edge: ${succeededInGen1.length} succeeded, ${cancelledItems.length} cancelled`,
+    );
+    await waitFinal(env, permanent.id, finalDeadlineMs(40));
+    await assertInvariant(env, permanent.id, permanentIds);
+
+    // Retry both.
+    await env.api.retry(cancelled.id);
+    await env.api.retry(permanent.id);
+    const retried = await waitFinal(env, cancelled.id, finalDeadlineMs(n));
+    const retriedPartial = await waitFinal(env, permanent.id, finalDeadlineMs(40));
+    check(retried.status === "succeeded", `the retried batch is ${retried.status}; expected succeeded`);
+    check(
+      retriedPartial.status === "partial",
+      `the retried partial batch is ${retriedPartial.status}; expected partial`,
+    );
+    check(retried.generation === 2, `the retried batch has generation ${retried.generation}; expected 2`);
+    await assertInvariant(env, cancelled.id, cancelledIds);
+    await assertInvariant(env, permanent.id, permanentIds);
+
+    // One row per succeeded item; generation-1 rows untouched, retried items in generation 2.
+    const rows = await sinkRows(env, cancelled.id);
+    const rowsById = new Map(rows.map((r) => [r.item_id, r]));
+    const problems: string[] = [];
+    if (rows.length !== n)
+      problems.push(`the sink has ${rows.length} rows for ${cancelled.id}; expected ${n}`);
+    for (const id of succeededInGen1)
+      if (rowsById.get(id)?.generation !== 1)
+        problems.push(
+          `${id}: succeeded in generation 1, sink row generation ${rowsById.get(id)?.generation}`,
+        );
+    for (const id of cancelledItems)
+      if (rowsById.get(id)?.generation !== 2)
+        problems.push(`${id}: retried, sink row generation ${rowsById.get(id)?.generation}; expected 2`);
+    const partialRows = await sinkRows(env, permanent.id);
+    if (partialRows.length !== 38 || partialRows.some((r) => r.generation !== 1))
+      problems.push(
+        `${permanent.id}: ${partialRows.length} rows (generations ${[...new Set(partialRows.map((r) => r.generation))].join(", ")}); expected 38 from generation 1`,
+      );
+    for (const id of [cancelled.id, permanent.id]) {
+      const markers = await exportMarkers(env, id);
+      if (markers.map((m) => m.generation).join(",") !== "1,2")
+        problems.push(
+          `${id}: export markers for generations ${markers.map((m) => m.generation).join(",")}; expected 1,2`,
+        );
+    }
+    checkNone(problems, "sink problem(s) after cancel and retry");
+    say(
+      `cancelled with ${succeededInGen1.length} succeeded / ${cancelledItems.length} cancelled (final ${cancelMs} ms after the request); retry finished all ${n}; partial batch retried: still 38 rows`,
+    );
+    return {
+      items: n + 40,
+      outcome: `cancelled → ${retried.status}; partial → ${retriedPartial.status}`,
+      recoveryMs: cancelMs,
+      recovery: "cancel request → batch final (cancelled)",
+      figures: {
+        succeededBeforeCancel: succeededInGen1.length,
+        cancelledItems: cancelledItems.length,
+        cancelReportFailed: cancelReport.apiCounts.failed,
+      },
+    };
+  },
+};

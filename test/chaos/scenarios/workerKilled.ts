@@ -1,0 +1,163 @@
+// F9: worker processes are SIGKILLed mid-item, several times during one batch. A killed process
+// releases nothing: its items stay `running` under a lease nobody renews. The reconciler finds each
+// lapsed lease and redrives the item, so every item the killed worker held is back in play within
+// leaseSeconds + one tick; meanwhile no item is lost, and at the end every item succeeded exactly
+// once.
+import { checkNoItemLost } from "../../../local/invariant";
+import { waitFor } from "../../../local/waitFor";
+import { finalBatchStatuses, leaseOwnerPid } from "../support/chaosApi";
+import {
+  assertInvariant,
+  check,
+  checkNone,
+  demoItems,
+  finalDeadlineMs,
+  itemHistory,
+  type Scenario,
+  ScenarioAssertionError,
+  unexpectedItems,
+  waitDone,
+  waitFinal,
+} from "./scenario";
+
+/** Slack over leaseSeconds + one tick: the reconcile call itself, restarts and polling, on 2 busy cores. */
+export const redriveSlackMs = 6_000;
+
+export const workerKilled: Scenario = {
+  id: "F9-worker-sigkill",
+  title: "worker SIGKILLed mid-item, 4 times in one batch (F9)",
+  stack: "shared",
+  async run(env, scale, say) {
+    const n = scale.items;
+    const batchId = env.batchId("sigkill");
+    // Small sleeps: at any moment each worker holds some items mid-step.
+    const items = demoItems("k-", n, (i) => ({ value: i, sleepMs: 20 + (i % 40) }));
+    const ids = items.map((i) => i.id);
+    await env.api.submit({ id: batchId, pipeline: "demo", items });
+
+    const { leaseSeconds, tickSeconds } = env.settings;
+    const boundMs = (leaseSeconds + tickSeconds) * 1000 + redriveSlackMs;
+    const killAt = [0.15, 0.35, 0.55, 0.75];
+    const redriveMs: number[] = [];
+    const heldByKilled = new Set<string>();
+    let kills = 0;
+    for (const [k, fraction] of killAt.entries()) {
+      const progress = await waitDone(env, batchId, Math.floor(n * fraction), finalDeadlineMs(n));
+      if (finalBatchStatuses.includes(progress.status)) break; // a small batch can finish first
+      // Kill a worker that holds items right now; the items still running under its lease after
+      // the kill are the ones it died holding. Try again if a kill landed between items.
+      let landed: { worker: number; pid: number; held: string[]; killedAt: number } | null = null;
+      let finished = false;
+      for (let tries = 0; !landed && !finished && tries < 5; tries++) {
+        const target = await waitFor(
+          "a worker holding items mid-step",
+          async () => {
+            if (finalBatchStatuses.includes((await env.api.getBatch(batchId)).status))
+              return { final: true } as const;
+            const running = await env.api.allItems(batchId, { status: "running" });
+            const pids = env.stack.pids.workers;
+            const order = pids.map((_, i) => ((k + tries) % 2 === 0 ? i : pids.length - 1 - i));
+            for (const i of order) {
+              const p = pids[i];
+              if (p === null || p === undefined || !env.stack.workers[i]!.live) continue;
+              if (running.some((it) => leaseOwnerPid(it) === p))
+                return { worker: i + 1, pid: p, final: false };
+            }
+            return null;
+          },
+          60_000,
+          20,
+        );
+        if (target.final) {
+          finished = true;
+          break;
+        }
+        env.stack.killWorker(target.worker, "SIGKILL");
+        const killedAt = Date.now();
+        kills++;
+        const held = (await env.api.allItems(batchId, { status: "running" }))
+          .filter((it) => leaseOwnerPid(it) === target.pid)
+          .map((it) => it.id);
+        if (held.length > 0) landed = { worker: target.worker, pid: target.pid, held, killedAt };
+        else say(`a SIGKILL of worker ${target.worker} landed between items; killing again`);
+        await env.stack.waitForWorkerRestart(target.worker, target.pid, 60_000);
+      }
+      if (finished) break;
+      check(landed, `5 SIGKILLs in a row landed between items (kill ${k + 1})`);
+      const { worker, pid, held, killedAt } = landed;
+      for (const id of held) heldByKilled.add(id);
+
+      // Back in play: no held item is still running under the dead process's lease.
+      const heldSet = new Set(held);
+      const stillHeld = async () =>
+        (await env.api.allItems(batchId, { status: "running" })).filter(
+          (it) => heldSet.has(it.id) && leaseOwnerPid(it) === pid,
+        );
+      await waitFor(
+        `the ${held.length} item(s) worker ${worker} (pid ${pid}) held to be redriven`,
+        async () => (await stillHeld()).length === 0,
+        boundMs + 30_000,
+        100,
+      ).catch(async (err: Error) => {
+        const stuck = await stillHeld().catch(() => []);
+        throw new ScenarioAssertionError(
+          `${err.message}\n  still running under the dead lease: ${stuck
+            .map(
+              (it) =>
+                `${it.id} attempt ${it.attempt} lease ${it.lease?.owner} until ${it.lease?.until}: ${itemHistory(env, batchId, it.id, killedAt)}`,
+            )
+            .join("\n    ")}\n  supervisor: ${env
+            .recentOutput()
+            .filter((l) => l.startsWith("[supervisor]"))
+            .slice(-6)
+            .join("\n    ")}\n  recent reconcile ticks:\n    ${env.logs
+            .recentTicks()
+            .map((e) => `${new Date(e.at).toISOString()} ${e.message}`)
+            .join("\n    ")}`,
+        );
+      });
+      const took = Date.now() - killedAt;
+      redriveMs.push(took);
+      say(
+        `kill ${k + 1}: SIGKILL worker ${worker} (pid ${pid}) holding ${held.length} item(s); back in play after ${took} ms`,
+      );
+      check(
+        took <= boundMs,
+        `the items of SIGKILLed worker ${worker} were back in play after ${took} ms; expected ≤ ${boundMs} ms (lease ${leaseSeconds} s + tick ${tickSeconds} s + ${redriveSlackMs} ms slack)`,
+      );
+      if (k === 0) {
+        // Before finalization: no item is lost — each is listed once, pending, running or terminal.
+        const lost = await checkNoItemLost(env.stack.urls.coordinator, batchId, ids);
+        checkNone(lost, "item(s) lost while the batch ran");
+      }
+    }
+
+    check(
+      redriveMs.length >= 2,
+      `only ${redriveMs.length} SIGKILL(s) landed mid-item before the batch finished; expected at least 2 (use more items)`,
+    );
+    const batch = await waitFinal(env, batchId, finalDeadlineMs(n));
+    await assertInvariant(env, batchId, ids);
+    const all = await env.api.allItems(batchId);
+    const byId = new Map(all.map((i) => [i.id, i]));
+    checkNone(unexpectedItems(byId, ids, { status: "succeeded" }), "item(s) not succeeded after the kills");
+    // Every item a killed worker died holding was run again (its first attempt never finished).
+    checkNone(
+      unexpectedItems(byId, [...heldByKilled], { status: "succeeded", attempt: (a) => a >= 2 }),
+      "item(s) held by a killed worker that were not run again",
+    );
+    const redriven = all.filter((i) => i.attempt > 1).length;
+    return {
+      items: n,
+      outcome: batch.status,
+      recoveryMs: Math.max(...redriveMs),
+      recovery: `SIGKILL → the dead worker's items back in play (worst of ${redriveMs.length})`,
+      figures: {
+        killsMidItem: redriveMs.length,
+        signals: kills,
+        itemsHeldByKilled: heldByKilled.size,
+        itemsRedriven: redriven,
+      },
+    };
+  },
+};

@@ -1,0 +1,117 @@
+// F9: a worker gets SIGTERM mid-item (a deploy, a scale-in, Cloud Run's shutdown). It must not leave
+// its items to lease expiry: it aborts their steps, releases their leases and answers their
+// deliveries with a non-2xx, so Pub/Sub redelivers them after its backoff — well under the lease.
+// The bound asserted: every held item is leased again within half the lease.
+import { waitFor } from "../../../local/waitFor";
+import { leaseOwnerPid } from "../support/chaosApi";
+import {
+  assertInvariant,
+  check,
+  checkNone,
+  clamp,
+  demoItems,
+  finalDeadlineMs,
+  itemHistory,
+  itemsById,
+  type Scenario,
+  unexpectedItems,
+  waitFinal,
+} from "./scenario";
+
+export const workerTerminated: Scenario = {
+  id: "F9-worker-sigterm",
+  title: "worker SIGTERM mid-item: in-flight items redelivered well under the lease (F9)",
+  stack: "shared",
+  async run(env, scale, say) {
+    const n = clamp(scale.items / 50, 10, 400);
+    const batchId = env.batchId("sigterm");
+    // Long enough that the SIGTERM lands mid-step; heartbeats keep the leases alive meanwhile.
+    const items = demoItems("t-", n, (i) => ({ value: i, sleepMs: 4000 }));
+    const ids = items.map((i) => i.id);
+    await env.api.submit({ id: batchId, pipeline: "demo", items });
+
+    const target = await waitFor(
+      "a worker holding at least 2 items",
+      async () => {
+        const running = await env.api.allItems(batchId, { status: "running" });
+        const pids = env.stack.pids.workers;
+        for (const [i, p] of pids.entries()) {
+          if (p === null || !env.stack.workers[i]!.live) continue;
+          const mine = running.filter((it) => leaseOwnerPid(it) === p).map((it) => it.id);
+          if (mine.length >= 2) return { worker: i + 1, pid: p, held: mine };
+        }
+        return null;
+      },
+      60_000,
+      50,
+    );
+    const signalledAt = Date.now();
+    env.stack.killWorker(target.worker, "SIGTERM");
+    const held = target.held;
+    // Whatever happens below, the next scenario gets both workers back.
+    const restarted = env.stack.waitForWorkerRestart(target.worker, target.pid, 60_000);
+    let worstRelease = 0;
+    let worstRedelivery = 0;
+    try {
+      // Released by the shutting-down worker, then leased again by a live one (attempt 2).
+      const releasedAt = new Map<string, number>();
+      const redeliveredAt = new Map<string, number>();
+      await waitFor(
+        `the ${held.length} item(s) of worker ${target.worker} to be leased again`,
+        () => {
+          for (const id of held) {
+            const events = env.logs.events({ batchId, itemId: id });
+            const released = events.find(
+              (e) => e.event === "item.released" && e.fields.reason === "shutdown",
+            );
+            if (released && !releasedAt.has(id)) releasedAt.set(id, released.at);
+            const again = events.find(
+              (e) => e.event === "item.leased" && Number(e.fields.attempt) >= 2 && e.at >= signalledAt,
+            );
+            if (again && !redeliveredAt.has(id)) redeliveredAt.set(id, again.at);
+          }
+          return redeliveredAt.size === held.length;
+        },
+        60_000,
+        20,
+      );
+      const releaseMs = held.map((id) => (releasedAt.get(id) ?? Number.NaN) - signalledAt);
+      const redeliveryMs = held.map((id) => redeliveredAt.get(id)! - signalledAt);
+      worstRelease = Math.max(...releaseMs);
+      worstRedelivery = Math.max(...redeliveryMs);
+      say(
+        `SIGTERM worker ${target.worker} holding ${held.length} item(s): released within ${worstRelease} ms, leased again within ${worstRedelivery} ms (lease ${env.settings.leaseSeconds} s)`,
+      );
+      checkNone(
+        held.filter((id) => !releasedAt.has(id)).map((id) => `${id}: no item.released (shutdown) event`),
+        "held item(s) not released by the shutting-down worker (they would wait for lease expiry)",
+      );
+      await restarted;
+      const boundMs = (env.settings.leaseSeconds * 1000) / 2;
+      check(
+        worstRedelivery <= boundMs,
+        () =>
+          `an item of the SIGTERMed worker was leased again ${worstRedelivery} ms after the signal; expected ≤ ${boundMs} ms (half the ${env.settings.leaseSeconds} s lease). Timelines:\n    ${held
+            .map((id) => `${id}: ${itemHistory(env, batchId, id, signalledAt)}`)
+            .join("\n    ")}`,
+      );
+    } finally {
+      await restarted.catch(() => undefined);
+    }
+    const batch = await waitFinal(env, batchId, finalDeadlineMs(n, 60_000));
+    await assertInvariant(env, batchId, ids);
+    const byId = await itemsById(env, batchId);
+    checkNone(unexpectedItems(byId, ids, { status: "succeeded" }), "item(s) not succeeded");
+    checkNone(
+      unexpectedItems(byId, held, { status: "succeeded", attempt: 2 }),
+      "item(s) held at SIGTERM not finished by exactly one more attempt",
+    );
+    return {
+      items: n,
+      outcome: batch.status,
+      recoveryMs: worstRedelivery,
+      recovery: "SIGTERM → the worker's items leased again (worst)",
+      figures: { held: held.length, worstReleaseMs: worstRelease, leaseMs: env.settings.leaseSeconds * 1000 },
+    };
+  },
+};
