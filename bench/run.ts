@@ -2,12 +2,14 @@
 // process on the same emulators, and writes bench/results/latest.md and latest.json. Benchmarks are
 // not tests: nothing here runs under `npm test`.
 //
-// Order (one local stack "B" with the recovery settings serves most phases, so emulators and
-// handler processes start as few times as possible):
-//   B up (W = 2, short lease and tick) → warm-up → 1 submission (B's emulators, own projects)
-//   → 3 operations per item (in-process handlers, B's emulators) → 2 end to end at W = 2 on B
-//   → 4 recovery on B → 6 peer (BullMQ) beside B → 5 scaling on B (last: it leaves a pending
-//   backlog) → B down → 2 end to end at the other W, each on its own stack → cost → report.
+// One local stack serves every phase, so the emulators and handler processes start once: it has as
+// many workers as the largest worker count asked for, and each phase runs with the first n live
+// (the front door routes only to live workers). Order:
+//   stack up → warm-up → 1 submission (the stack's emulators, own projects, own coordinator
+//   process) → 3 operations per item (in-process handlers, own project) → 2 end to end at each W,
+//   most workers first → back to the peer's W → 4 recovery → 6 peer (BullMQ beside it) →
+//   5 scaling (last: large backlogs) → stack down → cost → report.
+// Each stack phase starts from an empty ledger with its own reconciler tick (support/tallyStack.ts).
 
 import { loadavg } from "node:os";
 import type { OpMix } from "./baselines/rawOpMix";
@@ -172,7 +174,8 @@ async function main(): Promise<number> {
     // The scaling phase leaves a pending backlog behind: it must not be republished meanwhile.
     stalePendingSeconds: 86_400,
   };
-  const mainWorkers = o.peerWorkers;
+  // One stack with as many workers as any phase needs; phases run with the first n live.
+  const stackWorkers = Math.max(o.peerWorkers, ...(wanted.includes("e2e") ? o.workers : []));
   const e2eRuns: EndToEndRun[] = [];
   const e2eErrors: string[] = [];
   let e2eMs = 0;
@@ -182,6 +185,7 @@ async function main(): Promise<number> {
     const t0 = performance.now();
     progress("e2e", `${w} worker(s), ${o.e2eItems} items`);
     try {
+      await b.setLiveWorkers(w);
       await b.clearLedger();
       await b.setTick(e2eTickSeconds);
       e2eRuns.push(
@@ -199,91 +203,82 @@ async function main(): Promise<number> {
     }
     e2eMs += performance.now() - t0;
   };
-
-  const needsMainStack =
-    wanted.some((p) => p !== "e2e") || (wanted.includes("e2e") && o.workers.includes(mainWorkers));
-  if (needsMainStack) {
-    try {
-      await withStack(
-        { workers: mainWorkers, ...stackSettings, progress: phaseProgress("stack") },
-        async (b) => {
-          progress("warmup", "emulators and handlers");
-          await warmUp(b);
-          report.phases.submission = await phase("submission", wanted, () =>
-            runSubmission({
-              hosts: b.stack.emulators,
-              sizes: o.sizes,
-              progress: phaseProgress("submission"),
-            }),
-          );
-          const ops = await phase("ops", wanted, () =>
-            runOpsPerItem({ hosts: b.stack.emulators, progress: phaseProgress("ops") }),
-          );
-          report.phases.ops = ops as BenchReport["phases"]["ops"];
-          mix = opMixFrom(ops);
-          if (wanted.includes("e2e") && o.workers.includes(mainWorkers)) await measureE2E(b, mainWorkers);
-          // Each phase starts from an empty ledger with its own reconciler tick (see tallyStack.ts).
-          const fresh = async (tick: number | null) => {
-            await b.clearLedger();
-            await b.setTick(tick);
-          };
-          report.phases.recovery = await phase("recovery", wanted, async () => {
-            await fresh(o.tickSeconds);
-            return runRecovery({
-              bench: b,
-              kills: o.kills,
-              finalizeBatches: o.finalizeBatches,
-              itemSleepMs: o.itemSleepMs,
-              tickSeconds: o.tickSeconds,
-              progress: phaseProgress("recovery"),
-            });
+  try {
+    await withStack(
+      { workers: stackWorkers, ...stackSettings, progress: phaseProgress("stack") },
+      async (b) => {
+        progress("warmup", "emulators and handlers");
+        await warmUp(b);
+        report.phases.submission = await phase("submission", wanted, () =>
+          runSubmission({
+            hosts: b.stack.emulators,
+            sizes: o.sizes,
+            progress: phaseProgress("submission"),
+          }),
+        );
+        const ops = await phase("ops", wanted, () =>
+          runOpsPerItem({ hosts: b.stack.emulators, progress: phaseProgress("ops") }),
+        );
+        report.phases.ops = ops as BenchReport["phases"]["ops"];
+        mix = opMixFrom(ops);
+        // Most workers first: stopping workers is quick, starting them again is not.
+        if (wanted.includes("e2e"))
+          for (const w of [...o.workers].sort((x, y) => y - x)) await measureE2E(b, w);
+        await b.setLiveWorkers(o.peerWorkers);
+        // Each phase starts from an empty ledger with its own reconciler tick (see tallyStack.ts).
+        const fresh = async (tick: number | null) => {
+          await b.clearLedger();
+          await b.setTick(tick);
+        };
+        report.phases.recovery = await phase("recovery", wanted, async () => {
+          await fresh(o.tickSeconds);
+          return runRecovery({
+            bench: b,
+            kills: o.kills,
+            finalizeBatches: o.finalizeBatches,
+            itemSleepMs: o.itemSleepMs,
+            tickSeconds: o.tickSeconds,
+            progress: phaseProgress("recovery"),
           });
-          report.phases.peer = await phase("peer", wanted, async () => {
-            await fresh(o.tickSeconds);
-            return runPeer({
-              bench: b,
-              items: o.peerItems,
-              workers: mainWorkers,
-              tickSeconds: o.tickSeconds,
-              bullmqConcurrency: o.bullmqConcurrency,
-              deadlineMs: o.peerDeadlineMs,
-              progress: phaseProgress("peer"),
-            });
+        });
+        report.phases.peer = await phase("peer", wanted, async () => {
+          await fresh(o.tickSeconds);
+          return runPeer({
+            bench: b,
+            items: o.peerItems,
+            workers: o.peerWorkers,
+            tickSeconds: o.tickSeconds,
+            bullmqConcurrency: o.bullmqConcurrency,
+            deadlineMs: o.peerDeadlineMs,
+            progress: phaseProgress("peer"),
           });
-          // Last on this stack; the reconciler's schedule is off during it (see scaling.ts).
-          report.phases.scaling = await phase("scaling", wanted, async () => {
-            await fresh(null);
-            return runScaling({
-              bench: b,
-              backlogs: o.backlogs,
-              window: o.window,
-              mix,
-              progress: phaseProgress("scaling"),
-            });
+        });
+        // Last on this stack; the reconciler's schedule is off during it (see scaling.ts).
+        report.phases.scaling = await phase("scaling", wanted, async () => {
+          await fresh(null);
+          return runScaling({
+            bench: b,
+            backlogs: o.backlogs,
+            window: o.window,
+            mix,
+            progress: phaseProgress("scaling"),
           });
-        },
-      );
-    } catch (err) {
-      progress("stack", `FAILED: ${(err as Error).message}`);
-      for (const name of ["submission", "ops", "recovery", "peer", "scaling"] as const)
-        if (wanted.includes(name) && report.phases[name].status === "skipped")
-          report.phases[name] = {
-            status: "failed",
-            durationMs: 0,
-            error: `the local stack failed: ${(err as Error).stack}`,
-          };
-    }
+        });
+      },
+    );
+  } catch (err) {
+    progress("stack", `FAILED: ${(err as Error).message}`);
+    if (wanted.includes("e2e") && e2eRuns.length === 0)
+      e2eErrors.push(`the local stack failed: ${(err as Error).message}`);
+    for (const name of ["submission", "ops", "recovery", "peer", "scaling"] as const)
+      if (wanted.includes(name) && report.phases[name].status === "skipped")
+        report.phases[name] = {
+          status: "failed",
+          durationMs: 0,
+          error: `the local stack failed: ${(err as Error).stack}`,
+        };
   }
   if (wanted.includes("e2e")) {
-    for (const w of o.workers.filter((x) => x !== mainWorkers)) {
-      try {
-        await withStack({ workers: w, ...stackSettings, progress: phaseProgress("stack") }, (b) =>
-          measureE2E(b, w),
-        );
-      } catch (err) {
-        e2eErrors.push(`${w} worker(s): the local stack failed: ${(err as Error).message}`);
-      }
-    }
     e2eRuns.sort((a, b) => a.workers - b.workers);
     report.phases.e2e = {
       status: e2eErrors.length === 0 ? "ok" : e2eRuns.length > 0 ? "ok" : "failed",

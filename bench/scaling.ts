@@ -103,7 +103,7 @@ export async function runScaling(opts: {
         projectId,
         db,
         pubsub,
-        workers: bench.stack.workers.length,
+        workers: bench.liveWorkers,
         mix: opts.mix,
         delivery: bench.stack.config.topology.delivery,
         deadlineMs: startDeadline,

@@ -50,6 +50,12 @@ export interface BenchStack {
   reconcileCallDurations(): number[];
   /** Deletes every document of the stack's project, so a phase starts from an empty ledger. */
   clearLedger(): Promise<void>;
+  /**
+   * Keeps workers 1..n running and stops the others (gracefully, no restart): the front door only
+   * routes to live workers, so one stack serves every worker count.
+   */
+  setLiveWorkers(n: number): Promise<void>;
+  readonly liveWorkers: number;
   stop(): Promise<void>;
 }
 
@@ -99,6 +105,8 @@ export async function startBenchStack(opts: {
   let loop: ReconcileLoop | null = null;
   let tickSeconds: number | null = null;
   const callDurations: number[] = [];
+  const stopped = new Set<number>();
+  let liveWorkers = opts.workers;
   const setTick = async (seconds: number | null) => {
     await loop?.stop();
     loop = null;
@@ -151,6 +159,26 @@ export async function startBenchStack(opts: {
     },
     reconcileCallDurations: () => callDurations.splice(0),
     clearLedger: () => clearFirestore(hosts.firestoreHost, stack.projectId),
+    setLiveWorkers: async (n) => {
+      if (n < 1 || n > stack.workers.length)
+        throw new RangeError(`the stack has workers 1..${stack.workers.length}; asked for ${n}`);
+      await Promise.all(
+        stack.workers.map(async (w, i) => {
+          if (i < n && stopped.has(i)) {
+            stopped.delete(i);
+            await w.start();
+          } else if (i >= n && !stopped.has(i)) {
+            stopped.add(i);
+            await w.stop();
+          }
+        }),
+      );
+      liveWorkers = n;
+      opts.progress(`${n} of ${stack.workers.length} worker(s) running`);
+    },
+    get liveWorkers() {
+      return liveWorkers;
+    },
     stop: async () => {
       await loop?.stop();
       await Promise.allSettled([db.terminate(), pubsub.close()]);
