@@ -581,13 +581,9 @@ export class FirestoreLedger implements Ledger {
   }
 
   async heartbeat(ref: ItemRef, owner: string, leaseMs: number, now: number): Promise<boolean> {
-    this.forgetLease(ref);
-    return this.tx(async (tx) => {
-      const { doc, item } = await this.readItem(tx, ref);
-      if (!FirestoreLedger.holds(item, ref, owner)) return false;
-      this.write(tx, doc, { leaseUntil: now + leaseMs, heartbeatAt: now, updatedAt: now });
-      return true;
-    });
+    return this.holderUpdate(ref, owner, (doc, lastUpdateTime) =>
+      doc.update({ leaseUntil: now + leaseMs, heartbeatAt: now, updatedAt: now }, { lastUpdateTime }),
+    );
   }
 
   async checkpointStep(
@@ -597,20 +593,56 @@ export class FirestoreLedger implements Ledger {
     output: unknown,
     now: number,
   ): Promise<boolean> {
-    this.forgetLease(ref);
-    return this.tx(async (tx) => {
-      const { doc, item } = await this.readItem(tx, ref);
-      if (!FirestoreLedger.holds(item, ref, owner)) return false;
-      tx.update(
-        doc,
+    return this.holderUpdate(ref, owner, (doc, lastUpdateTime) =>
+      doc.update(
         new FieldPath("steps", step),
         { status: "succeeded", output: output ?? null, finishedAt: now },
         "updatedAt",
         now,
-      );
-      this.ops.writes++;
-      return true;
-    });
+        { lastUpdateTime },
+      ),
+    );
+  }
+
+  /**
+   * A write only the lease holder may make (heartbeat, checkpoint), without a transaction: the
+   * holder's last write time (remembered from its lease) is the precondition, so no read is
+   * needed while nothing else touched the item; otherwise read, check, and write conditioned on
+   * that read. No transaction locks are held, so a worker SIGKILLed mid-write leaves none behind
+   * (the emulator keeps a dead client's locks for about a minute).
+   */
+  private async holderUpdate(
+    ref: ItemRef,
+    owner: string,
+    write: (doc: DocumentReference, lastUpdateTime: Timestamp) => Promise<{ writeTime: Timestamp }>,
+  ): Promise<boolean> {
+    const doc = this.itemRef(ref.batchId, ref.itemId);
+    const key = FirestoreLedger.leaseKey(ref);
+    for (let round = 1; ; round++) {
+      const known = this.leasesHeld.get(key);
+      let since: Timestamp;
+      let item: Item;
+      if (known && known.owner === owner && known.generation === ref.generation) {
+        since = known.writeTime;
+        item = known.item;
+      } else {
+        const snap = await doc.get();
+        this.ops.reads++;
+        const current = FirestoreLedger.toItem(snap);
+        if (!FirestoreLedger.holds(current, ref, owner)) return false;
+        since = snap.updateTime!;
+        item = current;
+      }
+      try {
+        const written = await write(doc, since);
+        this.ops.writes++;
+        this.rememberLease(ref, owner, written.writeTime, item);
+        return true;
+      } catch (err) {
+        if (!isFailedPrecondition(err) || round >= this.maxAttempts) throw err;
+        this.forgetLease(ref); // someone else wrote: decide again on a fresh read
+      }
+    }
   }
 
   async completeItem(ref: ItemRef, owner: string, result: unknown, now: number): Promise<TransitionResult> {
