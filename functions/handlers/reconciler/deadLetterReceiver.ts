@@ -10,8 +10,8 @@ import { settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import type { ItemError } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
-import type { HandlerDeps } from "../../runtime";
 import { itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
+import type { HandlerDeps } from "../../runtime";
 import { finalizeDepsFor } from "./reconcileContext";
 
 /** Attributes Pub/Sub adds to a message it forwards to a dead-letter topic. */

@@ -13,8 +13,8 @@ import {
 import { invalidArgument, notFound, TallyError } from "../../core/errors";
 import { traceField } from "../../core/logger";
 import { sendError, sendJson } from "../../http/responses";
-import type { HandlerDeps } from "../../runtime";
 import { decodePushRequest, type PushDelivery } from "../../pubsub/pushDelivery";
+import type { HandlerDeps } from "../../runtime";
 import { deadLetterAttributes, receiveDeadLetter } from "./deadLetterReceiver";
 import { parseReconcileRequest } from "./reconcileRequest";
 import { reconcileTick } from "./reconcileTick";

@@ -31,8 +31,8 @@ import type { ItemRef } from "../../core/ports";
 import type { PipelineDefinition } from "../../pipelines/definePipeline";
 import { getPipeline } from "../../pipelines/registry";
 import { errorMessage, type RunOutcome, runItem } from "../../pipelines/runItem";
-import type { TallyDeps } from "../../runtime";
 import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
+import type { TallyDeps } from "../../runtime";
 
 export type WorkerDeps = Pick<TallyDeps, "config" | "ledger" | "queue" | "sink" | "clock" | "log">;
 
