@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { http } from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
+import type { Message } from "@google-cloud/pubsub";
 import { DuckDBResultSink } from "../../../functions/adapters/duckdbResultSink";
 import { FirestoreLedger } from "../../../functions/adapters/firestoreLedger";
 import { PubSubWorkQueue } from "../../../functions/adapters/pubsubWorkQueue";
@@ -19,7 +20,7 @@ import { systemClock } from "../../../functions/core/ports";
 import { type CoordinatorOptions, createCoordinatorHandler } from "../../../functions/handlers/coordinator";
 import type { HandlerDeps } from "../../../functions/handlers/coordinator/handlerDeps";
 import { startStreamingServer } from "../../../functions/http/streamingServer";
-import { emulatorHosts, testFirestore, testPubSub, uniqueProjectId } from "../../support/cloud";
+import { emulatorHosts, testFirestore, testPubSub, uniqueProjectId, waitFor } from "../../support/cloud";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
 
@@ -114,18 +115,44 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
       return this.drainUntil(`${expected} doorbells`, (all) => all.length >= expected, timeoutMs);
     },
 
-    /** Pulls (and acks) doorbells until `done` says so, then pulls whatever else is waiting. */
+    /**
+     * Receives (and acks) doorbells with a streaming pull until `done` says so, then closes it and
+     * pulls whatever else is waiting (synchronous pulls that return at once).
+     */
     async drainUntil(
       what: string,
       done: (all: Doorbell[]) => boolean,
       timeoutMs = 120_000,
     ): Promise<Doorbell[]> {
       const out: Doorbell[] = [];
-      const deadline = Date.now() + timeoutMs;
-      while (!done(out)) {
-        if (Date.now() > deadline)
-          throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${out.length} pulled`);
-        out.push(...(await pullOnce()));
+      if (!done(out)) {
+        const subscription = pubsub.subscription(subscriptionName, {
+          flowControl: { maxMessages: 5000, allowExcessMessages: false },
+        });
+        let failure: Error | null = null;
+        subscription.on("message", (m: Message) => {
+          out.push({
+            batchId: m.attributes.batchId!,
+            itemId: m.attributes.itemId!,
+            generation: Number(m.attributes.generation),
+          });
+          m.ack();
+        });
+        subscription.on("error", (err: Error) => {
+          failure = err;
+        });
+        try {
+          await waitFor(
+            what,
+            () => {
+              if (failure) throw failure;
+              return done(out);
+            },
+            timeoutMs,
+          );
+        } finally {
+          await subscription.close();
+        }
       }
       for (let i = 0; i < 2; i++) out.push(...(await pullOnce()));
       return out;
