@@ -78,10 +78,38 @@ async function tallyFault(
     deadlineMs,
     5,
   );
+  // The victim is a worker holding an item at that moment (as BullMQ's victim always holds active
+  // jobs): the ledger names the holder's pid in the lease owner.
+  const itemDocs = bench.db.collection("batches").doc(batchId).collection("items");
+  const pidOf = (owner: unknown) =>
+    Number(
+      String(owner ?? "")
+        .split("/")
+        .at(-2),
+    );
+  const victim = await waitFor(
+    "a worker holding an item",
+    async () => {
+      const running = await itemDocs.where("status", "==", "running").select("leaseOwner").get();
+      for (const d of running.docs) {
+        const n = stack.pids.workers.indexOf(pidOf(d.get("leaseOwner"))) + 1;
+        if (n > 0 && stack.workers[n - 1]!.live)
+          return {
+            n,
+            inFlight: running.docs.filter((x) => pidOf(x.get("leaseOwner")) === pidOf(d.get("leaseOwner")))
+              .length,
+          };
+      }
+      return null;
+    },
+    deadlineMs,
+    5,
+  );
+  const inFlightAtKill = victim.inFlight;
   const killedAt = Date.now();
-  const killedWorkerPid = stack.killWorker(1, "SIGKILL");
+  const killedWorkerPid = stack.killWorker(victim.n, "SIGKILL");
   progress(
-    `Tally: SIGKILLed worker 1 (pid ${killedWorkerPid}) at ${completedAtKill}/${items} answered; the supervisor starts a new one`,
+    `Tally: SIGKILLed worker ${victim.n} (pid ${killedWorkerPid}, ${inFlightAtKill} item(s) in flight) at ${completedAtKill}/${items} answered; the supervisor starts a new one`,
   );
   let finishedAt: number | null = null;
   try {
@@ -91,15 +119,7 @@ async function tallyFault(
     /* deadline passed: account for what is there */
   }
   const counts = await probe.countItems(batchId);
-  const reExecuted = (
-    await bench.db
-      .collection("batches")
-      .doc(batchId)
-      .collection("items")
-      .where("attempt", ">=", 2)
-      .count()
-      .get()
-  ).data().count;
+  const reExecuted = (await itemDocs.where("attempt", ">=", 2).count().get()).data().count;
   const sink = new DuckDBResultSink(stack.resultsPath);
   let rows = 0;
   try {
@@ -120,6 +140,7 @@ async function tallyFault(
     recoveryMs: finishedAt === null ? null : finishedAt - killedAt,
     killedWorkerPid,
     completedAtKill,
+    inFlightAtKill,
     ms: finishedAt === null ? null : finishedAt - t0,
   };
   progress(
@@ -183,7 +204,7 @@ export async function runPeer(opts: {
         `Same machine, same W=${opts.workers} worker processes. BullMQ ${require("bullmq/package.json").version} against redis-server (no persistence); Tally on the Pub/Sub and Firestore emulators, which are not production services (and push at most two deliveries at a time).`,
         `BullMQ workers run ${opts.bullmqConcurrency} jobs at a time each; lockDuration ${settings.lockDurationMs} ms = Tally's lease, stalledInterval ${settings.stalledIntervalMs} ms = Tally's reconciler tick, maxStalledCount 1 (default).`,
         "Re-executed: items whose processing started more than once (expected after a kill for both: at-least-once execution). Duplicate results: more than one recorded result for an item (Tally: sink rows beyond the succeeded count; BullMQ: a job completes at most once).",
-        "Tally's fault run counts answered deliveries (front door) to pick the kill moment; BullMQ's counts completed children.",
+        "Tally's fault run counts answered deliveries (front door) to pick the kill moment; BullMQ's counts completed children. In flight at the kill: Tally, the items leased by the killed process (read from the ledger just before); BullMQ, the active jobs (all workers).",
       ],
     };
   } finally {

@@ -172,7 +172,7 @@ export function summaryRows(r: BenchReport): Row[] {
       met: "—",
     });
     const f = (x: PeerResult["fault"]["tally"] | PeerResult["fault"]["bullmq"]) =>
-      `lost ${x.lost}, twice-recorded ${x.duplicateResults}, unaccounted ${x.unaccounted}, re-executed ${x.reExecuted}, finished ${x.batchFinished ? "yes" : "no"}`;
+      `in flight at the kill ${x.inFlightAtKill}: lost ${x.lost}, twice-recorded ${x.duplicateResults}, unaccounted ${x.unaccounted}, re-executed ${x.reExecuted}, finished ${x.batchFinished ? "yes" : "no"}`;
     rows.push({
       figure: "Worker SIGKILLed mid-batch",
       tally: f(pe.fault.tally),
@@ -333,7 +333,7 @@ export function renderMarkdown(r: BenchReport): string {
   section("6. Peer: BullMQ Flows", p.peer, () => {
     const pe = p.peer.result!;
     const acct = (name: string, x: PeerResult["fault"]["tally"] | PeerResult["fault"]["bullmq"]) =>
-      `| ${name} | ${fmt(x.completed)} | ${fmt(x.failed)} | ${fmt(x.lost)} | ${fmt(x.unaccounted)} | ${fmt(x.reExecuted)} | ${fmt(x.duplicateResults)} | ${x.batchFinished ? "yes" : "no"} | ${x.recoveryMs === null ? "—" : fmt(x.recoveryMs)} |`;
+      `| ${name} | ${fmt(x.inFlightAtKill)} | ${fmt(x.completed)} | ${fmt(x.failed)} | ${fmt(x.lost)} | ${fmt(x.unaccounted)} | ${fmt(x.reExecuted)} | ${fmt(x.duplicateResults)} | ${x.batchFinished ? "yes" : "no"} | ${x.recoveryMs === null ? "—" : fmt(x.recoveryMs)} |`;
     return [
       `${fmt(pe.items)} no-op items, ${pe.workers} worker processes each. ${pe.redisVersion}.`,
       "",
@@ -346,8 +346,8 @@ export function renderMarkdown(r: BenchReport): string {
       "",
       `Fault: one worker SIGKILLed after 30% of the items, a new one started; deadline ${fmt(pe.fault.deadlineMs)} ms after the kill.`,
       "",
-      "| System | Completed | Failed | Lost | Unaccounted | Re-executed | Duplicate results | Batch finished | Kill → finished ms |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| System | In flight at the kill | Completed | Failed | Lost | Unaccounted | Re-executed | Duplicate results | Batch finished | Kill → finished ms |",
+      "|---|---|---|---|---|---|---|---|---|---|",
       acct("Tally", pe.fault.tally),
       acct("BullMQ", pe.fault.bullmq),
       "",

@@ -45,6 +45,8 @@ export interface FaultAccounting {
   recoveryMs: number | null;
   killedWorkerPid: number;
   completedAtKill: number;
+  /** Items the killed worker held (running/active) when it was killed, as far as could be seen. */
+  inFlightAtKill: number;
 }
 
 export interface BullmqFaultRun extends FaultAccounting {
@@ -185,6 +187,9 @@ export async function bullmqFault(opts: {
       5,
     );
     const victim = workers[0]!;
+    // Active jobs whose lock the victim holds: its concurrency slots in use (an upper bound when
+    // several workers share the queue, since BullMQ does not name the lock holder in the count).
+    const activeAtKill = (await children.getJobCounts("active")).active ?? 0;
     victim.kill("SIGKILL");
     const killedAt = performance.now();
     await victim.exited;
@@ -237,6 +242,7 @@ export async function bullmqFault(opts: {
       recoveryMs,
       killedWorkerPid: victim.pid,
       completedAtKill,
+      inFlightAtKill: activeAtKill,
       ms,
     };
     opts.progress(
