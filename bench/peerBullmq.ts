@@ -204,7 +204,7 @@ export async function runPeer(opts: {
         `Same machine, same W=${opts.workers} worker processes. BullMQ ${require("bullmq/package.json").version} against redis-server (no persistence); Tally on the Pub/Sub and Firestore emulators, which are not production services (and push at most two deliveries at a time).`,
         `BullMQ workers run ${opts.bullmqConcurrency} jobs at a time each; lockDuration ${settings.lockDurationMs} ms = Tally's lease, stalledInterval ${settings.stalledIntervalMs} ms = Tally's reconciler tick, maxStalledCount 1 (default).`,
         "Re-executed: items whose processing started more than once (expected after a kill for both: at-least-once execution). Duplicate results: more than one recorded result for an item (Tally: sink rows beyond the succeeded count; BullMQ: a job completes at most once).",
-        "Tally's fault run counts answered deliveries (front door) to pick the kill moment; BullMQ's counts completed children. In flight at the kill: Tally, the items leased by the killed process (read from the ledger just before); BullMQ, the active jobs (all workers).",
+        "Tally's fault run counts answered deliveries (front door) to pick the kill moment; BullMQ's counts completed children. In flight at the kill: Tally, the items the ledger showed leased by the killed process just before the kill (a no-op item may finish in between, and the emulator pushes at most two at a time); BullMQ, the active jobs of all workers.",
       ],
     };
   } finally {
