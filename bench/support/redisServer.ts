@@ -80,6 +80,12 @@ export async function startRedis(log: (line: string) => void): Promise<RedisHand
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
+  // Never outlive the bench, whatever way it ends.
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  };
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   let stderr = "";
   child.stderr?.on("data", (d: Buffer) => {
     stderr += d.toString();

@@ -4,6 +4,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { resolve } from "node:path";
 
+// Children still running when the bench exits (an error, Ctrl-C) are killed with it, by pid.
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
+
 export interface TsChild {
   pid: number;
   process: ChildProcess;
@@ -36,8 +42,12 @@ export async function spawnTs(script: string, opts: SpawnTsOptions = {}): Promis
       if (tail.length > 50) tail.shift();
     }
   });
+  running.add(child);
   const exited = new Promise<string>((res) =>
-    child.once("exit", (code, sig) => res(sig ? String(sig) : String(code))),
+    child.once("exit", (code, sig) => {
+      running.delete(child);
+      res(sig ? String(sig) : String(code));
+    }),
   );
   const isReady = opts.readyLine ?? ((l: string) => l.trim() === "ready");
   await new Promise<void>((res, rej) => {
