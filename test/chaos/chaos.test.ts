@@ -23,7 +23,7 @@ import type { ChaosStack } from "./support/chaosStack";
 import { startStack } from "./support/stackProfiles";
 
 const scale: ScenarioScale = { items: 2000 };
-const scenarioTimeoutMs = 600_000;
+const scenarioTimeoutMs = 1_200_000;
 
 function chaosStack(kind: StackKind) {
   let env: ChaosStack | null = null;

@@ -24,7 +24,7 @@ export const cancelAndRetry: Scenario = {
   title: "cancel mid-run, retry of failed items: one sink row per succeeded item",
   stack: "shared",
   async run(env, scale, say) {
-    const n = clamp(scale.items / 10, 50, 2000);
+    const n = clamp(scale.items / 20, 50, 2000);
     const cancelled = {
       id: env.batchId("cancel"),
       items: demoItems("n-", n, (i) => ({ value: i, sleepMs: 50 + (i % 50) })),

@@ -57,7 +57,7 @@ export const dependencies: Scenario = {
       });
 
     const all = [parent, ...children, ...chain];
-    const deadline = finalDeadlineMs(all.length * 3, chainLength * 10_000);
+    const deadline = finalDeadlineMs(all.length * 3, chainLength * 30_000);
     const finals = new Map(
       await Promise.all(all.map(async (b) => [b.id, await waitFinal(env, b.id, deadline)] as const)),
     );

@@ -24,7 +24,7 @@ export const resultWriteFails: Scenario = {
   title: "result write fails (F1): no item succeeded without its result",
   stack: "faults",
   async run(env, scale, say) {
-    const n = clamp(scale.items / 8, 50, 5000);
+    const n = clamp(scale.items / 20, 50, 5000);
     const batchId = env.batchId("f1");
     const items = demoItems("r-", n, (i) => ({ value: i, sleepMs: i % 5 }));
     await env.api.submit({ id: batchId, pipeline: "demo", failureThreshold: 0.05, items });

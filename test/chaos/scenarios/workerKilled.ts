@@ -20,8 +20,8 @@ import {
   waitFinal,
 } from "./scenario";
 
-/** Slack over leaseSeconds + one tick: the reconcile call itself, restarts and polling, on 2 busy cores. */
-export const redriveSlackMs = 6_000;
+/** Slack over leaseSeconds + one tick for polling and the API calls, on 2 busy cores. */
+export const redriveSlackMs = 4_000;
 
 export const workerKilled: Scenario = {
   id: "F9-worker-sigkill",
@@ -36,7 +36,9 @@ export const workerKilled: Scenario = {
     await env.api.submit({ id: batchId, pipeline: "demo", items });
 
     const { leaseSeconds, tickSeconds } = env.settings;
-    const boundMs = (leaseSeconds + tickSeconds) * 1000 + redriveSlackMs;
+    // lease + one tick, where a tick is the interval plus the reconcile call itself (on a loaded
+    // machine a call can take seconds; the longest one during the wait counts).
+    const baseBoundMs = (leaseSeconds + tickSeconds) * 1000 + redriveSlackMs;
     const killAt = [0.15, 0.35, 0.55, 0.75];
     const redriveMs: number[] = [];
     const heldByKilled = new Set<string>();
@@ -96,7 +98,7 @@ export const workerKilled: Scenario = {
       await waitFor(
         `the ${held.length} item(s) worker ${worker} (pid ${pid}) held to be redriven`,
         async () => (await stillHeld()).length === 0,
-        boundMs + 30_000,
+        baseBoundMs + 60_000,
         100,
       ).catch(async (err: Error) => {
         const stuck = await stillHeld().catch(() => []);
@@ -117,13 +119,21 @@ export const workerKilled: Scenario = {
         );
       });
       const took = Date.now() - killedAt;
+      const longestTickMs = Math.max(
+        0,
+        ...env.logs
+          .recentTicks()
+          .filter((e) => e.at >= killedAt)
+          .map((e) => Number(e.fields.durationMs) || 0),
+      );
+      const boundMs = baseBoundMs + longestTickMs;
       redriveMs.push(took);
       say(
         `kill ${k + 1}: SIGKILL worker ${worker} (pid ${pid}) holding ${held.length} item(s); back in play after ${took} ms`,
       );
       check(
         took <= boundMs,
-        `the items of SIGKILLed worker ${worker} were back in play after ${took} ms; expected ≤ ${boundMs} ms (lease ${leaseSeconds} s + tick ${tickSeconds} s + ${redriveSlackMs} ms slack)`,
+        `the items of SIGKILLed worker ${worker} were back in play after ${took} ms; expected ≤ ${boundMs} ms (lease ${leaseSeconds} s + tick ${tickSeconds} s + the longest reconcile call ${longestTickMs} ms + ${redriveSlackMs} ms slack)`,
       );
       if (k === 0) {
         // Before finalization: no item is lost — each is listed once, pending, running or terminal.

@@ -1,7 +1,10 @@
 // F9: a worker gets SIGTERM mid-item (a deploy, a scale-in, Cloud Run's shutdown). It must not leave
 // its items to lease expiry: it aborts their steps, releases their leases and answers their
 // deliveries with a non-2xx, so Pub/Sub redelivers them after its backoff — well under the lease.
-// The bound asserted: every held item is leased again within half the lease.
+// The bound asserted: every held item is leased again within two thirds of the lease. A live lease
+// always has more than that left (the lease keeper extends it once a third is used), so no redrive
+// by lease expiry could be this fast: only the release brings the items back so soon. (Typical
+// figures are a few hundred milliseconds to two seconds: the release, then Pub/Sub's backoff.)
 import { waitFor } from "../../../local/waitFor";
 import { leaseOwnerPid } from "../support/chaosApi";
 import {
@@ -23,7 +26,7 @@ export const workerTerminated: Scenario = {
   title: "worker SIGTERM mid-item: in-flight items redelivered well under the lease (F9)",
   stack: "shared",
   async run(env, scale, say) {
-    const n = clamp(scale.items / 50, 10, 400);
+    const n = clamp(scale.items / 100, 10, 400);
     const batchId = env.batchId("sigterm");
     // Long enough that the SIGTERM lands mid-step; heartbeats keep the leases alive meanwhile.
     const items = demoItems("t-", n, (i) => ({ value: i, sleepMs: 4000 }));
@@ -62,7 +65,8 @@ export const workerTerminated: Scenario = {
           for (const id of held) {
             const events = env.logs.events({ batchId, itemId: id });
             const released = events.find(
-              (e) => e.event === "item.released" && e.fields.reason === "shutdown",
+              (e) =>
+                e.event === "item.released" && e.fields.reason === "shutdown" && e.fields.released === true,
             );
             if (released && !releasedAt.has(id)) releasedAt.set(id, released.at);
             const again = events.find(
@@ -83,15 +87,19 @@ export const workerTerminated: Scenario = {
         `SIGTERM worker ${target.worker} holding ${held.length} item(s): released within ${worstRelease} ms, leased again within ${worstRedelivery} ms (lease ${env.settings.leaseSeconds} s)`,
       );
       checkNone(
-        held.filter((id) => !releasedAt.has(id)).map((id) => `${id}: no item.released (shutdown) event`),
+        held
+          .filter((id) => !releasedAt.has(id))
+          .map(
+            (id) => `${id}: no item.released (shutdown) event: ${itemHistory(env, batchId, id, signalledAt)}`,
+          ),
         "held item(s) not released by the shutting-down worker (they would wait for lease expiry)",
       );
       await restarted;
-      const boundMs = (env.settings.leaseSeconds * 1000) / 2;
+      const boundMs = Math.floor((env.settings.leaseSeconds * 1000 * 2) / 3);
       check(
         worstRedelivery <= boundMs,
         () =>
-          `an item of the SIGTERMed worker was leased again ${worstRedelivery} ms after the signal; expected ≤ ${boundMs} ms (half the ${env.settings.leaseSeconds} s lease). Timelines:\n    ${held
+          `an item of the SIGTERMed worker was leased again ${worstRedelivery} ms after the signal; expected ≤ ${boundMs} ms (two thirds of the ${env.settings.leaseSeconds} s lease, less than any lease-expiry redrive takes). Timelines:\n    ${held
             .map((id) => `${id}: ${itemHistory(env, batchId, id, signalledAt)}`)
             .join("\n    ")}`,
       );

@@ -26,7 +26,12 @@ import { LogIndex } from "./logEvents";
 /** Concurrent pushes of the work subscription (Cloud Pub/Sub scales push with the endpoint's ack rate). */
 export const pushConcurrency = 16;
 
-/** Short leases and ticks so every recovery path runs within seconds (DESIGN.md §7 ranges hold). */
+/**
+ * Short leases and ticks so every recovery path runs within seconds (DESIGN.md §7 ranges hold).
+ * The staleness thresholds stay long: a client re-sending after a coordinator restart must not
+ * find its batch failed as an incomplete submission, and a backlog that merely waits its turn on a
+ * busy machine must not be republished wholesale by the stale-pending sweep.
+ */
 export const chaosSettings = {
   leaseSeconds: 6,
   tickSeconds: 1,
@@ -36,8 +41,8 @@ export const chaosSettings = {
   maxDeliveryAttempts: 5,
   maxItemAttempts: 5,
   staleFinalizingSeconds: 5,
-  staleSubmissionSeconds: 60,
-  stalePendingSeconds: 60,
+  staleSubmissionSeconds: 300,
+  stalePendingSeconds: 900,
 } as const;
 export type ChaosSettings = typeof chaosSettings;
 
