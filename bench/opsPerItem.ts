@@ -132,6 +132,8 @@ export async function runOpsPerItem(opts: {
   await new Promise<void>((r) => workerServer.listen(0, "127.0.0.1", () => r()));
   const workerUrl = `http://127.0.0.1:${(workerServer.address() as AddressInfo).port}/`;
   let deliveries = 0;
+  /** Deliveries POSTed and not yet answered (and acknowledged). */
+  let answering = 0;
 
   const snapshot = (component: "coordinator" | "worker" | "all"): OpCounts => {
     const c = {
@@ -188,6 +190,7 @@ export async function runOpsPerItem(opts: {
         },
         subscription: subscription.name,
       };
+      answering++;
       fetch(workerUrl, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -198,13 +201,19 @@ export async function runOpsPerItem(opts: {
           if (res.ok) m.ack();
           else m.nack();
         })
-        .catch(() => m.nack());
+        .catch(() => m.nack())
+        .finally(() => answering--);
     });
     subscription.on("error", (err) => opts.progress(`pull subscription error: ${err.message}`));
+    // Deliveries start only once the submission has answered: otherwise whether the coordinator
+    // (at the end of its submission) or the worker (after the last item) finalizes a small batch
+    // would be a race, and so would the counts.
+    await subscription.close();
     for (const n of [1, 3, 12]) {
       const beforeC = snapshot("coordinator");
       const beforeW = snapshot("worker");
       const batchId = await submit(n);
+      subscription.open();
       await waitFor(
         `batch ${batchId} finalized`,
         async () => {
@@ -214,19 +223,20 @@ export async function runOpsPerItem(opts: {
         120_000,
         50,
       );
-      // The last delivery is answered after the batch is final: wait for its count too.
+      // The last delivery is answered after the batch is final: wait until it is answered and
+      // acknowledged, or closing the stream would leave it to be redelivered in the next batch.
       await waitFor(
-        `deliveries of ${batchId}`,
-        () => snapshot("worker").deliveries - beforeW.deliveries >= n,
+        `deliveries of ${batchId} answered`,
+        () => snapshot("worker").deliveries - beforeW.deliveries >= n && answering === 0,
         30_000,
         20,
       );
+      await subscription.close();
       const c = sub(snapshot("coordinator"), beforeC);
       const w = sub(snapshot("worker"), beforeW);
       byComponent[n] = { coordinator: c, worker: w };
       samples.push({ experiment: "delivery", items: n, ops: add(c, w) });
     }
-    await subscription.close();
     await subscription.delete();
     opts.progress("delivery counts taken (1, 3, 12 items, each processed to finalization)");
   } finally {
