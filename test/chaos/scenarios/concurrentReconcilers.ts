@@ -70,14 +70,14 @@ export const concurrentReconcilers: Scenario = {
     // the overlapping calls (and the bulk of the items is not slowed by them).
     const total = batchCount * perBatch;
     await waitFor(
-      "three quarters of the items to be terminal",
+      "half of the items to be terminal",
       async () => {
         let done = 0;
         for (const b of batches) {
           const c = (await env.api.getBatch(b.id)).counts;
           done += c ? c.succeeded + c.failed : 0;
         }
-        return done >= total * 0.75;
+        return done >= total * 0.5;
       },
       finalDeadlineMs(total),
       250,
