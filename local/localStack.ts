@@ -210,7 +210,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const pushRelay =
       pushConcurrency > 0
         ? startPushRelay({
-            pubsub,
+            emulatorHost: emulators.pubsubHost,
             projectId,
             subscription: topology.workSubscription,
             endpoint: `${frontDoor.url}/`,

@@ -82,6 +82,35 @@ describe("submission", () => {
   });
 });
 
+it("stores chunks out of order with `received` deferred, then moves received with the cursor", async () => {
+  await ledger.createBatch(newBatch(), T0);
+  const items = Array.from({ length: 9 }, (_, i) => ({ itemId: `i${i}`, payload: { n: i } }));
+  // Three chunks stored concurrently (the coordinator's path for a new batch).
+  await Promise.all(
+    [6, 3, 0].map((from) =>
+      ledger.appendItems(batchId, from, items.slice(from, from + 3), T0, {
+        publishable: true,
+        deferReceived: true,
+      }),
+    ),
+  );
+  expect((await ledger.getBatch(batchId))?.received).toBe(0); // deferred: the batch doc untouched
+  expect((await ledger.readItemRefs(batchId, 0, 100)).map((r) => r.itemId)).toEqual(
+    items.map((i) => i.itemId),
+  );
+  const moved = await ledger.advanceCursor(batchId, 6, T0 + 10, 6);
+  expect(moved).toMatchObject({ cursor: 6, received: 6 });
+  // Neither moves back.
+  expect(await ledger.advanceCursor(batchId, 3, T0 + 20, 3)).toMatchObject({ cursor: 6, received: 6 });
+  expect(await ledger.markSubmitted(batchId, 9, T0 + 30)).toBe(true);
+  expect(await ledger.getBatch(batchId)).toMatchObject({
+    status: "running",
+    total: 9,
+    received: 9,
+    cursor: 9,
+  });
+});
+
 describe("item transitions", () => {
   it("lease → checkpoint → complete, with the result in the same write", async () => {
     await batchWithItems(1);

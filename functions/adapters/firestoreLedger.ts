@@ -267,7 +267,7 @@ export class FirestoreLedger implements Ledger {
     fromSeq: number,
     items: NewItem[],
     now: number,
-    opts: { publishable: boolean },
+    opts: { publishable: boolean; deferReceived?: boolean },
   ): Promise<{ alreadyExisting: string[] }> {
     const alreadyExisting: string[] = [];
     if (items.length > 0) {
@@ -318,6 +318,7 @@ export class FirestoreLedger implements Ledger {
       );
       this.ops.writes += items.length;
     }
+    if (opts.deferReceived) return { alreadyExisting };
     const to = fromSeq + items.length;
     await this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
@@ -373,18 +374,19 @@ export class FirestoreLedger implements Ledger {
     return snap.docs.map((d) => ({ batchId, itemId: d.get("itemId"), generation: d.get("generation") }));
   }
 
-  async advanceCursor(batchId: string, cursor: number, now: number): Promise<Batch> {
+  async advanceCursor(batchId: string, cursor: number, now: number, received?: number): Promise<Batch> {
     return this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
       const b = FirestoreLedger.toBatch(await tx.get(ref));
       this.ops.reads++;
       if (!b) throw new Error(`batch ${batchId} not found`);
-      if (cursor > b.cursor) {
-        tx.update(ref, { cursor, progressAt: now, updatedAt: now });
-        this.ops.writes++;
-        return { ...b, cursor, progressAt: now, updatedAt: now };
-      }
-      return b;
+      const moved: Partial<Pick<Batch, "cursor" | "received">> = {};
+      if (cursor > b.cursor) moved.cursor = cursor;
+      if (received !== undefined && received > b.received) moved.received = received;
+      if (Object.keys(moved).length === 0) return b;
+      tx.update(ref, { ...moved, progressAt: now, updatedAt: now });
+      this.ops.writes++;
+      return { ...b, ...moved, progressAt: now, updatedAt: now };
     });
   }
 
@@ -399,6 +401,8 @@ export class FirestoreLedger implements Ledger {
         total,
         submissionComplete: true,
         cursor: Math.max(b.cursor, total),
+        // Every item is stored by now; a submission that stored chunks concurrently defers `received`.
+        received: Math.max(b.received, total),
         startedAt: b.startedAt ?? now,
         progressAt: now,
         updatedAt: now,

@@ -85,12 +85,22 @@ export interface Ledger {
     fromSeq: number,
     items: NewItem[],
     now: number,
-    opts: { publishable: boolean },
+    opts: {
+      publishable: boolean;
+      /**
+       * Leave `received` alone: the caller stores several chunks at once and records the stored
+       * prefix with the cursor (advanceCursor's `received`), keeping the batch document cold.
+       */
+      deferReceived?: boolean;
+    },
   ): Promise<{ alreadyExisting: string[] }>;
   /** Items in submission order from `fromSeq` (to publish from the cursor). */
   readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]>;
-  /** Moves the submission cursor forward (never back). Returns the batch after the write. */
-  advanceCursor(batchId: string, cursor: number, now: number): Promise<Batch>;
+  /**
+   * Moves the submission cursor — and, when given, `received` — forward (never back), in one
+   * write. Returns the batch after the write.
+   */
+  advanceCursor(batchId: string, cursor: number, now: number, received?: number): Promise<Batch>;
   /**
    * All items received and published: `submitting` → `running` (total fixed). Returns false when
    * the batch was not `submitting` (already running, blocked, final).

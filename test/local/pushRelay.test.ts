@@ -64,7 +64,7 @@ describe("push relay", async () => {
     { relayWork: true },
   );
   const relay = startPushRelay({
-    pubsub,
+    emulatorHost: process.env.PUBSUB_EMULATOR_HOST!,
     projectId,
     subscription: topology.workSubscription,
     endpoint,

@@ -21,8 +21,11 @@
 //   per-request caps) instead of the BulkWriter's 20-write requests (3.5–4.5× faster on the
 //   emulator), with the BulkWriter — ramp-up throttle off, since each batch's items are a fresh
 //   subcollection and Firestore pushes back with RESOURCE_EXHAUSTED — as the fallback when a
-//   document already exists. Chunks are stored one at a time (each store also moves the batch's
-//   `received` in a transaction: concurrent stores contend on that document and were slower).
+//   document already exists. A new batch's chunks are stored `chunksInFlight` at a time and its
+//   `received` moves with the cursor (one batch-document write per second, not one per chunk: the
+//   per-chunk transaction on that document is what made concurrent stores slower than sequential
+//   ones). A re-submission or a blocked batch stores one chunk at a time, each moving `received`
+//   (chunk k is compared before anything of chunk k+1 is written).
 // - Pub/Sub: the publisher batches up to 1,000 messages or 10 ms (adapters/pubsubWorkQueue.ts), so
 //   a 500-item chunk is one publish request. Each chunk's publish is awaited before the chunk
 //   counts as done, so outstanding messages are bounded by the chunk window (no publisher flow
@@ -65,6 +68,12 @@ export class SubmissionWriter {
   private readonly publishing: boolean;
   /** Positions below this had their doorbells published by an earlier attempt (its cursor). */
   private readonly cursorAtStart: number;
+  /**
+   * A new batch being published: its chunks are stored concurrently and `received` is recorded with
+   * the cursor (there is nothing to compare, and ids repeated within the stream are refused before
+   * they reach the writer).
+   */
+  private readonly concurrentStores: boolean;
 
   private nextSeq = 0;
   /** Items this request stored / found already stored / published. */
@@ -100,6 +109,7 @@ export class SubmissionWriter {
       batch.generation === 1 &&
       !batch.submissionComplete;
     this.publishing = this.accepting && batch.status === "submitting";
+    this.concurrentStores = this.fresh && this.publishing;
     this.cursorAtStart = batch.cursor;
     this.cursorWritten = batch.cursor;
     this.publishedUpTo = batch.cursor;
@@ -125,21 +135,24 @@ export class SubmissionWriter {
   }
 
   /**
-   * Starts storing (or comparing) and then publishing the next chunk. Stores run one at a time, in
-   * order — concurrent stores contend on the batch document's `received` update (measured: slower,
-   * not faster) and a re-submission must compare chunk k before anything of chunk k+1 is written —
-   * while the previous chunk's publish and the caller's reading of the next chunk overlap them.
+   * Starts storing (or comparing) and then publishing the next chunk. A new batch's chunks are
+   * stored `chunksInFlight` at a time; otherwise stores run one at a time, in order (a
+   * re-submission must compare chunk k before anything of chunk k+1 is written), while the
+   * previous chunk's publish and the caller's reading of the next chunk overlap them.
    * Returns false when the submission must stop: problems were added (409 conflict, duplicate
    * ids) or the batch was cancelled.
    */
   async writeChunk(items: ChunkItem[], problems: ProblemList): Promise<boolean> {
-    while (this.inflight.length >= 2) this.advance(await this.inflight.shift()!);
+    const window = this.concurrentStores ? this.env.settings.chunksInFlight : 2;
+    while (this.inflight.length >= window) this.advance(await this.inflight.shift()!);
     if (!this.stopped) await this.writeCursor(false);
     if (this.stopped) return false;
     const from = this.nextSeq;
     const to = from + items.length;
     this.nextSeq = to;
-    const stored = this.lastStore.then(() => this.store(items, from, problems));
+    const stored = this.concurrentStores
+      ? this.store(items, from, problems)
+      : this.lastStore.then(() => this.store(items, from, problems));
     this.lastStore = stored.catch(() => {});
     const task = stored.then(async (ok) => {
       if (!ok) return null;
@@ -245,7 +258,7 @@ export class SubmissionWriter {
           from + run.start,
           runItems.map(({ itemId, payload }) => ({ itemId, payload })),
           this.env.deps.clock.now(),
-          { publishable: this.publishing },
+          { publishable: this.publishing, deferReceived: this.concurrentStores },
         );
         this.timings.storeMs += Date.now() - t0;
         this.stored += runItems.length - alreadyExisting.length;
@@ -376,7 +389,14 @@ export class SubmissionWriter {
     const now = this.env.deps.clock.now();
     if (this.publishedUpTo <= this.cursorWritten) return;
     if (!force && now - this.lastCursorWriteAt < this.env.settings.cursorIntervalMs) return;
-    const b = await this.env.deps.ledger.advanceCursor(this.batchId, this.publishedUpTo, now);
+    // Stored and published are one prefix here (a chunk counts once both are done): `received`
+    // moves with the cursor when the stores defer it.
+    const b = await this.env.deps.ledger.advanceCursor(
+      this.batchId,
+      this.publishedUpTo,
+      now,
+      this.concurrentStores ? this.publishedUpTo : undefined,
+    );
     this.timings.cursorWrites++;
     this.cursorWritten = this.publishedUpTo;
     this.lastCursorWriteAt = now;

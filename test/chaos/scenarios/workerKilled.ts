@@ -23,6 +23,11 @@ import {
 /** Slack over leaseSeconds + one tick for polling and the API calls, on 2 busy cores. */
 export const redriveSlackMs = 4_000;
 
+/** Every `baitEvery`-th item sleeps `baitSleepMs` (20 items of 2,000: about 15 s more in all). */
+const baitEvery = 100;
+const baitSleepMs = 1_500;
+const isBait = (id: string) => Number(id.slice("k-".length)) % baitEvery === baitEvery / 2;
+
 export const workerKilled: Scenario = {
   id: "F9-worker-sigkill",
   title: "worker SIGKILLed mid-item, 4 times in one batch (F9)",
@@ -30,8 +35,12 @@ export const workerKilled: Scenario = {
   async run(env, scale, say) {
     const n = scale.items;
     const batchId = env.batchId("sigkill");
-    // Small sleeps: at any moment each worker holds some items mid-step.
-    const items = demoItems("k-", n, (i) => ({ value: i, sleepMs: 20 + (i % 40) }));
+    // Small sleeps, plus a long one every `baitEvery` items: an item of 20–60 ms can finish between
+    // the look-up that finds its worker and the SIGKILL, a bait item (freshly leased) cannot.
+    const items = demoItems("k-", n, (i) => ({
+      value: i,
+      sleepMs: i % baitEvery === baitEvery / 2 ? baitSleepMs : 20 + (i % 40),
+    }));
     const ids = items.map((i) => i.id);
     await env.api.submit({ id: batchId, pipeline: "demo", items });
 
@@ -51,6 +60,7 @@ export const workerKilled: Scenario = {
       let landed: { worker: number; pid: number; held: string[]; killedAt: number } | null = null;
       let finished = false;
       for (let tries = 0; !landed && !finished && tries < 5; tries++) {
+        const lookingSince = Date.now();
         const target = await waitFor(
           "a worker holding items mid-step",
           async () => {
@@ -58,6 +68,25 @@ export const workerKilled: Scenario = {
               return { final: true } as const;
             const running = await env.api.allItems(batchId, { status: "running" });
             const pids = env.stack.pids.workers;
+            // First choice: a bait item whose lease is young, so the kill lands mid-sleep.
+            const now = Date.now();
+            for (const it of running) {
+              const p = leaseOwnerPid(it);
+              const i = pids.indexOf(p ?? -1);
+              const leasedAgoMs = it.lease?.until
+                ? now - (Date.parse(it.lease.until) - leaseSeconds * 1000)
+                : Infinity;
+              if (
+                i >= 0 &&
+                p !== null &&
+                env.stack.workers[i]!.live &&
+                isBait(it.id) &&
+                leasedAgoMs < baitSleepMs / 2
+              )
+                return { worker: i + 1, pid: p, final: false };
+            }
+            // Otherwise, after a while without one, any worker holding items.
+            if (now - lookingSince < baitSleepMs * 4) return null;
             const order = pids.map((_, i) => ((k + tries) % 2 === 0 ? i : pids.length - 1 - i));
             for (const i of order) {
               const p = pids[i];

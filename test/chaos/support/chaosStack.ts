@@ -146,7 +146,7 @@ export async function startChaosStack(opts: ChaosStackOptions): Promise<ChaosSta
     check(stack.pushRelay, "the chaos stack needs the local stack's push relay (pushConcurrency > 0)");
     await stack.pushRelay.stop();
     const relay = startPushRelay({
-      pubsub,
+      emulatorHost: stack.emulators.pubsubHost,
       projectId: stack.projectId,
       subscription: topology.workSubscription,
       endpoint: `${workProxy.url}/`,
