@@ -1,6 +1,7 @@
 // Handler configuration, read once from the environment. The Pulumi program (infra/services.ts)
 // and the local stack (local/) set these variables; defaults suit the local stack.
 import { z } from "zod";
+import { limits } from "./core/limits";
 import { buildTopology, type Topology } from "./topology";
 
 const intFrom = (def: number) => z.coerce.number().int().positive().default(def);
@@ -27,6 +28,8 @@ const envSchema = z.object({
   TALLY_STALE_FINALIZING_SECONDS: intFrom(120),
   TALLY_RECONCILE_PAGE_SIZE: intFrom(500),
   TALLY_RETENTION_DAYS: intFrom(90),
+  /** Lowers the coordinator's item cap per batch (413 beyond); unset: core/limits.ts. */
+  TALLY_MAX_ITEMS_PER_BATCH: z.coerce.number().int().positive().max(limits.maxItemsPerBatch).optional(),
   /** OIDC verification of push / scheduler requests (on in the cloud, off locally: emulators send no token). */
   TALLY_OIDC_AUDIENCE: z.string().optional(),
   TALLY_OIDC_SERVICE_ACCOUNT: z.string().optional(),

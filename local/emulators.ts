@@ -135,8 +135,9 @@ async function killGroup(child: ChildProcess): Promise<void> {
     } catch {
       /* gone */
     }
-    await waitFor(`the emulator process group ${pgid} to die`, () => !groupAlive(pgid), 5000, 50).catch(
-      () => undefined,
+    // A loaded machine can take a while to reap a JVM; wait long enough that nothing is left behind.
+    await waitFor(`the emulator process group ${pgid} to die`, () => !groupAlive(pgid), 20_000, 50).catch(
+      () => process.stderr.write(`warning: emulator process group ${pgid} still exists after SIGKILL\n`),
     );
   }
 }

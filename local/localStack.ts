@@ -173,7 +173,11 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const workers: SupervisedProcess[] = [];
     for (let i = 1; i <= workerCount; i++)
       workers.push(makeProcess(`worker ${i}`, "worker", await freePort()));
-    const reconciler = makeProcess("reconciler", "reconciler", await freePort());
+    // Coordinator port + 2 when it is free (8082 by default: what `tally reconcile` calls without
+    // --reconciler-url); any free port otherwise.
+    const reconcilerPort =
+      coordinatorPort !== 0 && (await portIsFree(coordinatorPort + 2)) ? coordinatorPort + 2 : await freePort();
+    const reconciler = makeProcess("reconciler", "reconciler", reconcilerPort);
     const all = [coordinator, ...workers, reconciler];
 
     const frontDoor = await startFrontDoor({
@@ -356,6 +360,14 @@ function inheritedEnv(): Record<string, string> {
     out[k] = v;
   }
   return out;
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolvePort) => {
+    const srv = createServer();
+    srv.once("error", () => resolvePort(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolvePort(true)));
+  });
 }
 
 async function assertPortFree(port: number): Promise<void> {

@@ -26,7 +26,7 @@ import { submitBatch } from "./submissionRoute";
 import { idPattern } from "./validation";
 
 export function createCoordinatorHandler(deps: HandlerDeps, opts: CoordinatorOptions = {}): HttpHandler {
-  const settings = resolveSettings(opts);
+  const settings = resolveSettings(opts, deps.config.env);
   return async (req, res) => {
     const method = (req.method ?? "GET").toUpperCase();
     const url = requestUrl(req);

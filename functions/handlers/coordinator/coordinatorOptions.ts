@@ -1,6 +1,7 @@
 // Settings of the coordinator: caps from core/limits.ts, overridable per handler (tests use small
-// caps) and, for the item cap, by TALLY_MAX_ITEMS_PER_BATCH.
+// caps) and, for the item cap, by the configuration (TALLY_MAX_ITEMS_PER_BATCH, functions/config.ts).
 import { randomUUID } from "node:crypto";
+import type { TallyEnv } from "../../config";
 import { limits } from "../../core/limits";
 import type { HttpHandler } from "../../http/httpTypes";
 
@@ -10,7 +11,7 @@ export interface CoordinatorOptions {
    * `GET /batches/...`. Without it those paths are 404.
    */
   dashboard?: HttpHandler;
-  /** Items one batch may hold (413 beyond). Default: TALLY_MAX_ITEMS_PER_BATCH, else limits.maxItemsPerBatch. */
+  /** Items one batch may hold (413 beyond). Default: the configuration's TALLY_MAX_ITEMS_PER_BATCH, else limits.maxItemsPerBatch. */
   maxItemsPerBatch?: number;
   maxJsonBodyBytes?: number;
   maxLineBytes?: number;
@@ -41,16 +42,9 @@ export interface CoordinatorSettings {
 
 export function resolveSettings(
   opts: CoordinatorOptions = {},
-  env: NodeJS.ProcessEnv = process.env,
+  env: Pick<TallyEnv, "TALLY_MAX_ITEMS_PER_BATCH"> = {},
 ): CoordinatorSettings {
-  let maxItems = opts.maxItemsPerBatch;
-  if (maxItems === undefined && env.TALLY_MAX_ITEMS_PER_BATCH) {
-    maxItems = Number(env.TALLY_MAX_ITEMS_PER_BATCH);
-    if (!Number.isInteger(maxItems) || maxItems < 1)
-      throw new Error(
-        `TALLY_MAX_ITEMS_PER_BATCH must be a positive integer (got ${env.TALLY_MAX_ITEMS_PER_BATCH})`,
-      );
-  }
+  const maxItems = opts.maxItemsPerBatch ?? env.TALLY_MAX_ITEMS_PER_BATCH;
   return {
     dashboard: opts.dashboard,
     maxItemsPerBatch: maxItems ?? limits.maxItemsPerBatch,

@@ -45,23 +45,26 @@ export const coordinatorKilled: Scenario = {
       void first.then(() => {
         answered = true;
       });
+      // Items are visible as soon as a chunk is stored (the batch's `received` only moves with its
+      // once-a-second cursor write, so it is not what to watch).
       const stored = await waitFor(
         `the coordinator to store part of batch ${batchId}`,
         async () => {
           if (answered) return { landed: false } as const;
           const b = await env.api.getBatch(batchId).catch(() => null);
-          if (!b || b.progress.received === 0) return null;
-          return b.progress.submissionComplete
-            ? ({ landed: false } as const)
-            : { landed: true, ...b.progress };
+          if (!b) return null;
+          if (b.progress.submissionComplete) return { landed: false } as const;
+          const some = await env.api.listItems(batchId, { limit: 1 }).catch(() => null);
+          return some && some.items.length > 0 ? ({ landed: true } as const) : null;
         },
         120_000,
-        20,
+        10,
       );
       if (!stored.landed) {
         say(
-          `batch ${batchId} (${n} items) was fully submitted before the kill could land; trying ${n * 2} items`,
+          `batch ${batchId} (${n} items) was fully submitted before the kill could land; cancelled, trying ${n * 2} items`,
         );
+        await env.api.cancel(batchId);
         await waitFinal(env, batchId, finalDeadlineMs(n));
         continue;
       }
@@ -73,10 +76,13 @@ export const coordinatorKilled: Scenario = {
         firstOutcome.kind === "error",
         `the first submission should have failed with the coordinator killed; it answered ${JSON.stringify(firstOutcome).slice(0, 500)}`,
       );
-      say(
-        `SIGKILL coordinator (pid ${pid}) with ${stored.received} of ${n} items stored, ${stored.cursor} published`,
-      );
       await env.stack.coordinator.waitForRestart(pid, 60_000);
+      // What the killed coordinator left (nothing changes it until the client re-sends).
+      const atKill = await env.api.getBatch(batchId);
+      const storedAtKill = (await env.api.allItems(batchId)).length;
+      say(
+        `SIGKILL coordinator (pid ${pid}) with ${storedAtKill} of ${n} items stored, ${atKill.progress.cursor} published (cursor)`,
+      );
 
       // The client re-sends the whole stream, unchanged.
       const second = await sendNdjson(url, lines);
@@ -87,8 +93,8 @@ export const coordinatorKilled: Scenario = {
       );
       return finish(env, batchId, items, {
         recoveryMs: acceptedAt - killedAt,
-        storedAtKill: stored.received,
-        publishedAtKill: stored.cursor,
+        storedAtKill,
+        publishedAtKill: atKill.progress.cursor,
       });
     }
   },

@@ -7,6 +7,7 @@
 // figures are a few hundred milliseconds to two seconds: the release, then Pub/Sub's backoff.)
 import { waitFor } from "../../../local/waitFor";
 import { leaseOwnerPid } from "../support/chaosApi";
+import { pushConcurrency } from "../support/chaosStack";
 import {
   assertInvariant,
   check,
@@ -26,7 +27,10 @@ export const workerTerminated: Scenario = {
   title: "worker SIGTERM mid-item: in-flight items redelivered well under the lease (F9)",
   stack: "shared",
   async run(env, scale, say) {
-    const n = clamp(scale.items / 100, 10, 400);
+    // No more items than the relay pushes at once: a released item must find a free push slot at
+    // once (as on Cloud Run, whose push concurrency grows with the endpoint), not wait behind the
+    // other worker's 4-second items — that wait would measure the relay's cap, not the release.
+    const n = Math.min(clamp(scale.items / 100, 10, 400), pushConcurrency);
     const batchId = env.batchId("sigterm");
     // Long enough that the SIGTERM lands mid-step; heartbeats keep the leases alive meanwhile.
     const items = demoItems("t-", n, (i) => ({ value: i, sleepMs: 4000 }));
