@@ -176,7 +176,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     // Coordinator port + 2 when it is free (8082 by default: what `tally reconcile` calls without
     // --reconciler-url); any free port otherwise.
     const reconcilerPort =
-      coordinatorPort !== 0 && (await portIsFree(coordinatorPort + 2)) ? coordinatorPort + 2 : await freePort();
+      coordinatorPort !== 0 && (await portIsFree(coordinatorPort + 2))
+        ? coordinatorPort + 2
+        : await freePort();
     const reconciler = makeProcess("reconciler", "reconciler", reconcilerPort);
     const all = [coordinator, ...workers, reconciler];
 

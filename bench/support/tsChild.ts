@@ -30,7 +30,9 @@ export interface SpawnTsOptions {
 }
 
 export async function spawnTs(script: string, opts: SpawnTsOptions = {}): Promise<TsChild> {
-  const child = spawn(process.execPath, ["--import", "tsx", resolve(script)], {
+  // A compiled child (bench/support/compiledChild.ts) runs under plain node, a .ts one under tsx.
+  const loader = script.endsWith(".js") ? [] : ["--import", "tsx"];
+  const child = spawn(process.execPath, [...loader, resolve(script)], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...opts.env },
   });

@@ -17,6 +17,8 @@ describe("coordinator settings", () => {
 
   it("refuses a cap that is not a positive integer or exceeds the built-in limit, naming the variable", () => {
     for (const bad of ["0", "-3", "1.5", "lots", String(limits.maxItemsPerBatch + 1)])
-      expect(() => loadConfig({ ...base, TALLY_MAX_ITEMS_PER_BATCH: bad })).toThrow(/TALLY_MAX_ITEMS_PER_BATCH/);
+      expect(() => loadConfig({ ...base, TALLY_MAX_ITEMS_PER_BATCH: bad })).toThrow(
+        /TALLY_MAX_ITEMS_PER_BATCH/,
+      );
   });
 });
