@@ -170,7 +170,7 @@ describe("lifecycle", () => {
       pause: async () => {
         await waitFor(
           "two chunks stored",
-          async () => ((await h.ledger.getBatch("cancel-mid"))?.received ?? 0) >= 200,
+          async () => (await h.ledger.countItems("cancel-mid")).total >= 200,
           60_000,
         );
         cancel = await h.request("POST", "/v1/batches/cancel-mid:cancel");

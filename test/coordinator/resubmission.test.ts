@@ -83,7 +83,7 @@ describe("re-submission", () => {
       beforeAbort: () =>
         waitFor(
           "two chunks stored",
-          async () => ((await h.ledger.getBatch("cut"))?.received ?? 0) >= 1000,
+          async () => (await h.ledger.countItems("cut")).total >= 1000,
           60_000,
         ),
     });
@@ -133,7 +133,7 @@ describe("re-submission", () => {
       pause: async () => {
         await waitFor(
           "the first chunk stored",
-          async () => ((await h.ledger.getBatch("racing"))?.received ?? 0) >= 500,
+          async () => (await h.ledger.countItems("racing")).total >= 500,
           60_000,
         );
         second = await h.request("POST", "/v1/batches", { json: { ...header, items: items(n) } });
