@@ -80,6 +80,9 @@ export async function runSubmission(opts: {
       TALLY_DUCKDB_PATH: join(dataDir, "results.duckdb"),
       // INFO: the coordinator's `batch.submitted` line carries its own store/publish timings.
       TALLY_LOG_LEVEL: "INFO",
+      // For memory experiments only (e.g. --max-old-space-size=96: does RSS stay flat when V8 may
+      // not grow the heap lazily?). Unset in the reported runs.
+      NODE_OPTIONS: process.env.TALLY_BENCH_COORDINATOR_NODE_OPTIONS ?? "",
     };
     const config = loadConfig(env);
     const db = firestoreClient(opts.hosts, projectId);

@@ -81,11 +81,7 @@ describe("re-submission", () => {
       abortAfter: 2001,
       // Cut only once the coordinator has stored some chunks (it reads as the client writes).
       beforeAbort: () =>
-        waitFor(
-          "two chunks stored",
-          async () => (await h.ledger.countItems("cut")).total >= 1000,
-          60_000,
-        ),
+        waitFor("two chunks stored", async () => (await h.ledger.countItems("cut")).total >= 1000, 60_000),
     });
     expect(cut).toBe("aborted");
     await waitFor(

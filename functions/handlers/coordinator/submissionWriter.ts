@@ -70,8 +70,9 @@ export class SubmissionWriter {
   private readonly cursorAtStart: number;
   /**
    * A new batch being published: its chunks are stored concurrently and `received` is recorded with
-   * the cursor (there is nothing to compare, and ids repeated within the stream are refused before
-   * they reach the writer).
+   * the cursor. There is nothing to compare; an id repeated within a chunk is refused before it
+   * reaches the writer, and one repeated across chunks is found by the create-only writes whichever
+   * chunk lands first (explainExisting: a 400 naming the id and the other position).
    */
   private readonly concurrentStores: boolean;
 

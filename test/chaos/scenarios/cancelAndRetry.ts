@@ -79,7 +79,10 @@ export const cancelAndRetry: Scenario = {
       const byId = await itemsById(env, permanent.id);
       const states = ["m-20", "m-40"]
         .map((id) => byId.get(id))
-        .map((it) => `${it?.id} ${it?.status} gen ${it?.generation} attempt ${it?.attempt} ${JSON.stringify(it?.error)}`);
+        .map(
+          (it) =>
+            `${it?.id} ${it?.status} gen ${it?.generation} attempt ${it?.attempt} ${JSON.stringify(it?.error)}`,
+        );
       check(
         false,
         `the retried partial batch is ${retriedPartial.status}; expected partial. Summary ${JSON.stringify(retriedPartial.summary)}; items ${states.join("; ")}`,
