@@ -372,6 +372,44 @@ describe("operator actions", () => {
     expect((await ledger.leaseItem(ref("i1", 2), "w", 1, 5, T0 + 4)).kind).toBe("leased");
     expect(await ledger.getItem(batchId, "i0")).toMatchObject({ status: "succeeded", generation: 1 });
   });
+
+  it("a settle that saw nothing left before a retry cannot claim the retried generation", async () => {
+    await batchWithItems(2);
+    await ledger.markSubmitted(batchId, 2, T0);
+    await ledger.leaseItem(ref("i0"), "w", 30_000, 5, T0);
+    await ledger.completeItem(ref("i0"), "w", 0, T0);
+    await ledger.leaseItem(ref("i1"), "w", 30_000, 5, T0);
+    await ledger.failItem(ref("i1"), { kind: "permanent", message: "x" }, T0, { owner: "w" });
+    // A late finalizer: its "anything left?" said no while every item was terminal…
+    expect(await ledger.hasLiveItems(batchId)).toBe(false);
+    expect(await ledger.beginFinalizing(batchId, T0 + 1, 60_000)).not.toBeNull();
+    await ledger.finishBatch(
+      batchId,
+      {
+        outcome: "partial",
+        counts: await ledger.countItems(batchId),
+        failedByKind: {},
+        exportId: null,
+        exportedRows: 1,
+        durationMs: 1,
+      },
+      T0 + 1,
+    );
+    // …then an operator retry makes i1 pending again and the batch running…
+    await ledger.beginRetry(batchId, T0 + 2);
+    await ledger.resetFailedItems(batchId, 2, 100, T0 + 2);
+    expect(await ledger.markRetrySubmitted(batchId, T0 + 3)).toBe(true);
+    // …and its claim arrives now: refused, the retried item is still pending.
+    expect(await ledger.beginFinalizing(batchId, T0 + 4, 60_000)).toBeNull();
+    expect(await ledger.getBatch(batchId)).toMatchObject({ status: "running", generation: 2 });
+    // Once the retried item is terminal, the claim goes through.
+    await ledger.leaseItem(ref("i1", 2), "w", 30_000, 5, T0 + 5);
+    await ledger.completeItem(ref("i1", 2), "w", 1, T0 + 5);
+    expect(await ledger.beginFinalizing(batchId, T0 + 6, 60_000)).toMatchObject({
+      status: "finalizing",
+      generation: 2,
+    });
+  });
 });
 
 describe("races", () => {

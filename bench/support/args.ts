@@ -83,7 +83,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
         finalizeBatches: 8,
         itemSleepMs: 600,
         backlogs: [1_000, 10_000],
-        window: { skip: 20, seconds: 8 },
+        window: { skip: 20, seconds: 6 }, // four windows: keeps --quick under 3 minutes
         peerItems: 150,
         peerWorkers: 2,
         bullmqConcurrency: 16,

@@ -923,6 +923,11 @@ export class FirestoreLedger implements Ledger {
 
   async hasLiveItems(batchId: string): Promise<boolean> {
     if (this.skipFinalizeRate > 0 && Math.random() < this.skipFinalizeRate) return true;
+    return this.liveItemExists(batchId);
+  }
+
+  /** Is any item of the batch pending or running? (hasLiveItems without the fault injection.) */
+  private async liveItemExists(batchId: string): Promise<boolean> {
     const snap = await this.items(batchId)
       .where("status", "in", ["pending", "running"])
       .limit(1)
@@ -946,20 +951,39 @@ export class FirestoreLedger implements Ledger {
   }
 
   async beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null> {
-    return this.tx(async (tx) => {
-      const ref = this.batchRef(batchId);
-      const b = FirestoreLedger.toBatch(await tx.get(ref));
+    // Read, then a write preconditioned on the read's update time (as leaseItem): exactly one
+    // claimer's write lands, the others fail at once and re-read a `finalizing` batch. A
+    // transaction here made the last two workers of a batch — both seeing nothing left — wait on
+    // each other's locks (seconds on the emulator) before one was aborted.
+    //
+    // The claim also re-checks for live items between that read and the write. A caller's own
+    // "anything left?" may be old: a settle that saw every item terminal can reach this point after
+    // an operator retry made items pending again and set the batch running (seen under load: the
+    // retried generation finalized at once, its export empty). Items only become live again through
+    // a retry, which writes the batch document first, so "no live items" checked after the read
+    // holds at the write, or the precondition fails.
+    const ref = this.batchRef(batchId);
+    for (let round = 1; ; round++) {
+      const snap = await ref.get();
       this.ops.reads++;
+      const b = FirestoreLedger.toBatch(snap);
       if (!b) return null;
       const claimable =
         b.status === "running" ||
         (b.terminateAs !== null && (b.status === "blocked" || b.status === "submitting")) ||
         (b.status === "finalizing" && (b.finalizingAt ?? 0) < now - staleFinalizingMs);
       if (!claimable) return null;
-      tx.update(ref, { status: "finalizing", finalizingAt: now, updatedAt: now, progressAt: now });
-      this.ops.writes++;
-      return { ...b, status: "finalizing", finalizingAt: now, updatedAt: now, progressAt: now };
-    });
+      if (await this.liveItemExists(batchId)) return null;
+      const patch = { status: "finalizing" as const, finalizingAt: now, updatedAt: now, progressAt: now };
+      try {
+        await ref.update(patch, { lastUpdateTime: snap.updateTime! });
+        this.ops.writes++;
+        return { ...b, ...patch };
+      } catch (err) {
+        if (isFailedPrecondition(err) && round < this.maxAttempts) continue;
+        throw err;
+      }
+    }
   }
 
   async finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null> {
