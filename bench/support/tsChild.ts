@@ -32,7 +32,9 @@ export interface SpawnTsOptions {
 export async function spawnTs(script: string, opts: SpawnTsOptions = {}): Promise<TsChild> {
   // A compiled child (bench/support/compiledChild.ts) runs under plain node, a .ts one under tsx.
   const loader = script.endsWith(".js") ? [] : ["--import", "tsx"];
-  const child = spawn(process.execPath, [...loader, resolve(script)], {
+  // Profiling knob (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"): flags NODE_OPTIONS refuses.
+  const nodeArgs = (process.env.TALLY_BENCH_CHILD_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, ...loader, resolve(script)], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...opts.env },
   });

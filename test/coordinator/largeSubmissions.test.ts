@@ -43,7 +43,7 @@ describe("large submissions", () => {
       id: "json-10k",
       status: "running",
       total: n,
-      counts: { total: n, pending: n },
+      counts: null,
       progress: { received: n, cursor: n, submissionComplete: true },
       submission: { format: "json", items: n, stored: n, published: n },
     });
@@ -80,7 +80,7 @@ describe("large submissions", () => {
       id: "ndjson-100k",
       status: "running",
       total: n,
-      counts: { total: n, pending: n },
+      counts: null,
       progress: { received: n, cursor: n, submissionComplete: true },
       submission: { format: "ndjson", items: n, stored: n, published: n },
     });

@@ -79,7 +79,7 @@ describe("lifecycle", () => {
       status: "blocked",
       dependsOn: ["parent"],
       total: 5,
-      counts: { total: 5, pending: 5 },
+      counts: null,
       progress: { received: 5, cursor: 0, submissionComplete: true },
       submission: { stored: 5, published: 0 },
     });
@@ -92,9 +92,11 @@ describe("lifecycle", () => {
     expect(streamed.body).toMatchObject({
       status: "blocked",
       total: 7,
-      counts: { pending: 7 },
+      counts: null,
       progress: { cursor: 0 },
     });
+    expect(await h.ledger.countItems("child")).toMatchObject({ total: 5, pending: 5 });
+    expect(await h.ledger.countItems("child-2")).toMatchObject({ total: 7, pending: 7 });
     // Only the parent's three doorbells are on the topic.
     const doorbells = await h.drainDoorbells(3);
     expect(doorbells.map((d) => d.batchId)).toEqual(["parent", "parent", "parent"]);

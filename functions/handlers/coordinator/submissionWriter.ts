@@ -58,6 +58,9 @@ export type FinishOutcome =
   /** Cancelled (or failed) while this submission was under way. */
   | { kind: "terminated"; batch: Batch };
 
+/** Bytes of item lines a submission holds in chunks being stored or published. */
+const maxBytesInFlight = 32 * 1024 * 1024;
+
 export class SubmissionWriter {
   readonly batchId: string;
   /** Nothing was stored before this request created the batch: no comparison needed. */
@@ -81,14 +84,34 @@ export class SubmissionWriter {
   stored = 0;
   matched = 0;
   published = 0;
-  /** Time spent waiting on the ledger (compare reads + appends) and on publishes, summed over chunks. */
-  readonly timings = { compareMs: 0, storeMs: 0, publishMs: 0, cursorWrites: 0 };
+  /**
+   * Time spent waiting on the ledger (compare reads + appends) and on publishes, summed over chunks;
+   * the cursor writes' time (beside the stores); and the time the intake waited for a free slot.
+   */
+  readonly timings = {
+    compareMs: 0,
+    storeMs: 0,
+    publishMs: 0,
+    cursorWrites: 0,
+    cursorMs: 0,
+    windowWaitMs: 0,
+  };
   /** End of the contiguous prefix of chunks stored and published (what the cursor may say). */
   private publishedUpTo = 0;
   private cursorWritten: number;
   private lastCursorWriteAt: number;
+  /** The cursor write under way beside the stores (at most one). */
+  private cursorWrite: { done: boolean; promise: Promise<void> } | null = null;
+  /** The id of the submission's last item (the settle probe in finish()). */
+  private lastItemId: string | null = null;
   /** Chunks being stored or published, oldest first; each resolves to its end position, or null when skipped. */
-  private inflight: Array<Promise<number | null>> = [];
+  private inflight: Array<{ settled: boolean; promise: Promise<number | null> }> = [];
+  /** Chunks whose store (compare + commit) is under way or queued. */
+  private storing = 0;
+  /** Source bytes of the chunks in flight. */
+  private bytesInFlight = 0;
+  /** writeChunk waiting for a free slot. */
+  private wakeWriter: Array<() => void> = [];
   /** A chunk was skipped (the submission stopped): the cursor may not move past it. */
   private gap = false;
   /** The last chunk's store stage: the next chunk's store starts after it (never rejects). */
@@ -145,24 +168,69 @@ export class SubmissionWriter {
    */
   async writeChunk(items: ChunkItem[], problems: ProblemList): Promise<boolean> {
     const window = this.concurrentStores ? this.env.settings.chunksInFlight : 2;
-    while (this.inflight.length >= window) this.advance(await this.inflight.shift()!);
-    if (!this.stopped) await this.writeCursor(false);
+    const w0 = Date.now();
+    // The window counts stores, not publishes (a chunk's slot is free once its commit is back, as
+    // in the raw baseline where writes and publishes overlap); chunks still publishing are bounded
+    // by twice the window and by bytes (payloads of up to 64 KiB make a 500-item chunk ~32 MiB).
+    for (;;) {
+      while (this.inflight[0]?.settled) this.advance(await this.inflight.shift()!.promise);
+      const busy =
+        this.storing >= window ||
+        this.inflight.length >= 2 * window ||
+        (this.inflight.length > 0 && this.bytesInFlight >= maxBytesInFlight);
+      if (!busy) break;
+      await new Promise<void>((resolve) => this.wakeWriter.push(resolve));
+    }
+    this.timings.windowWaitMs += Date.now() - w0;
+    // The cursor is written beside the stores, not between them: a transaction on the batch
+    // document takes as long as a chunk's commit when Firestore is busy, and awaiting it here
+    // stalled the intake about once a second. Its failure surfaces on the next chunk.
+    await this.settleCursorWrite(false);
+    if (!this.stopped && !this.cursorWrite) {
+      const write = { done: false, promise: this.writeCursor(false) };
+      write.promise.then(
+        () => (write.done = true),
+        () => (write.done = true),
+      );
+      this.cursorWrite = write;
+    }
     if (this.stopped) return false;
     const from = this.nextSeq;
     const to = from + items.length;
     this.nextSeq = to;
+    if (items.length > 0) this.lastItemId = items[items.length - 1]!.itemId;
+    const bytes = items.reduce((n, it) => n + (it.origin.sourceBytes ?? 0), 0);
+    this.storing++;
+    this.bytesInFlight += bytes;
     const stored = this.concurrentStores
       ? this.store(items, from, problems)
       : this.lastStore.then(() => this.store(items, from, problems));
     this.lastStore = stored.catch(() => {});
+    const storeDone = () => {
+      this.storing--;
+      this.wake();
+    };
+    stored.then(storeDone, storeDone);
     const task = stored.then(async (ok) => {
       if (!ok) return null;
       await this.publishChunk(items, from);
       return to;
     });
-    task.catch(() => {}); // awaited in order by a later call or by finish()/stop()
-    this.inflight.push(task);
+    const entry = { settled: false, promise: task };
+    const taskDone = () => {
+      entry.settled = true;
+      this.bytesInFlight -= bytes;
+      this.wake();
+    };
+    task.then(taskDone, taskDone); // the result (or failure) is taken in order by a later call or by finish()/stop()
+    this.inflight.push(entry);
     return true;
+  }
+
+  private wake(): void {
+    const waiting = this.wakeWriter;
+    this.wakeWriter = [];
+    for (const resolve of waiting) resolve();
   }
 
   /**
@@ -173,6 +241,7 @@ export class SubmissionWriter {
     this.stopped = true;
     try {
       await this.drain();
+      await this.settleCursorWrite(true);
       if (this.publishing) await this.writeCursor(true);
       // Cancelled mid-submission: what this request stored after the cancel's sweep is swept too.
       if (this.terminated) await this.sweepTerminated(this.terminated);
@@ -188,7 +257,7 @@ export class SubmissionWriter {
     let failure: unknown = null;
     while (this.inflight.length > 0) {
       try {
-        const to = await this.inflight.shift()!;
+        const to = await this.inflight.shift()!.promise;
         if (failure === null) this.advance(to);
       } catch (err) {
         failure ??= err;
@@ -293,6 +362,7 @@ export class SubmissionWriter {
   async finish(total: number, problems: ProblemList): Promise<FinishOutcome | null> {
     const { ledger, clock } = this.env.deps;
     await this.drain();
+    await this.settleCursorWrite(true);
     if (this.stopped && !this.terminated) return null;
     if (this.publishing) await this.writeCursor(true);
     if (!this.terminated && this.accepting) {
@@ -332,7 +402,12 @@ export class SubmissionWriter {
       }
     }
     if (current?.terminateAs) return { kind: "terminated", batch: await this.sweepTerminated(current) };
-    await settleBatch(this.finalizeDeps(), this.batchId);
+    // Items may all have finished while the batch was still `submitting` (their workers could not
+    // finalize it): settle. One point read usually rules that out — the item stored last: while it
+    // is pending or running the batch cannot be finished, and whoever ends it does so after the
+    // batch started, so it finalizes the batch. Only a terminal last item costs the existence
+    // query, which the emulator answers by scanning every item (2–3 s at 100k).
+    if (!(await this.lastItemIsLive())) await settleBatch(this.finalizeDeps(), this.batchId);
     const after = await ledger.getBatch(this.batchId);
     return { kind: "submitted", batch: after ?? this.batch };
   }
@@ -386,21 +461,33 @@ export class SubmissionWriter {
     }
   }
 
+  /** Waits for the cursor write under way (or only collects a finished one): its error is thrown here. */
+  private async settleCursorWrite(wait: boolean): Promise<void> {
+    const write = this.cursorWrite;
+    if (!write || (!wait && !write.done)) return;
+    this.cursorWrite = null;
+    await write.promise;
+  }
+
   private async writeCursor(force: boolean): Promise<void> {
     const now = this.env.deps.clock.now();
-    if (this.publishedUpTo <= this.cursorWritten) return;
+    // Chunks keep finishing while the write is under way: record what this write says.
+    const upTo = this.publishedUpTo;
+    if (upTo <= this.cursorWritten) return;
     if (!force && now - this.lastCursorWriteAt < this.env.settings.cursorIntervalMs) return;
+    this.lastCursorWriteAt = now;
+    const t0 = Date.now();
     // Stored and published are one prefix here (a chunk counts once both are done): `received`
     // moves with the cursor when the stores defer it.
     const b = await this.env.deps.ledger.advanceCursor(
       this.batchId,
-      this.publishedUpTo,
+      upTo,
       now,
-      this.concurrentStores ? this.publishedUpTo : undefined,
+      this.concurrentStores ? upTo : undefined,
     );
     this.timings.cursorWrites++;
-    this.cursorWritten = this.publishedUpTo;
-    this.lastCursorWriteAt = now;
+    this.timings.cursorMs += Date.now() - t0;
+    this.cursorWritten = Math.max(this.cursorWritten, upTo);
     if (b.terminateAs) {
       this.terminated = b;
       this.stopped = true;
@@ -443,6 +530,12 @@ export class SubmissionWriter {
     }
     await settleBatch(this.finalizeDeps(), this.batchId);
     return (await ledger.getBatch(this.batchId)) ?? batch;
+  }
+
+  private async lastItemIsLive(): Promise<boolean> {
+    if (this.lastItemId === null) return false;
+    const item = await this.env.deps.ledger.getItem(this.batchId, this.lastItemId);
+    return item !== null && (item.status === "pending" || item.status === "running");
   }
 
   private finalizeDeps() {
