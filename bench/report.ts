@@ -86,6 +86,16 @@ export function summaryRows(r: BenchReport): Row[] {
         target: "≤ 200 MB, flat",
         met: yes(s.tally.peakRssMiB !== null && s.tally.peakRssMiB * 1.048576 <= 200),
       });
+    const capped = p.submission.result!.heapCapped;
+    if (capped)
+      rows.push({
+        figure: `Coordinator peak RSS, ${fmt(capped.items)} items, ${capped.nodeOptions}`,
+        tally: `${fmt(capped.tally.peakRssMiB, 1)} MiB (${fmt(capped.tally.itemsPerSecond)} items/s)`,
+        baseline: `idle ${fmt(capped.tally.idleRssMiB, 1)} MiB`,
+        ratio: "",
+        target: "≤ 200 MB",
+        met: yes(capped.tally.peakRssMiB !== null && capped.tally.peakRssMiB * 1.048576 <= 200),
+      });
   }
   if (!failed("End to end", p.e2e)) {
     for (const run of p.e2e.result!.runs)
@@ -247,6 +257,11 @@ export function renderMarkdown(r: BenchReport): string {
         (x) =>
           `- ${fmt(x.items)} items, the coordinator's own timings: ${JSON.stringify(x.tally.coordinatorTimings)}`,
       ),
+      ...(s.heapCapped
+        ? [
+            `- Memory experiment, ${fmt(s.heapCapped.items)} items with ${s.heapCapped.nodeOptions}: ${fmt(s.heapCapped.tally.itemsPerSecond)} items/s, coordinator peak RSS ${fmt(s.heapCapped.tally.peakRssMiB, 1)} MiB (idle ${fmt(s.heapCapped.tally.idleRssMiB, 1)} MiB), CPU ${fmt(s.heapCapped.tally.cpuSecondsPerItem === null ? null : s.heapCapped.tally.cpuSecondsPerItem * 1e6)} µs/item; its own timings: ${JSON.stringify(s.heapCapped.tally.coordinatorTimings)}`,
+          ]
+        : []),
       ...s.notes.map((n) => `- ${n}`),
     ];
   });

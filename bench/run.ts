@@ -213,6 +213,8 @@ async function main(): Promise<number> {
           runSubmission({
             hosts: b.stack.emulators,
             sizes: o.sizes,
+            warmupItems: o.warmupItems,
+            memoryExperiment: o.memoryExperiment,
             progress: phaseProgress("submission"),
           }),
         );

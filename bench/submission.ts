@@ -15,6 +15,7 @@ import { loadConfig } from "../functions/config";
 import { clearFirestore } from "../local/emulators";
 import { provisionTopics } from "../local/provisionTopology";
 import {
+  bulkWriterUpTo,
   measureRawSubmission,
   type RawSubmissionResult,
   rawPublishes,
@@ -57,6 +58,8 @@ export interface SubmissionSize {
 
 export interface SubmissionResult {
   sizes: SubmissionSize[];
+  /** The largest size up to 100k once more, with V8's old space capped (the memory experiment). */
+  heapCapped: { items: number; nodeOptions: string; tally: SubmissionSize["tally"] } | null;
   notes: string[];
 }
 
@@ -102,96 +105,132 @@ async function warmEmulators(hosts: EmulatorHosts, items: number, progress: Prog
   return items;
 }
 
+type TallyRun = SubmissionSize["tally"];
+
+/**
+ * One Tally submission of `n` items: a fresh project, the coordinator in its own process (compiled
+ * bundle, plain node, extra node flags if given), warmed up by a 10-item submission, then one
+ * NDJSON stream of `n` items timed until its 201.
+ */
+async function measureTally(opts: {
+  hosts: EmulatorHosts;
+  items: number;
+  coordinatorScript: string;
+  nodeOptions: string;
+  progress: Progress;
+}): Promise<TallyRun> {
+  const n = opts.items;
+  const projectId = benchProjectId("submit");
+  const dataDir = mkdtempSync(join(tmpdir(), "tally-bench-coordinator-"));
+  const env = {
+    ...emulatorEnv(opts.hosts, projectId),
+    TALLY_PREFIX: "tally",
+    TALLY_DUCKDB_PATH: join(dataDir, "results.duckdb"),
+    // INFO: the coordinator's `batch.submitted` line carries its own store/publish timings.
+    TALLY_LOG_LEVEL: "INFO",
+    NODE_OPTIONS: opts.nodeOptions,
+  };
+  const config = loadConfig(env);
+  const pubsub = pubsubClient(opts.hosts, projectId);
+  try {
+    await provisionTopics(pubsub, config.topology);
+    let port = 0;
+    let submitted: Record<string, unknown> | null = null;
+    const coordinator = await spawnTs(opts.coordinatorScript, {
+      env,
+      readyLine: (l) => {
+        const m = /^bench-coordinator-listening (\d+)$/.exec(l.trim());
+        if (m) port = Number(m[1]);
+        return m !== null;
+      },
+      onStdoutLine: (l) => {
+        if (!l.includes('"batch.submitted"')) return;
+        try {
+          submitted = JSON.parse(l);
+        } catch {
+          /* not a log line */
+        }
+      },
+    });
+    try {
+      // A warm instance, as one that has served a request: its modules are loaded and its
+      // Firestore and Pub/Sub channels open (the first request pays ~0.7 s of module loading).
+      const warm = await submitNdjson({
+        coordinatorUrl: `http://127.0.0.1:${port}`,
+        batchId: `warmup-${n}-${Date.now().toString(36)}`,
+        items: 10,
+      });
+      if (warm.status !== 201) throw new Error(`the warm-up submission answered ${warm.status}`);
+      submitted = null;
+      const idle = currentRss(coordinator.pid);
+      const cpuBefore = cpuSeconds(coordinator.pid);
+      const peak = trackPeakRss(coordinator.pid);
+      opts.progress(
+        `Tally: streaming ${n} items to the coordinator (pid ${coordinator.pid}${opts.nodeOptions ? `, ${opts.nodeOptions}` : ""})`,
+      );
+      const batchId = `submit-${n}-${Date.now().toString(36)}`;
+      const res = await submitNdjson({ coordinatorUrl: `http://127.0.0.1:${port}`, batchId, items: n });
+      const peakBytes = peak.stop();
+      const cpuAfter = cpuSeconds(coordinator.pid);
+      const body = res.body as { status?: string; submission?: { items?: number } };
+      if (res.status !== 201 || body.submission?.items !== n)
+        throw new Error(
+          `submission of ${n} items answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`,
+        );
+      const tally: TallyRun = {
+        ms: res.ms,
+        itemsPerSecond: perSecond(n, res.ms),
+        peakRssMiB: mib(peakBytes),
+        idleRssMiB: mib(idle),
+        cpuSecondsPerItem: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) / n,
+        coordinatorTimings: pickTimings(submitted),
+        status: res.status,
+        batchStatus: body.status ?? null,
+      };
+      opts.progress(
+        `Tally: ${n} items in ${Math.round(res.ms)} ms (${Math.round(tally.itemsPerSecond)}/s), batch ${tally.batchStatus}, coordinator peak RSS ${tally.peakRssMiB} MiB (idle ${tally.idleRssMiB} MiB)`,
+      );
+      return tally;
+    } finally {
+      await coordinator.stop();
+    }
+  } finally {
+    await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
+    await pubsub.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** The old-space cap of the memory experiment (MiB). */
+const cappedOldSpaceMiB = 128;
+
 export async function runSubmission(opts: {
   hosts: EmulatorHosts;
   sizes: number[];
+  warmupItems: number;
+  memoryExperiment: boolean;
   progress: Progress;
 }): Promise<SubmissionResult> {
   const out: SubmissionSize[] = [];
   // The coordinator runs compiled, as deployed (its memory is one of the figures).
   const coordinatorScript = compileBenchChild(join(__dirname, "children/coordinatorProcess.ts"));
-  const warmupItems = await warmEmulators(
-    opts.hosts,
-    Math.min(50_000, Math.max(...opts.sizes)),
-    opts.progress,
-  );
+  const warmupItems = await warmEmulators(opts.hosts, opts.warmupItems, opts.progress);
+  // Unset in the reported runs; for memory experiments (e.g. --max-old-space-size=96).
+  const nodeOptions = process.env.TALLY_BENCH_COORDINATOR_NODE_OPTIONS ?? "";
   for (const n of opts.sizes) {
-    const projectId = benchProjectId("submit");
-    const dataDir = mkdtempSync(join(tmpdir(), "tally-bench-coordinator-"));
-    const env = {
-      ...emulatorEnv(opts.hosts, projectId),
-      TALLY_PREFIX: "tally",
-      TALLY_DUCKDB_PATH: join(dataDir, "results.duckdb"),
-      // INFO: the coordinator's `batch.submitted` line carries its own store/publish timings.
-      TALLY_LOG_LEVEL: "INFO",
-      // For memory experiments only (e.g. --max-old-space-size=96: does RSS stay flat when V8 may
-      // not grow the heap lazily?). Unset in the reported runs.
-      NODE_OPTIONS: process.env.TALLY_BENCH_COORDINATOR_NODE_OPTIONS ?? "",
-    };
-    const config = loadConfig(env);
+    const tally = await measureTally({
+      hosts: opts.hosts,
+      items: n,
+      coordinatorScript,
+      nodeOptions,
+      progress: opts.progress,
+    });
+    const projectId = benchProjectId("raw");
     const db = firestoreClient(opts.hosts, projectId);
     const pubsub = pubsubClient(opts.hosts, projectId);
     try {
+      const config = loadConfig({ ...emulatorEnv(opts.hosts, projectId), TALLY_PREFIX: "tally" });
       await provisionTopics(pubsub, config.topology);
-      let port = 0;
-      let submitted: Record<string, unknown> | null = null;
-      const coordinator = await spawnTs(coordinatorScript, {
-        env,
-        readyLine: (l) => {
-          const m = /^bench-coordinator-listening (\d+)$/.exec(l.trim());
-          if (m) port = Number(m[1]);
-          return m !== null;
-        },
-        onStdoutLine: (l) => {
-          if (!l.includes('"batch.submitted"')) return;
-          try {
-            submitted = JSON.parse(l);
-          } catch {
-            /* not a log line */
-          }
-        },
-      });
-      let tally: SubmissionSize["tally"];
-      try {
-        // A warm instance, as one that has served a request: its modules are loaded and its
-        // Firestore and Pub/Sub channels open (the first request pays ~0.7 s of module loading).
-        const warm = await submitNdjson({
-          coordinatorUrl: `http://127.0.0.1:${port}`,
-          batchId: `warmup-${n}-${Date.now().toString(36)}`,
-          items: 10,
-        });
-        if (warm.status !== 201) throw new Error(`the warm-up submission answered ${warm.status}`);
-        submitted = null;
-        const idle = currentRss(coordinator.pid);
-        const cpuBefore = cpuSeconds(coordinator.pid);
-        const peak = trackPeakRss(coordinator.pid);
-        opts.progress(`Tally: streaming ${n} items to the coordinator (pid ${coordinator.pid})`);
-        const batchId = `submit-${n}-${Date.now().toString(36)}`;
-        const res = await submitNdjson({ coordinatorUrl: `http://127.0.0.1:${port}`, batchId, items: n });
-        const peakBytes = peak.stop();
-        const cpuAfter = cpuSeconds(coordinator.pid);
-        const body = res.body as { status?: string; submission?: { items?: number } };
-        if (res.status !== 201 || body.submission?.items !== n)
-          throw new Error(
-            `submission of ${n} items answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`,
-          );
-        tally = {
-          ms: res.ms,
-          itemsPerSecond: perSecond(n, res.ms),
-          peakRssMiB: mib(peakBytes),
-          idleRssMiB: mib(idle),
-          cpuSecondsPerItem: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) / n,
-          coordinatorTimings: pickTimings(submitted),
-          status: res.status,
-          batchStatus: body.status ?? null,
-        };
-        opts.progress(
-          `Tally: ${n} items in ${Math.round(res.ms)} ms (${Math.round(tally.itemsPerSecond)}/s), batch ${tally.batchStatus}, coordinator peak RSS ${tally.peakRssMiB} MiB (idle ${tally.idleRssMiB} MiB)`,
-        );
-      } finally {
-        await coordinator.stop();
-      }
-      await clearFirestore(opts.hosts.firestoreHost, projectId);
       const raw = await measureRawSubmission({
         db,
         pubsub,
@@ -207,16 +246,35 @@ export async function runSubmission(opts: {
       await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
       await db.terminate();
       await pubsub.close();
-      rmSync(dataDir, { recursive: true, force: true });
     }
   }
+  // The memory experiment: the same stream with V8's old space capped. The uncapped coordinator's
+  // RSS is flat in batch size but V8 grows its heap lazily while memory is plentiful; with a cap it
+  // collects instead — what remains is what the coordinator actually holds.
+  const cappedItems = Math.min(100_000, Math.max(...opts.sizes));
+  const cappedFlags = `--max-old-space-size=${cappedOldSpaceMiB}`;
+  const capped = opts.memoryExperiment
+    ? await measureTally({
+        hosts: opts.hosts,
+        items: cappedItems,
+        coordinatorScript,
+        nodeOptions: `${nodeOptions} ${cappedFlags}`.trim(),
+        progress: opts.progress,
+      })
+    : null;
   return {
     sizes: out,
+    heapCapped: capped && { items: cappedItems, nodeOptions: cappedFlags, tally: capped },
     notes: [
       `Both emulators are warmed up first with ${warmupItems.toLocaleString("en-US")} raw item writes and publishes (not counted, then cleared): measured here, a freshly started Firestore emulator spends about twice the CPU per write until its JVM has compiled the commit path, and the first measured run — Tally's — would otherwise pay for that alone.`,
       "Tally: one NDJSON stream over real HTTP to the coordinator (own process running the compiled bundle under plain node, as deployed; streaming server; warmed up by a 10-item submission), timed until its 201 answer (every item stored, published, batch running).",
-      "Raw limit: the same count of item documents (same fields) created with BulkWriter (throttling off) and with WriteBatch commits of 500 (8 in flight), the faster one counted; and the same count of doorbells published with the work queue's batching settings; sequential and overlapped, the faster schedule counted.",
+      `Raw limit: the same count of item documents (same fields) created with WriteBatch commits of 500 (8 in flight) and, up to ${bulkWriterUpTo.toLocaleString("en-US")} items, with BulkWriter (throttling off), the faster one counted; and the same count of doorbells published with the work queue's batching settings; sequential and overlapped, the faster schedule counted.`,
       "The work topic has no subscription in either run.",
+      ...(capped === null
+        ? []
+        : [
+            `Memory experiment: the ${cappedItems.toLocaleString("en-US")}-item stream once more with ${cappedFlags} (no raw baseline): V8 grows an uncapped heap lazily while memory is plentiful, so the uncapped peak says little about what the coordinator holds.`,
+          ]),
     ],
   };
 }
