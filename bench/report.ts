@@ -86,6 +86,15 @@ export function summaryRows(r: BenchReport): Row[] {
         target: "≤ 200 MB, flat",
         met: yes(s.tally.peakRssMiB !== null && s.tally.peakRssMiB * 1.048576 <= 200),
       });
+    for (const f of p.submission.result!.failures ?? [])
+      rows.push({
+        figure: "Submission",
+        tally: `failed: ${f.split("\n")[0]}`,
+        baseline: "",
+        ratio: "",
+        target: "",
+        met: "—",
+      });
     const capped = p.submission.result!.heapCapped;
     if (capped)
       rows.push({
@@ -262,6 +271,7 @@ export function renderMarkdown(r: BenchReport): string {
             `- Memory experiment, ${fmt(s.heapCapped.items)} items with ${s.heapCapped.nodeOptions}: ${fmt(s.heapCapped.tally.itemsPerSecond)} items/s, coordinator peak RSS ${fmt(s.heapCapped.tally.peakRssMiB, 1)} MiB (idle ${fmt(s.heapCapped.tally.idleRssMiB, 1)} MiB), CPU ${fmt(s.heapCapped.tally.cpuSecondsPerItem === null ? null : s.heapCapped.tally.cpuSecondsPerItem * 1e6)} µs/item; its own timings: ${JSON.stringify(s.heapCapped.tally.coordinatorTimings)}`,
           ]
         : []),
+      ...(s.failures ?? []).map((f) => `- **Failed**: ${f}`),
       ...s.notes.map((n) => `- ${n}`),
     ];
   });

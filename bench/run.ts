@@ -11,7 +11,7 @@
 //   5 scaling (last: large backlogs) → stack down → cost → report.
 // Each stack phase starts from an empty ledger with its own reconciler tick (support/tallyStack.ts).
 
-import { loadavg } from "node:os";
+import { loadavg, totalmem } from "node:os";
 import type { OpMix } from "./baselines/rawOpMix";
 import { rawPublishes, writeBatchWrites } from "./baselines/rawSubmission";
 import { buildCostModel } from "./costModel";
@@ -146,6 +146,13 @@ async function main(): Promise<number> {
     return 0;
   }
   const o = opts;
+  // The Firestore emulator keeps every document on its JVM heap, whose default cap is a quarter of
+  // the machine's memory: at a million items plus a raw pass it ran out of room and stalled commits
+  // past their 60 s deadline. Half the memory for each emulator's JVM (only a cap; unset otherwise).
+  if (!process.env.JAVA_TOOL_OPTIONS) {
+    const halfGiB = Math.max(1, Math.floor(totalmem() / 2 / 2 ** 30));
+    process.env.JAVA_TOOL_OPTIONS = `-Xmx${halfGiB}g`;
+  }
   const started = performance.now();
   const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`;
   const machine = await machineFacts(command);
@@ -218,6 +225,8 @@ async function main(): Promise<number> {
             progress: phaseProgress("submission"),
           }),
         );
+        const sizeFailures = report.phases.submission.result?.failures ?? [];
+        if (sizeFailures.length > 0) report.phases.submission.error = sizeFailures.join("\n");
         const ops = await phase("ops", wanted, () =>
           runOpsPerItem({ hosts: b.stack.emulators, progress: phaseProgress("ops") }),
         );

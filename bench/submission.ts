@@ -58,6 +58,8 @@ export interface SubmissionSize {
 
 export interface SubmissionResult {
   sizes: SubmissionSize[];
+  /** Sizes that failed, with their errors (the phase fails only when every size did). */
+  failures: string[];
   /** The largest size up to 100k once more, with V8's old space capped (the memory experiment). */
   heapCapped: { items: number; nodeOptions: string; tally: SubmissionSize["tally"] } | null;
   notes: string[];
@@ -212,12 +214,23 @@ export async function runSubmission(opts: {
   progress: Progress;
 }): Promise<SubmissionResult> {
   const out: SubmissionSize[] = [];
+  const failures: string[] = [];
   // The coordinator runs compiled, as deployed (its memory is one of the figures).
   const coordinatorScript = compileBenchChild(join(__dirname, "children/coordinatorProcess.ts"));
   const warmupItems = await warmEmulators(opts.hosts, opts.warmupItems, opts.progress);
   // Unset in the reported runs; for memory experiments (e.g. --max-old-space-size=96).
   const nodeOptions = process.env.TALLY_BENCH_COORDINATOR_NODE_OPTIONS ?? "";
   for (const n of opts.sizes) {
+    // A size that fails is reported with its error; the sizes measured before it are kept.
+    try {
+      out.push(await measureSize(n));
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      opts.progress(`${n} items FAILED: ${message}`);
+      failures.push(`${n} items: ${message}`);
+    }
+  }
+  async function measureSize(n: number): Promise<SubmissionSize> {
     const tally = await measureTally({
       hosts: opts.hosts,
       items: n,
@@ -241,7 +254,7 @@ export async function runSubmission(opts: {
       });
       const r = ratio(tally.itemsPerSecond, raw.itemsPerSecond);
       opts.progress(`${n} items: ratio ${r.toFixed(2)} (target ≥ 0.8)`);
-      out.push({ items: n, tally, raw, ratio: r });
+      return { items: n, tally, raw, ratio: r };
     } finally {
       await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
       await db.terminate();
@@ -262,8 +275,10 @@ export async function runSubmission(opts: {
         progress: opts.progress,
       })
     : null;
+  if (out.length === 0) throw new Error(failures.join("; "));
   return {
     sizes: out,
+    failures,
     heapCapped: capped && { items: cappedItems, nodeOptions: cappedFlags, tally: capped },
     notes: [
       `Both emulators are warmed up first with ${warmupItems.toLocaleString("en-US")} raw item writes and publishes (not counted, then cleared): measured here, a freshly started Firestore emulator spends about twice the CPU per write until its JVM has compiled the commit path, and the first measured run — Tally's — would otherwise pay for that alone.`,
