@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../functions/config";
-import { clearFirestore } from "../local/emulators";
+import { clearFirestore, startFirestoreEmulator } from "../local/emulators";
 import { provisionTopics } from "../local/provisionTopology";
 import {
   bulkWriterUpTo,
@@ -60,7 +60,7 @@ export interface SubmissionResult {
   sizes: SubmissionSize[];
   /** Sizes that failed, with their errors (the phase fails only when every size did). */
   failures: string[];
-  /** The largest size up to 100k once more, with V8's old space capped (the memory experiment). */
+  /** The largest size once more, with V8's old space capped (the memory experiment). */
   heapCapped: { items: number; nodeOptions: string; tally: SubmissionSize["tally"] } | null;
   notes: string[];
 }
@@ -120,6 +120,8 @@ async function measureTally(opts: {
   coordinatorScript: string;
   nodeOptions: string;
   progress: Progress;
+  /** False when the emulator is thrown away afterwards (clearing a million documents takes a minute). */
+  clearAfter?: boolean;
 }): Promise<TallyRun> {
   const n = opts.items;
   const projectId = benchProjectId("submit");
@@ -197,9 +199,62 @@ async function measureTally(opts: {
       await coordinator.stop();
     }
   } finally {
-    await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
+    if (opts.clearAfter !== false)
+      await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
     await pubsub.close();
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Sizes above this run each pass (Tally's, and each raw write pass) on a freshly started Firestore
+ * emulator: the emulator does not give back the memory of cleared documents — after three
+ * million-document passes it held 12 GB and stalled commits past their 60 s deadline — so later
+ * passes would run on a slower emulator than earlier ones.
+ */
+const freshEmulatorAbove = 200_000;
+
+/** A Firestore emulator of its own, warmed up like the shared one (see warmEmulators). */
+async function startWarmFirestore(
+  shared: EmulatorHosts,
+  warmupItems: number,
+  progress: Progress,
+): Promise<{ hosts: EmulatorHosts; stop: () => Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), "tally-bench-firestore-"));
+  const emulator = await startFirestoreEmulator({ dataDir });
+  const hosts = { pubsubHost: shared.pubsubHost, firestoreHost: emulator.host };
+  const stop = async () => {
+    await emulator.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const projectId = benchProjectId("warmup");
+    const db = firestoreClient(hosts, projectId);
+    const t0 = performance.now();
+    await writeBatchWrites(db, "warmup", warmupItems);
+    await db.terminate();
+    await clearFirestore(hosts.firestoreHost, projectId);
+    progress(
+      `fresh Firestore emulator on ${emulator.host}, warmed up with ${warmupItems} writes in ${Math.round(performance.now() - t0)} ms`,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { hosts, stop };
+}
+
+async function withFreshFirestore<T>(
+  shared: EmulatorHosts,
+  warmupItems: number,
+  progress: Progress,
+  fn: (hosts: EmulatorHosts) => Promise<T>,
+): Promise<T> {
+  const emulator = await startWarmFirestore(shared, warmupItems, progress);
+  try {
+    return await fn(emulator.hosts);
+  } finally {
+    await emulator.stop();
   }
 }
 
@@ -231,50 +286,91 @@ export async function runSubmission(opts: {
     }
   }
   async function measureSize(n: number): Promise<SubmissionSize> {
-    const tally = await measureTally({
-      hosts: opts.hosts,
-      items: n,
-      coordinatorScript,
-      nodeOptions,
-      progress: opts.progress,
-    });
+    const fresh = n > freshEmulatorAbove;
+    if (fresh)
+      opts.progress(
+        `${n} items: every pass on a freshly started Firestore emulator (warmed up with ${opts.warmupItems} writes)`,
+      );
+    const tally = fresh
+      ? await withFreshFirestore(opts.hosts, opts.warmupItems, opts.progress, (hosts) =>
+          measureTally({
+            hosts,
+            items: n,
+            coordinatorScript,
+            nodeOptions,
+            progress: opts.progress,
+            clearAfter: false,
+          }),
+        )
+      : await measureTally({
+          hosts: opts.hosts,
+          items: n,
+          coordinatorScript,
+          nodeOptions,
+          progress: opts.progress,
+        });
     const projectId = benchProjectId("raw");
-    const db = firestoreClient(opts.hosts, projectId);
     const pubsub = pubsubClient(opts.hosts, projectId);
+    const shared = fresh ? null : firestoreClient(opts.hosts, projectId);
     try {
       const config = loadConfig({ ...emulatorEnv(opts.hosts, projectId), TALLY_PREFIX: "tally" });
       await provisionTopics(pubsub, config.topology);
       const raw = await measureRawSubmission({
-        db,
         pubsub,
         topicName: config.topology.workTopic,
         items: n,
-        clear: () => clearFirestore(opts.hosts.firestoreHost, projectId),
+        writeTarget: async () => {
+          if (shared)
+            return { db: shared, release: () => clearFirestore(opts.hosts.firestoreHost, projectId) };
+          const emulator = await startWarmFirestore(opts.hosts, opts.warmupItems, opts.progress);
+          const db = firestoreClient(emulator.hosts, projectId);
+          return {
+            db,
+            release: async () => {
+              await db.terminate();
+              await emulator.stop();
+            },
+          };
+        },
         progress: opts.progress,
       });
       const r = ratio(tally.itemsPerSecond, raw.itemsPerSecond);
       opts.progress(`${n} items: ratio ${r.toFixed(2)} (target ≥ 0.8)`);
       return { items: n, tally, raw, ratio: r };
     } finally {
-      await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
-      await db.terminate();
+      if (shared) {
+        await clearFirestore(opts.hosts.firestoreHost, projectId).catch(() => undefined);
+        await shared.terminate();
+      }
       await pubsub.close();
     }
   }
   // The memory experiment: the same stream with V8's old space capped. The uncapped coordinator's
   // RSS is flat in batch size but V8 grows its heap lazily while memory is plentiful; with a cap it
   // collects instead — what remains is what the coordinator actually holds.
-  const cappedItems = Math.min(100_000, Math.max(...opts.sizes));
+  const cappedItems = Math.max(...opts.sizes);
   const cappedFlags = `--max-old-space-size=${cappedOldSpaceMiB}`;
-  const capped = opts.memoryExperiment
-    ? await measureTally({
-        hosts: opts.hosts,
-        items: cappedItems,
-        coordinatorScript,
-        nodeOptions: `${nodeOptions} ${cappedFlags}`.trim(),
-        progress: opts.progress,
-      })
-    : null;
+  const cappedRun = (hosts: EmulatorHosts) =>
+    measureTally({
+      hosts,
+      items: cappedItems,
+      coordinatorScript,
+      nodeOptions: `${nodeOptions} ${cappedFlags}`.trim(),
+      progress: opts.progress,
+      clearAfter: hosts !== opts.hosts ? false : undefined,
+    });
+  let capped: TallyRun | null = null;
+  if (opts.memoryExperiment)
+    try {
+      capped =
+        cappedItems > freshEmulatorAbove
+          ? await withFreshFirestore(opts.hosts, opts.warmupItems, opts.progress, cappedRun)
+          : await cappedRun(opts.hosts);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      opts.progress(`memory experiment FAILED: ${message}`);
+      failures.push(`memory experiment (${cappedItems} items, ${cappedFlags}): ${message}`);
+    }
   if (out.length === 0) throw new Error(failures.join("; "));
   return {
     sizes: out,
@@ -282,6 +378,7 @@ export async function runSubmission(opts: {
     heapCapped: capped && { items: cappedItems, nodeOptions: cappedFlags, tally: capped },
     notes: [
       `Both emulators are warmed up first with ${warmupItems.toLocaleString("en-US")} raw item writes and publishes (not counted, then cleared): measured here, a freshly started Firestore emulator spends about twice the CPU per write until its JVM has compiled the commit path, and the first measured run — Tally's — would otherwise pay for that alone.`,
+      `Above ${freshEmulatorAbove.toLocaleString("en-US")} items every pass — Tally's and each raw write pass — runs on a freshly started Firestore emulator, warmed up the same way: the emulator does not give back the memory of cleared documents (12 GB after three million-document passes, then commits stalled past their 60 s deadline).`,
       "Tally: one NDJSON stream over real HTTP to the coordinator (own process running the compiled bundle under plain node, as deployed; streaming server; warmed up by a 10-item submission), timed until its 201 answer (every item stored, published, batch running).",
       `Raw limit: the same count of item documents (same fields) created with WriteBatch commits of 500 (8 in flight) and, up to ${bulkWriterUpTo.toLocaleString("en-US")} items, with BulkWriter (throttling off), the faster one counted; and the same count of doorbells published with the work queue's batching settings; sequential and overlapped, the faster schedule counted.`,
       "The work topic has no subscription in either run.",

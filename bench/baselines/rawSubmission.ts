@@ -103,43 +103,54 @@ export async function rawPublishes(
   }
 }
 
-export async function measureRawSubmission(opts: {
+/** Where one write pass writes: a Firestore client, and what to do with it afterwards. */
+export interface WriteTarget {
   db: Firestore;
+  /** Clears (or discards) what the pass wrote, so the emulator holds one batch at a time. */
+  release: () => Promise<void>;
+}
+
+export async function measureRawSubmission(opts: {
   pubsub: PubSub;
   topicName: string;
   items: number;
-  /** Clears the written documents between passes so the emulator holds one batch at a time. */
-  clear: () => Promise<void>;
+  /** A target for each write pass (the same emulator cleared, or a fresh one for large sizes). */
+  writeTarget: () => Promise<WriteTarget>;
   progress: (m: string) => void;
 }): Promise<RawSubmissionResult> {
-  const { db, pubsub, topicName, items: n } = opts;
+  const { pubsub, topicName, items: n } = opts;
   const tag = `${Date.now().toString(36)}`;
+  const pass = async (fn: (db: Firestore) => Promise<void>): Promise<number> => {
+    const target = await opts.writeTarget();
+    try {
+      return await timed(() => fn(target.db));
+    } finally {
+      await target.release();
+    }
+  };
   let bulkWriterMs: number | null = null;
   // The BulkWriter (20 writes per request) was 1.4–2.4× slower than WriteBatch×500 at every size
   // measured up to 100k; above that its pass only makes the run longer (a million documents
   // written once more), so the larger sizes run the WriteBatch pass alone.
   if (n <= bulkWriterUpTo) {
-    bulkWriterMs = await timed(() => bulkWriterWrites(db, `raw-bw-${tag}`, n));
+    bulkWriterMs = await pass((db) => bulkWriterWrites(db, `raw-bw-${tag}`, n));
     opts.progress(
       `raw BulkWriter: ${n} creates in ${Math.round(bulkWriterMs)} ms (${Math.round(perSecond(n, bulkWriterMs))}/s)`,
     );
-    await opts.clear();
   }
-  const writeBatchMs = await timed(() => writeBatchWrites(db, `raw-wb-${tag}`, n));
+  const writeBatchMs = await pass((db) => writeBatchWrites(db, `raw-wb-${tag}`, n));
   opts.progress(
     `raw WriteBatch×500: ${n} creates in ${Math.round(writeBatchMs)} ms (${Math.round(perSecond(n, writeBatchMs))}/s)`,
   );
-  await opts.clear();
   const publishMs = await timed(() => rawPublishes(pubsub, topicName, `raw-pub-${tag}`, n));
   opts.progress(
     `raw publishes: ${n} in ${Math.round(publishMs)} ms (${Math.round(perSecond(n, publishMs))}/s)`,
   );
   const writer = bulkWriterMs !== null && bulkWriterMs <= writeBatchMs ? "BulkWriter" : "WriteBatch";
   const write = writer === "BulkWriter" ? bulkWriterWrites : writeBatchWrites;
-  const overlappedMs = await timed(async () => {
+  const overlappedMs = await pass(async (db) => {
     await Promise.all([write(db, `raw-ov-${tag}`, n), rawPublishes(pubsub, topicName, `raw-ov-${tag}`, n)]);
   });
-  await opts.clear();
   const sequentialMs = Math.min(bulkWriterMs ?? Number.POSITIVE_INFINITY, writeBatchMs) + publishMs;
   opts.progress(
     `raw limit: sequential ${Math.round(perSecond(n, sequentialMs))}/s, overlapped ${Math.round(perSecond(n, overlappedMs))}/s`,

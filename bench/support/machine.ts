@@ -29,7 +29,8 @@ function tryRun(cmd: string, args: string[]): string | null {
   const line = `${r.stdout ?? ""}\n${r.stderr ?? ""}`
     .split("\n")
     .map((l) => l.trim())
-    .find((l) => l.length > 0);
+    // The JVM announces JAVA_TOOL_OPTIONS (set by bench/run.ts) before its version.
+    .find((l) => l.length > 0 && !l.startsWith("Picked up "));
   return line ?? null;
 }
 
