@@ -22,11 +22,30 @@ beforeAll(async () => {
 });
 afterAll(() => h?.close());
 
+/**
+ * Drains until every item's doorbell has arrived. Pub/Sub publishes at least once: a publish
+ * request that outlives its RPC deadline under load is retried by the client and both copies land
+ * (seen once in a loaded CI run: 200 of 100,000 twice, one publisher batch). A duplicate doorbell is
+ * an idempotent skip for the worker, so duplicates are allowed but must stay rare.
+ */
+async function drainEveryDoorbell(batchId: string, n: number, timeoutMs?: number): Promise<Doorbell[]> {
+  const keys = new Set<string>();
+  let seen = 0;
+  return h.drainUntil(
+    `a doorbell for each of ${n} items`,
+    (all) => {
+      for (; seen < all.length; seen++) if (all[seen]!.batchId === batchId) keys.add(all[seen]!.itemId);
+      return keys.size >= n;
+    },
+    timeoutMs,
+  );
+}
+
 function expectOneDoorbellPerItem(doorbells: Doorbell[], batchId: string, n: number) {
   const keys = new Set(doorbells.map((d) => `${d.batchId}/${d.itemId}`));
   expect(doorbells.filter((d) => d.batchId !== batchId)).toEqual([]);
   expect(keys.size).toBe(n);
-  expect(doorbells.length).toBe(n);
+  expect(doorbells.length - n).toBeLessThanOrEqual(Math.ceil(n * 0.01));
   expect(doorbells.every((d) => d.generation === 1)).toBe(true);
   for (const i of [0, 1, Math.floor(n / 2), n - 1]) expect(keys.has(`${batchId}/${i}`)).toBe(true);
 }
@@ -48,7 +67,7 @@ describe("large submissions", () => {
       submission: { format: "json", items: n, stored: n, published: n },
     });
     expect(await h.ledger.countItems("json-10k")).toMatchObject({ total: n, pending: n });
-    const doorbells = await h.drainDoorbells(n);
+    const doorbells = await drainEveryDoorbell("json-10k", n);
     expectOneDoorbellPerItem(doorbells, "json-10k", n);
     const t = h.events("batch.submitted", "json-10k")[0]!;
     console.log(
@@ -93,7 +112,7 @@ describe("large submissions", () => {
     // items; the chunk window (3 × 500 small items) and the clients' buffers are a few MB.
     expect(heapGrowthMb).toBeLessThan(40);
     expect(await h.ledger.countItems("ndjson-100k")).toMatchObject({ total: n, pending: n });
-    const doorbells = await h.drainDoorbells(n, 300_000);
+    const doorbells = await drainEveryDoorbell("ndjson-100k", n, 300_000);
     expectOneDoorbellPerItem(doorbells, "ndjson-100k", n);
     const submitted = h.events("batch.submitted", "ndjson-100k");
     expect(submitted).toHaveLength(1);
