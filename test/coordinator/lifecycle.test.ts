@@ -297,4 +297,26 @@ describe("lifecycle", () => {
     expect(failed.body.items[0].error).toMatchObject({ kind: "cancelled", message: "cancelled by operator" });
     expect((await h.request("GET", "/v1/batches/nope/items")).status).toBe(404);
   });
+  it("items that all finished while the batch was still submitting: the submission itself finalizes it", async () => {
+    // Workers that finish every item before the batch starts cannot finalize it (it is still
+    // `submitting`); the coordinator must settle after starting it — its probe of the last item
+    // finds it terminal and runs the existence check. Left to the workers, the batch would stay
+    // `running` with nothing left to deliver.
+    const markSubmitted = h.ledger.markSubmitted.bind(h.ledger);
+    h.ledger.markSubmitted = async (batchId, total, now) => {
+      await work(batchId, () => false);
+      expect((await h.ledger.getBatch(batchId))?.status).toBe("submitting");
+      return markSubmitted(batchId, total, now);
+    };
+    try {
+      const res = await h.request("POST", "/v1/batches", {
+        json: { id: "all-done-early", pipeline: "demo", items: items(4) },
+      });
+      expect(res.status).toBe(201);
+      expect(res.body).toMatchObject({ status: "succeeded", counts: { succeeded: 4, failed: 0 } });
+      expect(await h.ledger.getBatch("all-done-early")).toMatchObject({ status: "succeeded" });
+    } finally {
+      h.ledger.markSubmitted = markSubmitted;
+    }
+  });
 });
