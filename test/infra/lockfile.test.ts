@@ -33,11 +33,12 @@ function resolutionPaths(from: string, name: string): string[] {
 }
 
 /** Optional dependencies of locked packages that have no entry of their own in the lockfile. */
-export function missingOptionalPackages(lockfile: Lockfile): string[] {
+function missingOptionalPackages(lockfile: Lockfile): string[] {
   const missing: string[] = [];
   for (const [path, pkg] of Object.entries(lockfile.packages)) {
     for (const name of Object.keys(pkg.optionalDependencies ?? {})) {
-      if (!resolutionPaths(path, name).some((p) => p in lockfile.packages)) missing.push(`${path || "(root)"} → ${name}`);
+      if (!resolutionPaths(path, name).some((p) => p in lockfile.packages))
+        missing.push(`${path || "(root)"} → ${name}`);
     }
   }
   return missing.sort();
@@ -76,6 +77,8 @@ describe("package-lock.json", () => {
     };
     const root = lock.packages[""]!;
     expect(root.dependencies).toEqual(manifest.dependencies);
-    expect((root as { devDependencies?: Record<string, string> }).devDependencies).toEqual(manifest.devDependencies);
+    expect((root as { devDependencies?: Record<string, string> }).devDependencies).toEqual(
+      manifest.devDependencies,
+    );
   });
 });
