@@ -21,7 +21,19 @@ import {
   type Query,
   Timestamp,
   type Transaction,
+  type WriteBatch,
 } from "@google-cloud/firestore";
+import {
+  exportBackoffMs,
+  type FenceDecision,
+  mayBeginRetry,
+  mayClaimFinalization,
+  mayCreateItems,
+  mayReExport,
+  mayRequestTermination,
+  mayResetItems,
+} from "../core/batchFence";
+import { BatchFencedError } from "../core/errors";
 import type {
   Batch,
   BatchCounts,
@@ -297,22 +309,24 @@ export class FirestoreLedger implements Ledger {
         };
         return { ref: this.itemRef(batchId, it.itemId), doc };
       });
-      // No transaction: a chunk of new documents needs no read. `create` makes each write
-      // conditional on absence, so a re-submission racing the first one can never reset an item
-      // that a worker has already leased or finished. Fast path: one Commit per group of ≤ 500
-      // writes / ~8 MiB (Firestore's per-request caps) — one round trip, where the BulkWriter
-      // sends 20 writes per request (measured on the emulator: 3.5–4.5× faster for 4,000 items).
+      // No transaction: a chunk of new documents needs no read of the items. `create` makes each
+      // write conditional on absence, so a re-submission racing the first one can never reset an
+      // item that a worker has already leased or finished. Each commit carries the batch fence
+      // (core/batchFence.ts): it lands only while the batch still admits new items, so no item is
+      // ever added to a batch whose submission was sealed, terminated or finalized. Fast path: one
+      // Commit per group of ≤ 500 writes / ~8 MiB (Firestore's per-request caps) — one round trip.
       // A commit of creates fails as a whole when any document already exists (a racing or
-      // repeated submission) or on an error: that group then goes through the BulkWriter, which
-      // retries, creates what is missing and reports what existed.
+      // repeated submission): that group is then created item by item, each with the fence,
+      // reporting what existed.
       await Promise.all(
         commitGroups(docs).map(async (group) => {
           try {
-            const batch = this.db.batch();
-            for (const d of group) batch.create(d.ref, d.doc);
-            await batch.commit();
-          } catch {
-            alreadyExisting.push(...(await this.createEach(group)));
+            await this.commitFenced(batchId, mayCreateItems, (wb) => {
+              for (const d of group) wb.create(d.ref, d.doc);
+            });
+          } catch (err) {
+            if (!isAlreadyExists(err)) throw err;
+            alreadyExisting.push(...(await this.createEach(batchId, group)));
           }
         }),
       );
@@ -334,31 +348,94 @@ export class FirestoreLedger implements Ledger {
   }
 
   /**
-   * Creates each document on its own (BulkWriter): the slow path of appendItems. The default
-   * 500/s ramp-up (Firestore's guidance for a new collection) is switched off: each batch's items
-   * live in their own subcollection, and Firestore pushes back (RESOURCE_EXHAUSTED) with retries
-   * handled by the writer. Returns the ids that already existed.
+   * Creates each document in its own fenced commit: the slow path of appendItems, taken only when a
+   * group met documents that already exist (a repeated or racing submission). Returns those ids.
    */
-  private async createEach(group: Array<{ ref: DocumentReference; doc: ItemDoc }>): Promise<string[]> {
+  private async createEach(
+    batchId: string,
+    group: Array<{ ref: DocumentReference; doc: ItemDoc }>,
+  ): Promise<string[]> {
     const existing: string[] = [];
-    const writer = this.db.bulkWriter({ throttling: false });
-    const failures: Error[] = [];
-    writer.onWriteError((err) => {
-      if (err.code === 6 /* ALREADY_EXISTS */) {
-        existing.push(err.documentRef.id);
-        return false;
+    let next = 0;
+    const worker = async () => {
+      while (next < group.length) {
+        const d = group[next++]!;
+        try {
+          await this.commitFenced(batchId, mayCreateItems, (wb) => {
+            wb.create(d.ref, d.doc);
+          });
+        } catch (err) {
+          if (!isAlreadyExists(err)) throw err;
+          existing.push(d.ref.id);
+        }
       }
-      if (err.failedAttempts < 10) return true;
-      failures.push(err);
-      return false;
-    });
-    for (const d of group)
-      writer.create(d.ref, d.doc).catch(() => {
-        /* reported through onWriteError */
-      });
-    await writer.close();
-    if (failures.length > 0) throw failures[0];
+    };
+    await Promise.all(Array.from({ length: Math.min(16, group.length) }, worker));
     return existing;
+  }
+
+  // --- the batch fence (core/batchFence.ts) ------------------------------------------------------
+  /** The last batch snapshot each fenced writer decided on, by batch id (a fence check needs its update time). */
+  private readonly fences = new Map<string, { batch: Batch; updateTime: Timestamp }>();
+  private static readonly maxFencesRemembered = 1_000;
+
+  private async readFence(
+    batchId: string,
+    decide: (b: Batch) => FenceDecision,
+  ): Promise<{ batch: Batch; updateTime: Timestamp }> {
+    const snap = await this.batchRef(batchId).get();
+    this.ops.reads++;
+    const batch = FirestoreLedger.toBatch(snap);
+    if (!batch) throw new BatchFencedError(batchId, `batch ${batchId} does not exist`);
+    const decision = decide(batch);
+    if (!decision.ok) {
+      this.fences.delete(batchId);
+      throw new BatchFencedError(batchId, decision.reason);
+    }
+    const fence = { batch, updateTime: snap.updateTime! };
+    this.fences.delete(batchId);
+    this.fences.set(batchId, fence);
+    if (this.fences.size > FirestoreLedger.maxFencesRemembered) {
+      const oldest = this.fences.keys().next().value;
+      if (oldest !== undefined) this.fences.delete(oldest);
+    }
+    return fence;
+  }
+
+  /**
+   * Commits `build`'s writes atomically with the batch fence: a write of the batch document that
+   * sets `generation` to the value read, preconditioned on the read's update time. Unchanged, it
+   * changes nothing (Firestore keeps the update time, so concurrent fenced commits of one batch do
+   * not conflict); changed, the commit fails and is decided again on a fresh read of the batch —
+   * a refusal throws BatchFencedError with nothing written. A FAILED_PRECONDITION of one of
+   * `build`'s own writes (the fence unchanged) is rethrown to the caller.
+   */
+  private async commitFenced(
+    batchId: string,
+    decide: (b: Batch) => FenceDecision,
+    build: (wb: WriteBatch) => void,
+  ): Promise<void> {
+    let fence = this.fences.get(batchId);
+    if (!fence || !decide(fence.batch).ok) fence = await this.readFence(batchId, decide);
+    for (let round = 1; ; round++) {
+      const wb = this.db.batch();
+      wb.update(
+        this.batchRef(batchId),
+        { generation: fence.batch.generation },
+        { lastUpdateTime: fence.updateTime },
+      );
+      build(wb);
+      try {
+        await wb.commit();
+        this.ops.writes++; // the fence check (per commit, not per item)
+        return;
+      } catch (err) {
+        if (!isFailedPrecondition(err)) throw err;
+        const fresh = await this.readFence(batchId, decide);
+        if (fresh.updateTime.isEqual(fence.updateTime) || round >= this.maxAttempts) throw err;
+        fence = fresh;
+      }
+    }
   }
 
   async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
@@ -387,6 +464,17 @@ export class FirestoreLedger implements Ledger {
       tx.update(ref, { ...moved, progressAt: now, updatedAt: now });
       this.ops.writes++;
       return { ...b, ...moved, progressAt: now, updatedAt: now };
+    });
+  }
+
+  async recordProgress(batchId: string, now: number): Promise<void> {
+    await this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "submitting" || b.progressAt >= now) return;
+      tx.update(ref, { progressAt: now, updatedAt: now });
+      this.ops.writes++;
     });
   }
 
@@ -921,6 +1009,16 @@ export class FirestoreLedger implements Ledger {
     );
   }
 
+  async countSucceeded(batchId: string, generation: number): Promise<number> {
+    const snap = await this.items(batchId)
+      .where("status", "==", "succeeded")
+      .where("generation", "==", generation)
+      .count()
+      .get();
+    this.ops.aggregations++;
+    return snap.data().count;
+  }
+
   async hasLiveItems(batchId: string): Promise<boolean> {
     if (this.skipFinalizeRate > 0 && Math.random() < this.skipFinalizeRate) return true;
     return this.liveItemExists(batchId);
@@ -938,15 +1036,79 @@ export class FirestoreLedger implements Ledger {
     return !snap.empty;
   }
 
-  async releaseFinalizing(batchId: string, finalizingAt: number): Promise<void> {
+  async releaseFinalizing(batchId: string, claim: number): Promise<void> {
     await this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
       const b = FirestoreLedger.toBatch(await tx.get(ref));
       this.ops.reads++;
       // Only our own claim: another finalizer may have taken over meanwhile.
-      if (!b || b.status !== "finalizing" || b.finalizingAt !== finalizingAt) return;
+      if (!b || b.status !== "finalizing" || b.finalizingAt !== claim) return;
       tx.update(ref, { finalizingAt: 0 });
       this.ops.writes++;
+    });
+  }
+
+  async recordExportFailure(
+    batchId: string,
+    claim: number,
+    error: string,
+    now: number,
+    maxExportAttempts: number,
+  ): Promise<Batch | null> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      // Only our own claim: another finalizer may have taken over meanwhile.
+      if (!b || b.status !== "finalizing" || b.finalizingAt !== claim) return null;
+      const attempts = (b.exportAttempts ?? 0) + 1;
+      const exhausted = attempts >= maxExportAttempts;
+      const patch = {
+        // 0 hands the claim back: the next finalizer may claim it once the backoff has passed.
+        finalizingAt: 0,
+        exportAttempts: attempts,
+        exportError: error,
+        exportFailedAt: exhausted ? now : null,
+        nextExportAt: exhausted ? null : now + exportBackoffMs(attempts),
+        updatedAt: now,
+      };
+      tx.update(ref, patch);
+      this.ops.writes++;
+      return { ...b, ...patch };
+    });
+  }
+
+  async renewFinalizing(batchId: string, claim: number, now: number): Promise<number | null> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || b.status !== "finalizing" || b.finalizingAt !== claim) return null;
+      const renewed = Math.max(now, claim + 1);
+      tx.update(ref, { finalizingAt: renewed });
+      this.ops.writes++;
+      return renewed;
+    });
+  }
+
+  async reExport(batchId: string, now: number): Promise<Batch> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = FirestoreLedger.toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new BatchFencedError(batchId, `batch ${batchId} does not exist`);
+      const decision = mayReExport(b);
+      if (!decision.ok) throw new BatchFencedError(batchId, decision.reason);
+      const patch = {
+        exportAttempts: 0,
+        exportFailedAt: null,
+        nextExportAt: null,
+        finalizingAt: 0,
+        updatedAt: now,
+      };
+      tx.update(ref, patch);
+      this.ops.writes++;
+      return { ...b, ...patch };
     });
   }
 
@@ -968,11 +1130,7 @@ export class FirestoreLedger implements Ledger {
       this.ops.reads++;
       const b = FirestoreLedger.toBatch(snap);
       if (!b) return null;
-      const claimable =
-        b.status === "running" ||
-        (b.terminateAs !== null && (b.status === "blocked" || b.status === "submitting")) ||
-        (b.status === "finalizing" && (b.finalizingAt ?? 0) < now - staleFinalizingMs);
-      if (!claimable) return null;
+      if (!mayClaimFinalization(b, now, staleFinalizingMs).ok) return null;
       if (await this.liveItemExists(batchId)) return null;
       const patch = { status: "finalizing" as const, finalizingAt: now, updatedAt: now, progressAt: now };
       try {
@@ -1056,7 +1214,7 @@ export class FirestoreLedger implements Ledger {
       const ref = this.batchRef(batchId);
       const b = FirestoreLedger.toBatch(await tx.get(ref));
       this.ops.reads++;
-      if (!b || isFinalBatchStatus(b.status)) return null;
+      if (!b || !mayRequestTermination(b).ok) return null;
       if (b.terminateAs) return b;
       tx.update(ref, { terminateAs: as, reason, updatedAt: now });
       this.ops.writes++;
@@ -1098,10 +1256,8 @@ export class FirestoreLedger implements Ledger {
       const b = FirestoreLedger.toBatch(await tx.get(ref));
       this.ops.reads++;
       if (!b) throw new Error(`batch ${batchId} not found`);
-      if (!isFinalBatchStatus(b.status))
-        throw new RetryRefusedError(`batch ${batchId} is ${b.status}; only a final batch can be retried`);
-      if (!b.summary || b.summary.counts.failed === 0)
-        throw new RetryRefusedError(`batch ${batchId} has no failed items to retry`);
+      const decision = mayBeginRetry(b);
+      if (!decision.ok) throw new RetryRefusedError(decision.reason);
       const patch = {
         status: "submitting" as const,
         generation: b.generation + 1,
@@ -1133,35 +1289,50 @@ export class FirestoreLedger implements Ledger {
       .get();
     this.ops.queries++;
     this.ops.reads += snap.size;
-    const writer = this.db.bulkWriter({ throttling: false });
-    writer.onWriteError(() => false);
+    if (snap.empty) return [];
+    // Fenced (core/batchFence.ts): the resets land only while this retry is still submitting, so a
+    // retry taken for dead, cancelled or finalized between two pages resets nothing more. Each reset
+    // is also conditioned on the item's own read. One commit per page; when an item changed since
+    // the read (the fence unchanged), the page is reset item by item and the changed ones skipped.
+    const decide = (b: Batch) => mayResetItems(b, generation);
+    const resetOf = (d: (typeof snap.docs)[number]) => ({
+      status: "pending" as const,
+      generation,
+      attempt: 0,
+      error: null,
+      lastError: d.get("error") ?? null,
+      leaseOwner: null,
+      leaseUntil: null,
+      finishedAt: null,
+      updatedAt: now,
+      pendingSince: now,
+    });
+    const refOf = (d: (typeof snap.docs)[number]): ItemRef => ({
+      batchId,
+      itemId: d.get("itemId") as string,
+      generation,
+    });
+    try {
+      await this.commitFenced(batchId, decide, (wb) => {
+        for (const d of snap.docs) wb.update(d.ref, resetOf(d), { lastUpdateTime: d.updateTime });
+      });
+      this.ops.writes += snap.size;
+      return snap.docs.map(refOf);
+    } catch (err) {
+      if (!isFailedPrecondition(err)) throw err;
+    }
     const refs: ItemRef[] = [];
     for (const d of snap.docs) {
-      const itemId = d.get("itemId") as string;
-      writer
-        .update(
-          d.ref,
-          {
-            status: "pending",
-            generation,
-            attempt: 0,
-            error: null,
-            lastError: d.get("error") ?? null,
-            leaseOwner: null,
-            leaseUntil: null,
-            finishedAt: null,
-            updatedAt: now,
-            pendingSince: now,
-          },
-          { lastUpdateTime: d.updateTime },
-        )
-        .then(() => {
-          refs.push({ batchId, itemId, generation });
-        })
-        .catch(() => {});
+      try {
+        await this.commitFenced(batchId, decide, (wb) => {
+          wb.update(d.ref, resetOf(d), { lastUpdateTime: d.updateTime });
+        });
+        this.ops.writes++;
+        refs.push(refOf(d));
+      } catch (err) {
+        if (!isFailedPrecondition(err)) throw err;
+      }
     }
-    await writer.close();
-    this.ops.writes += snap.size;
     return refs;
   }
 
@@ -1182,6 +1353,10 @@ export class RetryRefusedError extends Error {}
 
 function isFailedPrecondition(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 9; // gRPC FAILED_PRECONDITION
+}
+
+function isAlreadyExists(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 6; // gRPC ALREADY_EXISTS
 }
 
 /** Firestore's caps per request: 500 writes, 10 MiB. Groups stay below both (payloads are the bulk). */

@@ -38,3 +38,17 @@ export class PermanentError extends Error {
     this.name = "PermanentError";
   }
 }
+
+/**
+ * A fenced write was refused: the batch no longer admits it (finalization claimed, sealed,
+ * terminated, or another generation). Answered 409; nothing of the refused write was stored.
+ */
+export class BatchFencedError extends TallyError {
+  constructor(
+    readonly batchId: string,
+    message: string,
+  ) {
+    super(409, "batch_closed", message);
+    this.name = "BatchFencedError";
+  }
+}

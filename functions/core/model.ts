@@ -123,6 +123,17 @@ export interface Batch {
   finalizingAt: number | null;
   finishedAt: number | null;
   summary: BatchSummary | null;
+  /**
+   * Failed export attempts since the last successful export or operator re-export. Persisted, so
+   * the cap holds across finalizers, ticks and restarts.
+   */
+  exportAttempts?: number;
+  /** The last export failure's message. */
+  exportError?: string | null;
+  /** Set when the export failed its last allowed attempt: the batch waits for an operator's re-export. */
+  exportFailedAt?: number | null;
+  /** Earliest time the next export attempt may claim the batch (backoff after a failed attempt). */
+  nextExportAt?: number | null;
 }
 
 export interface NewItem {

@@ -102,6 +102,11 @@ export interface Ledger {
    */
   advanceCursor(batchId: string, cursor: number, now: number, received?: number): Promise<Batch>;
   /**
+   * A long-running writer of a `submitting` batch (an operator retry paging) says it is alive: only
+   * `progressAt` moves, so the stale-submission sweep does not take it for dead.
+   */
+  recordProgress(batchId: string, now: number): Promise<void>;
+  /**
    * All items received and published: `submitting` → `running` (total fixed). Returns false when
    * the batch was not `submitting` (already running, blocked, final).
    */
@@ -164,11 +169,30 @@ export interface Ledger {
   hasLiveItems(batchId: string): Promise<boolean>;
   /** `running` → `finalizing` (or a stale `finalizing` re-claimed); exactly one caller wins. */
   beginFinalizing(batchId: string, now: number, staleFinalizingMs: number): Promise<Batch | null>;
+  /** Hands back our claim (`claim` = its `finalizingAt`) without counting an export attempt. */
+  releaseFinalizing(batchId: string, claim: number): Promise<void>;
   /**
-   * Gives up a finalizing claim whose export failed, so the next finalizer (the reconciler's next
-   * tick) may claim it at once instead of waiting for the claim to go stale.
+   * Records a failed export of our claim (`claim` = the claim's `finalizingAt`) and hands the claim
+   * back: the next finalizer may claim it after a backoff, or — once `maxExportAttempts` failures
+   * are persisted — the batch stays `finalizing` with `exportFailedAt` set until an operator
+   * re-exports it. Null when the claim is no longer ours.
    */
-  releaseFinalizing(batchId: string, finalizingAt: number): Promise<void>;
+  recordExportFailure(
+    batchId: string,
+    claim: number,
+    error: string,
+    now: number,
+    maxExportAttempts: number,
+  ): Promise<Batch | null>;
+  /**
+   * Keeps a claim alive during a long export (a stale claim is taken over): returns the claim's new
+   * value, or null when it is no longer ours.
+   */
+  renewFinalizing(batchId: string, claim: number, now: number): Promise<number | null>;
+  /** Operator: a batch whose export failed for good may be claimed again at once. */
+  reExport(batchId: string, now: number): Promise<Batch>;
+  /** Succeeded items of one generation (one count() aggregation): the finalizer's check of the export. */
+  countSucceeded(batchId: string, generation: number): Promise<number>;
   /** `finalizing` → the outcome (or `cancelled` when cancel was requested), with the summary. */
   finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null>;
   /** Succeeded items of one generation, paged, for the sink export. */

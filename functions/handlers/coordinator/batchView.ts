@@ -38,6 +38,19 @@ export function batchView(b: Batch, counts: BatchCounts | null) {
         }
       : null,
     export: b.summary ? { exportId: b.summary.exportId, rows: b.summary.exportedRows } : null,
+    /**
+     * Failed export attempts of the current finalization (null when none failed). `failedAt` set:
+     * the attempts are used up and the batch waits for `POST /v1/batches/{id}:export`.
+     */
+    exportFailure:
+      (b.exportAttempts ?? 0) > 0 && b.status === "finalizing"
+        ? {
+            attempts: b.exportAttempts ?? 0,
+            error: b.exportError ?? null,
+            failedAt: iso(b.exportFailedAt),
+            nextAttemptAt: iso(b.nextExportAt),
+          }
+        : null,
     createdAt: iso(b.createdAt),
     updatedAt: iso(b.updatedAt),
     startedAt: iso(b.startedAt),

@@ -19,7 +19,7 @@ import { sendError, sendJson } from "../../http/responses";
 import { getBatchView, listBatchesView, listItemsView } from "./batchQueries";
 import { type CoordinatorOptions, resolveSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
-import { cancelBatch, retryBatch } from "./operatorActions";
+import { cancelBatch, reExportBatch, retryBatch } from "./operatorActions";
 import { matchRoute } from "./router";
 import { ClientGone, PartiallyStoredSubmission } from "./submissionErrors";
 import { submitBatch } from "./submissionRoute";
@@ -66,6 +66,8 @@ export function createCoordinatorHandler(deps: HandlerDeps, opts: CoordinatorOpt
           return sendJson(res, 200, await cancelBatch(deps, settings, log, batchId));
         case "retryBatch":
           return sendJson(res, 200, await retryBatch(deps, settings, log, batchId));
+        case "exportBatch":
+          return sendJson(res, 200, await reExportBatch(deps, log, batchId));
       }
     } catch (err) {
       if (err instanceof ClientGone) {

@@ -4,8 +4,9 @@
 // million items never loads more than one page.
 
 import { RetryRefusedError } from "../../adapters/firestoreLedger";
-import { failedPrecondition, notFound } from "../../core/errors";
-import { settleBatch } from "../../core/finalizeBatch";
+import { mayRequestTermination } from "../../core/batchFence";
+import { BatchFencedError, failedPrecondition, notFound } from "../../core/errors";
+import { finalizeBatch, settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import { batchView } from "./batchView";
 import type { CoordinatorSettings } from "./coordinatorOptions";
@@ -33,10 +34,15 @@ export async function cancelBatch(
   const before = await ledger.getBatch(batchId);
   if (!before) throw notFound(`no batch "${batchId}"`);
   const flagged = await ledger.requestTermination(batchId, "cancelled", operatorCancelReason, clock.now());
-  if (!flagged)
+  if (!flagged) {
+    const now = (await ledger.getBatch(batchId)) ?? before;
+    const decision = mayRequestTermination(now);
     throw failedPrecondition(
-      `batch "${batchId}" is already ${before.status}; only a batch that is not final can be cancelled`,
+      decision.ok
+        ? `batch "${batchId}" could not be cancelled; try again`
+        : `${decision.reason}; only a batch that is neither final nor finalizing can be cancelled`,
     );
+  }
   const reason = flagged.reason ?? operatorCancelReason;
   log.info("batch.cancel_requested", `batch ${batchId}: cancel requested (was ${flagged.status})`, {
     batchId,
@@ -75,12 +81,25 @@ export async function retryBatch(
   }
   const generation = started.generation;
   let reset = 0;
-  for (;;) {
-    // Each page: failed → pending in the new generation, then its doorbells.
-    const refs = await ledger.resetFailedItems(batchId, generation, settings.operatorPageSize, clock.now());
-    if (refs.length === 0) break;
-    await queue.publish(refs);
-    reset += refs.length;
+  try {
+    for (;;) {
+      // Each page: failed → pending in the new generation (fenced: refused once this retry was
+      // cancelled, ended by the reconciler or finalized), then its doorbells. Moving the batch's
+      // progress each page tells the reconciler this retry is alive, not stale.
+      const refs = await ledger.resetFailedItems(batchId, generation, settings.operatorPageSize, clock.now());
+      if (refs.length === 0) break;
+      await queue.publish(refs);
+      reset += refs.length;
+      await ledger.recordProgress(batchId, clock.now());
+    }
+  } catch (err) {
+    if (!(err instanceof BatchFencedError)) throw err;
+    log.warn("batch.retry_fenced", `batch ${batchId}: retry stopped after ${reset} items: ${err.message}`, {
+      batchId,
+      generation,
+      items: reset,
+    });
+    throw failedPrecondition(`the retry of batch "${batchId}" stopped after ${reset} items: ${err.message}`);
   }
   await ledger.markRetrySubmitted(batchId, clock.now());
   log.info("batch.retry", `batch ${batchId}: retrying ${reset} failed items (generation ${generation})`, {
@@ -91,5 +110,30 @@ export async function retryBatch(
   });
   await settleBatch(finalizeDeps(deps, log), batchId);
   const after = (await ledger.getBatch(batchId)) ?? started;
+  return batchView(after, await ledger.countItems(batchId));
+}
+
+/** Operator: a batch whose export failed its last allowed attempt is claimed and exported again now. */
+export async function reExportBatch(deps: HandlerDeps, log: Logger, batchId: string) {
+  const { ledger, clock } = deps;
+  const before = await ledger.getBatch(batchId);
+  if (!before) throw notFound(`no batch "${batchId}"`);
+  try {
+    await ledger.reExport(batchId, clock.now());
+  } catch (err) {
+    if (err instanceof BatchFencedError) throw failedPrecondition(err.message);
+    throw err;
+  }
+  log.info(
+    "batch.reexport_requested",
+    `batch ${batchId}: re-export requested after ${before.exportAttempts ?? 0} failed attempts`,
+    {
+      batchId,
+      attempts: before.exportAttempts ?? 0,
+    },
+  );
+  // The export may fail again: the batch then records the failure and backs off as before.
+  await finalizeBatch(finalizeDeps(deps, log), batchId).catch(() => null);
+  const after = (await ledger.getBatch(batchId)) ?? before;
   return batchView(after, await ledger.countItems(batchId));
 }

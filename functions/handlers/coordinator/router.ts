@@ -11,6 +11,7 @@ export type RouteName =
   | "listItems"
   | "cancelBatch"
   | "retryBatch"
+  | "exportBatch"
   | "dashboard";
 
 export type RouteMatch =
@@ -47,8 +48,9 @@ export function matchRoute(method: string, pathname: string): RouteMatch {
     const batchId = segment.slice(0, colon);
     if (verb === "cancel") return { kind: "route", name: "cancelBatch", batchId };
     if (verb === "retry") return { kind: "route", name: "retryBatch", batchId };
+    if (verb === "export") return { kind: "route", name: "exportBatch", batchId };
   }
-  const custom = /:(cancel|retry)$/.test(segment);
+  const custom = /:(cancel|retry|export)$/.test(segment);
   // `/v1/batches/{id}:cancel` exists for POST only; `/v1/batches/{id}` for GET only.
   return custom && method !== "GET"
     ? { kind: "method_not_allowed", allow: ["POST"] }
