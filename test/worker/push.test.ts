@@ -5,6 +5,7 @@
 import type { Message } from "@google-cloud/pubsub";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
+import { PubSubWorkQueue } from "../../functions/adapters/pubsubWorkQueue";
 import type { Item } from "../../functions/core/model";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
 import { Switchboard } from "./support/switchboard";
@@ -423,17 +424,41 @@ describe("delivery forms and poison", () => {
   });
 
   it("accepts the unwrapped push form (payload unwrapping with metadata headers)", async () => {
-    const unwrappedSub = `${config.topology.workSubscription}-unwrapped`;
-    const [sub] = await pubsub.topic(config.topology.workTopic).createSubscription(unwrappedSub, {
-      pushConfig: { pushEndpoint: worker.url, noWrapper: { writeMetadata: true } },
+    // A topic of its own whose only subscription pushes unwrapped, through a recording front of its
+    // own: the wrapped work subscription never sees this doorbell, so only the unwrapped delivery
+    // can complete the item.
+    const unwrappedTopic = `${config.topology.workTopic}-unwrapped`;
+    const front = new Switchboard();
+    await front.start();
+    front.target = worker.url;
+    const [topic] = await pubsub.createTopic(unwrappedTopic);
+    const [sub] = await topic.createSubscription(`${unwrappedTopic}-push`, {
+      pushConfig: { pushEndpoint: front.url, noWrapper: { writeMetadata: true } },
       ackDeadlineSeconds: 60,
     });
     try {
-      const { batchId } = await submitBatch(deps, "demo", [{ itemId: "unwrapped", payload: { value: 7 } }]);
+      const { batchId, refs } = await submitBatch(
+        deps,
+        "demo",
+        [{ itemId: "unwrapped", payload: { value: 7 } }],
+        { publish: false },
+      );
+      await new PubSubWorkQueue(pubsub, unwrappedTopic).publish(refs);
       const done = await terminal(batchId, "unwrapped");
-      expect(done).toMatchObject({ status: "succeeded", result: { value: 7 } });
+      expect(done).toMatchObject({ status: "succeeded", attempt: 1, result: { value: 7 } });
+      const delivered = await waitFor("the unwrapped delivery answered", () => {
+        const d = front.deliveriesOf("unwrapped");
+        return d.length > 0 && d.every((x) => x.status !== 0) ? d : null;
+      });
+      expect(delivered.map((d) => ({ form: d.form, batchId: d.batchId, status: d.status }))).toEqual([
+        { form: "unwrapped", batchId, status: 200 },
+      ]);
+      expect(events("item.succeeded", "unwrapped")).toHaveLength(1);
+      expect(switchboard.deliveriesOf("unwrapped")).toEqual([]);
     } finally {
-      await sub.delete();
+      await sub.delete().catch(() => {});
+      await topic.delete().catch(() => {});
+      await front.close();
     }
   });
 

@@ -13,6 +13,8 @@ export interface DeliveryRecord {
   /** The worker's status code; 0 when the connection was dropped or the worker was unreachable. */
   status: number;
   target: string;
+  /** How the delivery arrived: a JSON push envelope, or unwrapped (metadata and attributes as headers). */
+  form: "wrapped" | "unwrapped" | "other";
 }
 
 export class Switchboard {
@@ -44,7 +46,9 @@ export class Switchboard {
     const body = Buffer.concat(chunks);
     let messageId = "";
     let attributes: Record<string, string> = {};
+    let form: DeliveryRecord["form"] = "other";
     if (req.headers["x-goog-pubsub-message-id"]) {
+      form = "unwrapped";
       // Unwrapped push: metadata and attributes arrive as headers.
       messageId = String(req.headers["x-goog-pubsub-message-id"]);
       attributes = { itemId: String(req.headers.itemid ?? ""), batchId: String(req.headers.batchid ?? "") };
@@ -53,6 +57,7 @@ export class Switchboard {
         const parsed = JSON.parse(body.toString("utf8"));
         messageId = parsed?.message?.messageId ?? "";
         attributes = parsed?.message?.attributes ?? {};
+        if (parsed?.message) form = "wrapped";
       } catch {
         // not a push envelope: recorded without ids
       }
@@ -64,6 +69,7 @@ export class Switchboard {
       at: Date.now(),
       status: 0,
       target: this.target ?? "",
+      form,
     };
     this.deliveries.push(record);
     if ((record.itemId && this.crashItems.has(record.itemId)) || !this.target) {
