@@ -30,10 +30,13 @@
 //   a 500-item chunk is one publish request. Each chunk's publish is awaited before the chunk
 //   counts as done, so outstanding messages are bounded by the chunk window (no publisher flow
 //   control needed), and the cursor never runs ahead of a publish that has not succeeded.
+
+import { BatchFencedError } from "../../core/errors";
 import { settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import type { Batch, Item, NewItem } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
+import { type CrashPoint, CrashPointReached } from "../../faults";
 import { sameContent } from "./contentHash";
 import type { CoordinatorSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
@@ -120,13 +123,21 @@ export class SubmissionWriter {
   private stopped = false;
   private terminated: Batch | null = null;
 
+  /**
+   * `created`: this request created the batch; `exists`: a re-submission of a whole batch (every
+   * chunk compared with what is stored); `append`: items of an append request past the stored
+   * prefix, from `opts.startAt` — everything before it is stored and published (the append handler
+   * compared the overlap and published from the lagging cursor first), so, as for a new batch,
+   * chunks are stored concurrently and a racing store is sorted out by the create-only writes.
+   */
   constructor(
     private readonly env: SubmissionEnv,
     private readonly batch: Batch,
-    kind: "created" | "exists",
+    kind: "created" | "exists" | "append",
+    opts: { startAt?: number } = {},
   ) {
     this.batchId = batch.batchId;
-    this.fresh = kind === "created";
+    this.fresh = kind === "created" || kind === "append";
     this.accepting =
       (batch.status === "submitting" || batch.status === "blocked") &&
       batch.terminateAs === null &&
@@ -137,7 +148,17 @@ export class SubmissionWriter {
     this.cursorAtStart = batch.cursor;
     this.cursorWritten = batch.cursor;
     this.publishedUpTo = batch.cursor;
+    if (opts.startAt !== undefined) {
+      this.nextSeq = opts.startAt;
+      this.cursorAtStart = opts.startAt;
+      this.publishedUpTo = opts.startAt;
+    }
     this.lastCursorWriteAt = env.deps.clock.now();
+  }
+
+  /** A test's crash point (functions/faults.ts): stop here as if the process had been killed. */
+  private crash(point: CrashPoint): void {
+    if (this.env.settings.crashAt?.(point, this.batchId)) throw new CrashPointReached(point, this.batchId);
   }
 
   /** The stored batch (as read when the request started). */
@@ -323,14 +344,23 @@ export class SubmissionWriter {
       for (const run of missingRuns(missing)) {
         const runItems = items.slice(run.start, run.end);
         const t0 = Date.now();
-        const { alreadyExisting } = await ledger.appendItems(
-          this.batchId,
-          from + run.start,
-          runItems.map(({ itemId, payload }) => ({ itemId, payload })),
-          this.env.deps.clock.now(),
-          { publishable: this.publishing, deferReceived: this.concurrentStores },
-        );
-        this.timings.storeMs += Date.now() - t0;
+        let alreadyExisting: string[];
+        try {
+          ({ alreadyExisting } = await ledger.appendItems(
+            this.batchId,
+            from + run.start,
+            runItems.map(({ itemId, payload }) => ({ itemId, payload })),
+            this.env.deps.clock.now(),
+            { publishable: this.publishing, deferReceived: this.concurrentStores },
+          ));
+        } catch (err) {
+          if (!(err instanceof BatchFencedError)) throw err;
+          // The batch stopped admitting items (core/batchFence.ts): nothing of this run was stored.
+          if (!(await this.afterFence(err, runItems, from + run.start, problems))) return false;
+          continue;
+        } finally {
+          this.timings.storeMs += Date.now() - t0;
+        }
         this.stored += runItems.length - alreadyExisting.length;
         if (alreadyExisting.length > 0)
           await this.explainExisting(runItems, from + run.start, alreadyExisting, problems);
@@ -341,6 +371,41 @@ export class SubmissionWriter {
       }
     }
 
+    return true;
+  }
+
+  /**
+   * A fenced store was refused. Terminated (cancelled, failed): the submission stops and says so.
+   * Sealed by another request of the same batch (a client's concurrent re-submission): this run is
+   * fine if every item of it is stored as sent — then it counts as matched. Anything else: a 409
+   * naming why the batch accepts no more items.
+   */
+  private async afterFence(
+    err: BatchFencedError,
+    items: ChunkItem[],
+    from: number,
+    problems: ProblemList,
+  ): Promise<boolean> {
+    const { ledger } = this.env.deps;
+    const current = await ledger.getBatch(this.batchId);
+    if (current?.terminateAs) {
+      this.terminated = current;
+      this.stopped = true;
+      return false;
+    }
+    const stored = await ledger.getItemsBySeq(this.batchId, from, items.length);
+    const before = problems.total;
+    for (const s of stored) {
+      const item = items[s.seq - from];
+      if (item) this.compare(item, s, problems);
+    }
+    if (stored.length < items.length && problems.total === before)
+      problems.add("conflict", items[0]!.origin.label, err.message);
+    if (problems.total > before) {
+      this.stopped = true;
+      return false;
+    }
+    this.matched += stored.length;
     return true;
   }
 
@@ -358,19 +423,36 @@ export class SubmissionWriter {
     this.published += refs.length;
   }
 
+  /**
+   * Ends an append request (not the submission): waits for its chunks, then records the cursor and
+   * `received` (the stored prefix). Returns the batch when it was terminated meanwhile (its pending
+   * items swept), else null. A failure (e.g. a store refused by the fence) is thrown once every
+   * chunk in flight has settled: call stop() then, which records what was stored.
+   */
+  async flush(): Promise<Batch | null> {
+    await this.drain();
+    await this.settleCursorWrite(true);
+    this.crash("beforeCursorWrite");
+    if (this.publishing) await this.writeCursor(true);
+    if (this.terminated) return this.sweepTerminated(this.terminated);
+    return null;
+  }
+
   /** Ends the submission of `total` items: the batch starts (or records its total while blocked) and settles. */
   async finish(total: number, problems: ProblemList): Promise<FinishOutcome | null> {
     const { ledger, clock } = this.env.deps;
     await this.drain();
     await this.settleCursorWrite(true);
     if (this.stopped && !this.terminated) return null;
-    if (this.publishing) await this.writeCursor(true);
     if (!this.terminated && this.accepting) {
       // Cancelled since the last cursor write? (markSubmitted would start it regardless.)
       const current = await ledger.getBatch(this.batchId);
       if (current?.terminateAs) this.terminated = current;
     }
-    if (this.terminated) return { kind: "terminated", batch: await this.sweepTerminated(this.terminated) };
+    if (this.terminated) {
+      if (this.publishing) await this.writeCursor(true);
+      return { kind: "terminated", batch: await this.sweepTerminated(this.terminated) };
+    }
 
     if (!this.fresh) {
       // Stored items beyond this submission's end: the stored batch is longer (one indexed read).
@@ -388,6 +470,14 @@ export class SubmissionWriter {
 
     let current: Batch | null;
     if (this.publishing) {
+      // The seal first: from here on the fence refuses new items and the total is on the batch, so
+      // a coordinator that dies before the cursor write below leaves a batch the reconciler finishes
+      // on its own (it derives the stored prefix, finds every item stored, publishes from the cursor
+      // and starts it) rather than failing it as incomplete_submission (issue #15 item 4).
+      if (!this.batch.submissionComplete) await ledger.recordTotal(this.batchId, total, clock.now());
+      this.crash("beforeCursorWrite");
+      await this.writeCursor(true);
+      if (this.terminated) return { kind: "terminated", batch: await this.sweepTerminated(this.terminated) };
       const started = await ledger.markSubmitted(this.batchId, total, clock.now());
       current = started ? null : await ledger.getBatch(this.batchId);
     } else {
