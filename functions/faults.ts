@@ -48,3 +48,38 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
   if (problems.length > 0) throw new Error(`invalid fault injection: ${problems.join("; ")}`);
   return faults;
 }
+
+// --- crash points --------------------------------------------------------------------------------
+// Named places where a test makes the coordinator stop as if its process had been killed there: the
+// request fails (500) and writes nothing more. Armed only through CoordinatorOptions.crashAt, which
+// only a test harness sets; refused in a deployment like the switches above.
+
+/**
+ * `beforeCursorWrite`: every item of the request is stored and its doorbell published, and the
+ * batch is sealed when the request ends the submission, but the cursor write that records it
+ * (`cursor`, `received`) and the start of the batch do not happen — `received` lags what is stored.
+ */
+export const crashPoints = ["beforeCursorWrite"] as const;
+export type CrashPoint = (typeof crashPoints)[number];
+
+/** Says whether the process should "die" at `point` for this batch (the test counts its hits). */
+export type CrashSwitch = (point: CrashPoint, batchId: string) => boolean;
+
+/** The error a crash point throws: nothing after it runs in this request. */
+export class CrashPointReached extends Error {
+  constructor(
+    readonly point: CrashPoint,
+    readonly batchId: string,
+  ) {
+    super(`crash point ${point} reached (batch ${batchId}): fault injection`);
+    this.name = "CrashPointReached";
+  }
+}
+
+/** Refuses crash points in a deployment (NODE_ENV=production or Cloud Run), as faultsFromEnv does. */
+export function assertCrashPointsAllowed(env: NodeJS.ProcessEnv = process.env): void {
+  if (env.NODE_ENV === "production" || env.K_SERVICE)
+    throw new Error(
+      "crash points (CoordinatorOptions.crashAt) are refused in a deployment (NODE_ENV=production or Cloud Run)",
+    );
+}

@@ -3,6 +3,7 @@
 import { randomUUID } from "node:crypto";
 import type { TallyEnv } from "../../config";
 import { limits } from "../../core/limits";
+import { assertCrashPointsAllowed, type CrashSwitch } from "../../faults";
 import type { HttpHandler } from "../../http/httpTypes";
 
 export interface CoordinatorOptions {
@@ -25,7 +26,23 @@ export interface CoordinatorOptions {
   /** Pending items swept / failed items reset per page by cancel and retry. */
   operatorPageSize?: number;
   newBatchId?: () => string;
+  /** Items one `POST /v1/batches/{id}:append` may carry (413 beyond). Default appendLimits.maxItems. */
+  maxAppendItems?: number;
+  /** Bytes of one append request's body (413 beyond). Default appendLimits.maxBytes. */
+  maxAppendBytes?: number;
+  /**
+   * Fault injection for tests (functions/faults.ts): the coordinator stops at a named crash point
+   * when this says so. Refused in a deployment (NODE_ENV=production or K_SERVICE set).
+   */
+  crashAt?: CrashSwitch;
 }
+
+/**
+ * Caps of one append request (docs/api.md, "Submissions of any size"). Cloud Run refuses an HTTP/1
+ * request over 32 MiB and the Functions Framework buffers every body: 16 MiB leaves room for the
+ * framework's copies, and 10,000 items keep one request's ledger work (20 chunk commits) short.
+ */
+export const appendLimits = { maxItems: 10_000, maxBytes: 16 * 1024 * 1024 } as const;
 
 export interface CoordinatorSettings {
   dashboard?: HttpHandler;
@@ -38,6 +55,9 @@ export interface CoordinatorSettings {
   chunksInFlight: number;
   operatorPageSize: number;
   newBatchId: () => string;
+  maxAppendItems: number;
+  maxAppendBytes: number;
+  crashAt?: CrashSwitch;
 }
 
 export function resolveSettings(
@@ -45,6 +65,7 @@ export function resolveSettings(
   env: Pick<TallyEnv, "TALLY_MAX_ITEMS_PER_BATCH"> = {},
 ): CoordinatorSettings {
   const maxItems = opts.maxItemsPerBatch ?? env.TALLY_MAX_ITEMS_PER_BATCH;
+  if (opts.crashAt) assertCrashPointsAllowed();
   return {
     dashboard: opts.dashboard,
     maxItemsPerBatch: maxItems ?? limits.maxItemsPerBatch,
@@ -58,5 +79,8 @@ export function resolveSettings(
     chunksInFlight: opts.chunksInFlight ?? 8,
     operatorPageSize: opts.operatorPageSize ?? 500,
     newBatchId: opts.newBatchId ?? (() => randomUUID()),
+    maxAppendItems: opts.maxAppendItems ?? appendLimits.maxItems,
+    maxAppendBytes: opts.maxAppendBytes ?? appendLimits.maxBytes,
+    crashAt: opts.crashAt,
   };
 }
