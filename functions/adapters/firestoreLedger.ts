@@ -34,6 +34,17 @@ import {
   mayResetItems,
 } from "../core/batchFence";
 import { BatchFencedError } from "../core/errors";
+import {
+  completion,
+  decideComplete,
+  decideFail,
+  decideLease,
+  decideRedrive,
+  decideRelease,
+  heartbeatWrite,
+  holdsLease,
+  type ItemWrite,
+} from "../core/itemTransitions";
 import type {
   Batch,
   BatchCounts,
@@ -47,7 +58,7 @@ import type {
   NewItem,
   ResultRow,
 } from "../core/model";
-import { errorKinds, isFinalBatchStatus, isTerminalItemStatus } from "../core/model";
+import { errorKinds, isFinalBatchStatus } from "../core/model";
 import type {
   CreateBatchResult,
   ItemRef,
@@ -542,7 +553,7 @@ export class FirestoreLedger implements Ledger {
     return { doc, item };
   }
 
-  private write(tx: Transaction, doc: DocumentReference, patch: Partial<ItemDoc>): void {
+  private write(tx: Transaction, doc: DocumentReference, patch: Partial<ItemDoc> | ItemWrite): void {
     tx.update(doc, patch);
     this.ops.writes++;
   }
@@ -564,10 +575,10 @@ export class FirestoreLedger implements Ledger {
       const snap = await doc.get();
       this.ops.reads++;
       const item = FirestoreLedger.toItem(snap);
-      const decision = FirestoreLedger.decideLease(item, ref, owner, leaseMs, maxAttempts, now);
-      if (!decision.patch) return decision.result;
+      const decision = decideLease(item, ref, owner, leaseMs, maxAttempts, now);
+      if (!decision.write) return decision.result;
       try {
-        const written = await doc.update(decision.patch, { lastUpdateTime: snap.updateTime! });
+        const written = await doc.update(decision.write, { lastUpdateTime: snap.updateTime! });
         this.ops.writes++;
         if (decision.result.kind === "leased")
           this.rememberLease(ref, owner, written.writeTime, decision.result.item);
@@ -577,68 +588,6 @@ export class FirestoreLedger implements Ledger {
         throw err;
       }
     }
-  }
-
-  private static decideLease(
-    item: Item | null,
-    ref: ItemRef,
-    owner: string,
-    leaseMs: number,
-    maxAttempts: number,
-    now: number,
-  ): { result: LeaseResult; patch?: Partial<ItemDoc> } {
-    if (!item) return { result: { kind: "skip", reason: "not_found", item: null } };
-    if (item.generation !== ref.generation)
-      return { result: { kind: "skip", reason: "stale_generation", item } };
-    if (isTerminalItemStatus(item.status)) return { result: { kind: "skip", reason: "terminal", item } };
-    if (item.status === "running" && item.lease && item.lease.until > now)
-      return { result: { kind: "skip", reason: "leased_by_other", item } };
-    if (item.attempt >= maxAttempts) {
-      const error: ItemError = {
-        kind: "attempts_exhausted",
-        message: `${item.attempt} attempts used (maximum ${maxAttempts})${item.lastError ? `; last error: ${item.lastError.message}` : ""}`,
-      };
-      return {
-        patch: {
-          status: "failed",
-          error,
-          leaseOwner: null,
-          leaseUntil: null,
-          updatedAt: now,
-          finishedAt: now,
-          pendingSince: null,
-        },
-        result: {
-          kind: "exhausted",
-          item: { ...item, status: "failed", error, lease: null, updatedAt: now, finishedAt: now },
-        },
-      };
-    }
-    const patch = {
-      status: "running" as const,
-      attempt: item.attempt + 1,
-      leaseOwner: owner,
-      leaseUntil: now + leaseMs,
-      heartbeatAt: now,
-      startedAt: item.startedAt ?? now,
-      updatedAt: now,
-      pendingSince: null,
-    };
-    return {
-      patch,
-      result: {
-        kind: "leased",
-        item: {
-          ...item,
-          status: "running",
-          attempt: patch.attempt,
-          lease: { owner, until: patch.leaseUntil },
-          heartbeatAt: now,
-          startedAt: patch.startedAt,
-          updatedAt: now,
-        },
-      },
-    };
   }
 
   // --- leases this process took, with the write time of its last write to the item -------------
@@ -665,16 +614,9 @@ export class FirestoreLedger implements Ledger {
     this.leasesHeld.delete(FirestoreLedger.leaseKey(ref));
   }
 
-  /** The holder check shared by heartbeat, checkpoint and release. */
-  private static holds(item: Item | null, ref: ItemRef, owner: string): item is Item {
-    return (
-      !!item && item.generation === ref.generation && item.status === "running" && item.lease?.owner === owner
-    );
-  }
-
   async heartbeat(ref: ItemRef, owner: string, leaseMs: number, now: number): Promise<boolean> {
     return this.holderUpdate(ref, owner, (doc, lastUpdateTime) =>
-      doc.update({ leaseUntil: now + leaseMs, heartbeatAt: now, updatedAt: now }, { lastUpdateTime }),
+      doc.update(heartbeatWrite(leaseMs, now), { lastUpdateTime }),
     );
   }
 
@@ -721,7 +663,7 @@ export class FirestoreLedger implements Ledger {
         const snap = await doc.get();
         this.ops.reads++;
         const current = FirestoreLedger.toItem(snap);
-        if (!FirestoreLedger.holds(current, ref, owner)) return false;
+        if (!holdsLease(current, ref, owner)) return false;
         since = snap.updateTime!;
         item = current;
       }
@@ -745,31 +687,11 @@ export class FirestoreLedger implements Ledger {
     if (known && known.owner === owner && known.generation === ref.generation) {
       // Nothing has touched the item since our own lease write (the precondition proves it), so
       // it is still ours and not terminal: commit without reading it again.
-      const patch = {
-        status: "succeeded" as const,
-        result: result ?? null,
-        error: null,
-        leaseOwner: null,
-        leaseUntil: null,
-        finishedAt: now,
-        updatedAt: now,
-        pendingSince: null,
-      };
+      const done = completion(known.item, result, now);
       try {
-        await this.itemRef(ref.batchId, ref.itemId).update(patch, { lastUpdateTime: known.writeTime });
+        await this.itemRef(ref.batchId, ref.itemId).update(done.write, { lastUpdateTime: known.writeTime });
         this.ops.writes++;
-        return {
-          kind: "done",
-          item: {
-            ...known.item,
-            status: "succeeded",
-            result: patch.result,
-            error: null,
-            lease: null,
-            finishedAt: now,
-            updatedAt: now,
-          },
-        };
+        return { kind: "done", item: done.item };
       } catch (err) {
         if (!isFailedPrecondition(err)) throw err;
         // Changed since (redriven, taken over, cancelled): decide on what is stored now.
@@ -777,36 +699,10 @@ export class FirestoreLedger implements Ledger {
     }
     return this.tx(async (tx) => {
       const { doc, item } = await this.readItem(tx, ref);
-      if (!item) return { kind: "skip", reason: "not_found", item: null };
-      if (item.generation !== ref.generation) return { kind: "skip", reason: "stale_generation", item };
-      // A late duplicate never overwrites a finished item; a stale holder whose lease was taken
-      // over may still complete a non-terminal item (the result is as good), and the other
-      // delivery's completion then finds it terminal.
-      if (isTerminalItemStatus(item.status)) return { kind: "skip", reason: "terminal", item };
-      const patch = {
-        status: "succeeded" as const,
-        result: result ?? null,
-        error: null,
-        leaseOwner: null,
-        leaseUntil: null,
-        finishedAt: now,
-        updatedAt: now,
-        pendingSince: null,
-      };
-      this.write(tx, doc, patch);
-      void owner;
-      return {
-        kind: "done",
-        item: {
-          ...item,
-          status: "succeeded",
-          result: patch.result,
-          error: null,
-          lease: null,
-          finishedAt: now,
-          updatedAt: now,
-        },
-      };
+      // A late duplicate never overwrites a finished item (core/itemTransitions.ts).
+      const decision = decideComplete(item, ref, result, now);
+      if (decision.write) this.write(tx, doc, decision.write);
+      return decision.result;
     });
   }
 
@@ -819,26 +715,9 @@ export class FirestoreLedger implements Ledger {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
       const { doc, item } = await this.readItem(tx, ref);
-      if (!item) return { kind: "skip", reason: "not_found", item: null };
-      if (item.generation !== ref.generation) return { kind: "skip", reason: "stale_generation", item };
-      if (isTerminalItemStatus(item.status)) return { kind: "skip", reason: "terminal", item };
-      const live = item.status === "running" && item.lease !== null && item.lease.until > now;
-      if (live && item.lease!.owner !== opts.owner)
-        return { kind: "skip", reason: opts.owner ? "not_leased_by_caller" : "live_lease", item };
-      const patch = {
-        status: "failed" as const,
-        error,
-        leaseOwner: null,
-        leaseUntil: null,
-        finishedAt: now,
-        updatedAt: now,
-        pendingSince: null,
-      };
-      this.write(tx, doc, patch);
-      return {
-        kind: "done",
-        item: { ...item, status: "failed", error, lease: null, finishedAt: now, updatedAt: now },
-      };
+      const decision = decideFail(item, ref, error, now, opts.owner);
+      if (decision.write) this.write(tx, doc, decision.write);
+      return decision.result;
     });
   }
 
@@ -851,27 +730,9 @@ export class FirestoreLedger implements Ledger {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
       const { doc, item } = await this.readItem(tx, ref);
-      if (!FirestoreLedger.holds(item, ref, owner)) {
-        const seen = item as Item | null;
-        return {
-          kind: "skip",
-          reason: seen && isTerminalItemStatus(seen.status) ? "terminal" : "not_leased_by_caller",
-          item: seen,
-        };
-      }
-      const patch = {
-        status: "pending" as const,
-        leaseOwner: null,
-        leaseUntil: null,
-        lastError: lastError ?? item.lastError,
-        updatedAt: now,
-        pendingSince: now,
-      };
-      this.write(tx, doc, patch);
-      return {
-        kind: "done",
-        item: { ...item, status: "pending", lease: null, lastError: patch.lastError, updatedAt: now },
-      };
+      const decision = decideRelease(item, ref, owner, lastError, now);
+      if (decision.write) this.write(tx, doc, decision.write);
+      return decision.result;
     });
   }
 
@@ -896,37 +757,9 @@ export class FirestoreLedger implements Ledger {
   async redriveItem(ref: ItemRef, maxAttempts: number, now: number): Promise<RedriveResult> {
     return this.tx(async (tx) => {
       const { doc, item } = await this.readItem(tx, ref);
-      if (!item || item.generation !== ref.generation || item.status !== "running") return "skip";
-      if (item.lease && item.lease.until >= now) return "skip"; // renewed since the query
-      if (item.attempt >= maxAttempts) {
-        const error: ItemError = {
-          kind: "attempts_exhausted",
-          message: `lease expired on attempt ${item.attempt} of ${maxAttempts} (worker vanished)`,
-        };
-        this.write(tx, doc, {
-          status: "failed",
-          error,
-          leaseOwner: null,
-          leaseUntil: null,
-          finishedAt: now,
-          updatedAt: now,
-          pendingSince: null,
-        });
-        return "exhausted";
-      }
-      const lastError: ItemError = {
-        kind: "timeout",
-        message: `lease held by ${item.lease?.owner ?? "?"} expired`,
-      };
-      this.write(tx, doc, {
-        status: "pending",
-        leaseOwner: null,
-        leaseUntil: null,
-        lastError,
-        updatedAt: now,
-        pendingSince: now,
-      });
-      return "redriven";
+      const decision = decideRedrive(item, ref, maxAttempts, now);
+      if (decision.write) this.write(tx, doc, decision.write);
+      return decision.result;
     });
   }
 
