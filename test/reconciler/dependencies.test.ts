@@ -24,6 +24,9 @@ describe("dependencies", () => {
       expect(statuses[k], `link ${k}`).toBe("running");
       expect(statuses.slice(k + 1).every((s) => s === "blocked")).toBe(true);
       if (k > 0) await h.waitForDoorbells(ids[k]!, ["i0", "i1"]);
+      // No doorbell for a link that still waits.
+      await h.doorbellsSettled();
+      expect(h.doorbells.filter((d) => ids.slice(k + 1).includes(d.batchId))).toEqual([]);
       // Its workers finish; the next tick finalizes it and starts the next link.
       expect(await h.finishItems(ids[k]!)).toBe(2);
       const tick = await h.tick();
@@ -46,7 +49,9 @@ describe("dependencies", () => {
     for (const c of children) await h.createBatch(c, 2, { dependsOn: ["parent"] });
 
     const waiting = await h.tick();
+    expect(waiting.status).toBe(200);
     expect(waiting.body.dependencies).toMatchObject({ blocked: fanOut, waiting: fanOut, started: 0 });
+    await h.doorbellsSettled();
     expect(h.doorbells.filter((d) => d.batchId.startsWith("child-"))).toHaveLength(0);
 
     await h.finishItems("parent");
@@ -58,9 +63,15 @@ describe("dependencies", () => {
     const started = await h.ledger.getBatches(children);
     expect(started.filter((b) => b?.status === "running")).toHaveLength(fanOut);
     for (const c of children) await h.waitForDoorbells(c, ["i0", "i1"]);
-    // Started exactly once: an extra tick starts nothing.
+    await h.doorbellsSettled();
+    const childDoorbells = () => h!.doorbells.filter((d) => d.batchId.startsWith("child-")).length;
+    const published = childDoorbells();
+    // Started exactly once: an extra tick starts nothing and publishes nothing.
     const after = await h.tick();
+    expect(after.status).toBe(200);
     expect(after.body.dependencies).toMatchObject({ blocked: 0, started: 0 });
+    await h.doorbellsSettled();
+    expect(childDoorbells()).toBe(published);
   });
 
   it("a failed parent fails its dependents and theirs, with the reason, items failed, batches final", async () => {
@@ -92,6 +103,7 @@ describe("dependencies", () => {
     const g = await h.ledger.getBatch("g");
     expect(g?.status).toBe("failed");
     expect(g?.reason).toMatch(/^dependency d1 ended failed \(dependency p ended failed/);
+    await h.doorbellsSettled();
     expect(h.doorbells.filter((d) => ["d1", "d2", "g"].includes(d.batchId))).toHaveLength(0);
   });
 });

@@ -39,6 +39,7 @@ describe("reconciler HTTP", () => {
     expect(notJson.body.error.details[0]).toMatchObject({ path: "body", problem: "is not valid JSON" });
     // Refused requests did nothing.
     expect(h.logs.filter((l) => l.event === "reconcile.summary")).toHaveLength(0);
+    await h.doorbellsSettled();
     expect(h.doorbells).toHaveLength(0);
 
     // Cloud Scheduler's call: no body (or `{}`) — runs a tick and logs its summary.

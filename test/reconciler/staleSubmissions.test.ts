@@ -28,15 +28,20 @@ describe("stale submissions", () => {
     expect(tick.status).toBe(200);
     expect(tick.body.staleSubmissions).toMatchObject({ found: 1, resumed: 1, failed: 0, published: 4 });
     await h.waitForDoorbells("resume", ["i2", "i3", "i4", "i5"]);
+    await h.doorbellsSettled();
     expect(h.doorbellsFor("resume").sort()).toEqual(["i2", "i3", "i4", "i5"]);
+    expect(h.doorbellsFor("busy")).toEqual([]);
     const batch = await h.ledger.getBatch("resume");
     expect(batch).toMatchObject({ status: "running", cursor: 6, total: 6, submissionComplete: true });
     expect((await h.ledger.getBatch("busy"))?.status).toBe("submitting");
 
     // Resumed once: the next tick finds nothing stale and publishes nothing more.
     const again = await h.tick();
+    expect(again.status).toBe(200);
     expect(again.body.staleSubmissions.found).toBe(0);
     expect(again.body.stalePending.republished).toBe(0);
+    await h.doorbellsSettled();
+    expect(h.doorbellsFor("resume").sort()).toEqual(["i2", "i3", "i4", "i5"]);
 
     // Workers finish; the batch finalizes as usual.
     await h.finishItems("resume");
@@ -53,6 +58,7 @@ describe("stale submissions", () => {
     await h.createBatch("open-stream", 2, { at, total: null, state: "stored" });
 
     const tick = await h.tick();
+    expect(tick.status).toBe(200);
     expect(tick.body.staleSubmissions).toMatchObject({ found: 2, resumed: 0, failed: 2 });
     expect(tick.body.finalized).toBe(2);
     const b = await h.ledger.getBatch("partial-body");
@@ -66,6 +72,9 @@ describe("stale submissions", () => {
     for (const it of entries)
       expect(it).toMatchObject({ status: "failed", error: { kind: "cancelled", message: b?.reason } });
     expect(b?.summary?.counts).toMatchObject({ total: 3, failed: 3 });
+    // Failed, not resumed: not one doorbell.
+    await h.doorbellsSettled();
+    expect(h.doorbells.filter((d) => ["partial-body", "open-stream"].includes(d.batchId))).toEqual([]);
   });
 
   it("republishes pending items whose doorbells were never published, once", async () => {
@@ -77,12 +86,18 @@ describe("stale submissions", () => {
     expect(fresh.status).toBe("running");
 
     const tick = await h.tick();
+    expect(tick.status).toBe(200);
     expect(tick.body.stalePending).toMatchObject({ found: 4, republished: 4 });
     await h.waitForDoorbells("lost", ["i0", "i1", "i2", "i3"]);
+    await h.doorbellsSettled();
     expect(h.doorbellsFor("fresh")).toEqual([]);
     expect(h.logs.some((l) => l.event === "item.republished" && l.batchId === "lost")).toBe(true);
 
     const again = await h.tick();
+    expect(again.status).toBe(200);
     expect(again.body.stalePending).toMatchObject({ found: 0, republished: 0 });
+    // Republished once: still one doorbell per lost item.
+    await h.doorbellsSettled();
+    expect(h.doorbellsFor("lost").sort()).toEqual(["i0", "i1", "i2", "i3"]);
   });
 });

@@ -85,11 +85,13 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
       });
       if (!ack.ok) throw new Error(`acknowledge: ${ack.status} ${await ack.text()}`);
     }
-    return received.map((r) => ({
-      batchId: r.message.attributes.batchId!,
-      itemId: r.message.attributes.itemId!,
-      generation: Number(r.message.attributes.generation),
-    }));
+    return received
+      .filter((r) => !r.message.attributes.sentinel)
+      .map((r) => ({
+        batchId: r.message.attributes.batchId!,
+        itemId: r.message.attributes.itemId!,
+        generation: Number(r.message.attributes.generation),
+      }));
   };
 
   return {
@@ -107,17 +109,20 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
     },
 
     /**
-     * Pulls (and acks) doorbells until `expected` have arrived, then checks the subscription is
-     * empty: every publish completed before the submission answered, so anything extra would
-     * already be waiting.
+     * Receives (and acks) doorbells until `expected` have arrived, then until a sentinel published
+     * after them has arrived too (see `drainUntil`): a doorbell the action should not have published
+     * is among those returned, however late it was on its way.
      */
     async drainDoorbells(expected: number, timeoutMs = 120_000): Promise<Doorbell[]> {
       return this.drainUntil(`${expected} doorbells`, (all) => all.length >= expected, timeoutMs);
     },
 
     /**
-     * Receives (and acks) doorbells with a streaming pull until `done` says so, then closes it and
-     * pulls whatever else is waiting (synchronous pulls that return at once).
+     * Receives (and acks) doorbells with a streaming pull until `done` says so; then publishes a
+     * sentinel on the work topic and keeps receiving until the sentinel has arrived, so what the
+     * action published has had its chance to arrive before the caller asserts on what did (absence
+     * checks included); then closes the pull and pulls whatever else is waiting (synchronous pulls
+     * that return at once). Sentinels are never returned.
      */
     async drainUntil(
       what: string,
@@ -125,34 +130,42 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
       timeoutMs = 120_000,
     ): Promise<Doorbell[]> {
       const out: Doorbell[] = [];
-      if (!done(out)) {
-        const subscription = pubsub.subscription(subscriptionName, {
-          flowControl: { maxMessages: 5000, allowExcessMessages: false },
-        });
-        let failure: Error | null = null;
-        subscription.on("message", (m: Message) => {
-          out.push({
-            batchId: m.attributes.batchId!,
-            itemId: m.attributes.itemId!,
-            generation: Number(m.attributes.generation),
-          });
-          m.ack();
-        });
-        subscription.on("error", (err: Error) => {
-          failure = err;
-        });
-        try {
-          await waitFor(
-            what,
-            () => {
-              if (failure) throw failure;
-              return done(out);
-            },
-            timeoutMs,
-          );
-        } finally {
-          await subscription.close();
+      const sentinel = randomUUID();
+      let sentinelSeen = false;
+      const subscription = pubsub.subscription(subscriptionName, {
+        flowControl: { maxMessages: 5000, allowExcessMessages: false },
+      });
+      let failure: Error | null = null;
+      subscription.on("message", (m: Message) => {
+        m.ack();
+        if (m.attributes.sentinel) {
+          if (m.attributes.sentinel === sentinel) sentinelSeen = true;
+          return;
         }
+        out.push({
+          batchId: m.attributes.batchId!,
+          itemId: m.attributes.itemId!,
+          generation: Number(m.attributes.generation),
+        });
+      });
+      subscription.on("error", (err: Error) => {
+        failure = err;
+      });
+      const until = (label: string, condition: () => boolean) =>
+        waitFor(
+          label,
+          () => {
+            if (failure) throw failure;
+            return condition();
+          },
+          timeoutMs,
+        );
+      try {
+        await until(what, () => done(out));
+        await topic.publishMessage({ data: Buffer.alloc(0), attributes: { sentinel } });
+        await until(`the sentinel published after ${what}`, () => sentinelSeen);
+      } finally {
+        await subscription.close();
       }
       for (let i = 0; i < 2; i++) out.push(...(await pullOnce()));
       return out;

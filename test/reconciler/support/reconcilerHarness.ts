@@ -84,7 +84,14 @@ export async function startReconcilerHarness(opts: HarnessOptions = {}) {
     ackDeadlineSeconds: 60,
   });
   const doorbells: Array<ItemRef & { messageId: string; at: number }> = [];
+  /** Sentinels seen (see `doorbellsSettled`); never counted as doorbells. */
+  const sentinels = new Set<string>();
   subscription.on("message", (m: Message) => {
+    if (m.attributes.sentinel) {
+      sentinels.add(m.attributes.sentinel);
+      m.ack();
+      return;
+    }
     doorbells.push({
       batchId: m.attributes.batchId!,
       itemId: m.attributes.itemId!,
@@ -146,6 +153,16 @@ export async function startReconcilerHarness(opts: HarnessOptions = {}) {
     },
     doorbellsFor(batchId: string): string[] {
       return doorbells.filter((d) => d.batchId === batchId).map((d) => d.itemId);
+    },
+    /**
+     * For absence checks ("nothing was published"): publishes a sentinel on the work topic after the
+     * action and waits until the observer has received it, so a doorbell the action published has
+     * had its chance to arrive before the caller asserts that none did.
+     */
+    async doorbellsSettled(timeoutMs = 15_000): Promise<void> {
+      const sentinel = randomUUID();
+      await topic.publishMessage({ data: Buffer.alloc(0), attributes: { sentinel } });
+      await waitFor(`the sentinel ${sentinel} on the work topic`, () => sentinels.has(sentinel), timeoutMs);
     },
     /** Waits until every listed item of the batch has had at least one doorbell observed. */
     async waitForDoorbells(batchId: string, itemIds: string[], timeoutMs = 15_000) {
