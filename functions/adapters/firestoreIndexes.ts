@@ -1,9 +1,13 @@
 // Composite indexes and TTL fields the Firestore ledger's queries need. The Pulumi program declares
-// exactly these (infra/), so a query added here without its index fails the infra tests, not
-// production. The emulator needs no indexes.
+// exactly these (infra/storage.ts). The emulator needs no indexes, so test/infra/firestoreQueries.test.ts
+// records every query shape the ledger sends and fails when one is served by neither an index here
+// nor an automatic single-field index (minus the program's single-field exemptions): a query added
+// without its index fails the tests, not production.
 
 export const batchesCollection = "batches";
 export const itemsCollection = "items";
+/** One small document per paged reconciler sweep: where it stopped (Ledger.readSweepCursor). */
+export const reconcilerStateCollection = "reconcilerState";
 
 export interface IndexField {
   fieldPath: string;
@@ -51,6 +55,15 @@ export const firestoreIndexes: CompositeIndex[] = [
     collection: itemsCollection,
     queryScope: "COLLECTION",
     fields: [asc("status"), asc("generation")],
+  },
+  {
+    // Without it GET /v1/batches (no ?status=), the dashboard and the reconciler's batch sweeps fail
+    // with FAILED_PRECONDITION in production: two orders need a composite, and batchId is a field
+    // like any other to Firestore (only __name__, the document id, is in every index).
+    purpose: "API, dashboard, reconciler sweeps: every batch, newest first (listBatches without status)",
+    collection: batchesCollection,
+    queryScope: "COLLECTION",
+    fields: [desc("createdAt"), desc("batchId")],
   },
   {
     purpose: "API: batches filtered by status, newest first (listBatches)",

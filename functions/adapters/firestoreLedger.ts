@@ -69,7 +69,12 @@ import type {
   RedriveResult,
   TransitionResult,
 } from "../core/ports";
-import { batchesCollection, defaultRetentionDays, itemsCollection } from "./firestoreIndexes";
+import {
+  batchesCollection,
+  defaultRetentionDays,
+  itemsCollection,
+  reconcilerStateCollection,
+} from "./firestoreIndexes";
 
 export interface FirestoreLedgerOptions {
   /** Documents expire (TTL policy) this many days after creation. */
@@ -81,6 +86,12 @@ export interface FirestoreLedgerOptions {
    * production; see functions/faults.ts.
    */
   failCompletionRate?: number;
+  /**
+   * Fault injection for the chaos suite (F1 after the commit): this fraction of completion writes
+   * commit, then throw to the caller, as when the commit's answer is lost. Refused in production;
+   * see functions/faults.ts.
+   */
+  failAfterCompletionRate?: number;
   /**
    * Fault injection for the chaos suite (F3, F5): this fraction of `hasLiveItems` checks answers
    * "yes" without reading, so the caller never starts the event-driven finalization. Refused in
@@ -132,6 +143,7 @@ export class FirestoreLedger implements Ledger {
   private readonly retentionMs: number;
   private readonly maxAttempts: number;
   private readonly failCompletionRate: number;
+  private readonly failAfterCompletionRate: number;
   private readonly skipFinalizeRate: number;
 
   constructor(
@@ -141,6 +153,7 @@ export class FirestoreLedger implements Ledger {
     this.retentionMs = (opts.retentionDays ?? defaultRetentionDays) * 86_400_000;
     this.maxAttempts = opts.maxTransactionAttempts ?? 25;
     this.failCompletionRate = opts.failCompletionRate ?? 0;
+    this.failAfterCompletionRate = opts.failAfterCompletionRate ?? 0;
     this.skipFinalizeRate = opts.skipFinalizeRate ?? 0;
   }
 
@@ -682,6 +695,26 @@ export class FirestoreLedger implements Ledger {
   async completeItem(ref: ItemRef, owner: string, result: unknown, now: number): Promise<TransitionResult> {
     if (this.failCompletionRate > 0 && Math.random() < this.failCompletionRate)
       throw new Error("injected fault: completion write failed (TALLY_FAULT_COMPLETE_FAIL_RATE)");
+    // --- fault injection (F1 after the commit; functions/faults.ts): the completion commits, then
+    // the caller gets an error instead of the answer. Off unless the chaos suite sets the rate.
+    const completed = await this.commitCompletion(ref, owner, result, now);
+    if (
+      completed.kind === "done" &&
+      this.failAfterCompletionRate > 0 &&
+      Math.random() < this.failAfterCompletionRate
+    )
+      throw new Error(
+        "injected fault: the completion committed, then its answer was lost (TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE)",
+      );
+    return completed;
+  }
+
+  private async commitCompletion(
+    ref: ItemRef,
+    owner: string,
+    result: unknown,
+    now: number,
+  ): Promise<TransitionResult> {
     const known = this.leasesHeld.get(FirestoreLedger.leaseKey(ref));
     this.forgetLease(ref);
     if (known && known.owner === owner && known.generation === ref.generation) {
@@ -1035,6 +1068,34 @@ export class FirestoreLedger implements Ledger {
       this.ops.writes++;
       return true;
     });
+  }
+
+  async findDependents(batchId: string, limit: number): Promise<Batch[]> {
+    // array-contains is served by the automatic single-field (array) index on dependsOn; the
+    // status is checked here rather than in the query, so no composite index is needed.
+    const snap = await this.db
+      .collection(batchesCollection)
+      .where("dependsOn", "array-contains", batchId)
+      .limit(limit)
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => FirestoreLedger.toBatch(d)!).filter((b) => b.status === "blocked");
+  }
+
+  async readSweepCursor(sweep: string): Promise<string | undefined> {
+    const snap = await this.db.collection(reconcilerStateCollection).doc(sweep).get();
+    this.ops.reads++;
+    const token = snap.exists ? (snap.get("pageToken") as string | null) : null;
+    return token ?? undefined;
+  }
+
+  async writeSweepCursor(sweep: string, pageToken: string | undefined, now: number): Promise<void> {
+    await this.db
+      .collection(reconcilerStateCollection)
+      .doc(sweep)
+      .set({ pageToken: pageToken ?? null, updatedAt: now });
+    this.ops.writes++;
   }
 
   async requestTermination(

@@ -21,6 +21,8 @@ export interface FinalizeDeps {
   exportPageSize?: number;
   /** Failed export attempts (persisted on the batch) before the batch waits for an operator. Default 5. */
   maxExportAttempts?: number;
+  /** Runs after this call finalized a batch (starts its dependents); a failure is logged, not thrown. */
+  onFinalized?: (batch: Batch) => Promise<unknown>;
 }
 
 export const defaultMaxExportAttempts = 5;
@@ -108,6 +110,16 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
       reason: finished.reason,
       latencyMs: now - claimed.finalizingAt!,
     });
+    if (deps.onFinalized)
+      await deps.onFinalized(finished).catch((err: unknown) =>
+        log.error(
+          "batch.after_finalize_failed",
+          `batch ${batchId}: ${err instanceof Error ? err.message : String(err)}`,
+          {
+            batchId,
+          },
+        ),
+      );
   }
   return finished;
 }

@@ -201,6 +201,14 @@ export interface Ledger {
   // --- dependencies and operator actions --------------------------------------------------------
   /** `blocked` → `submitting` (the cursor then publishes the stored items). */
   unblockBatch(batchId: string, now: number): Promise<boolean>;
+  /** Batches that name `batchId` in their `dependsOn` and are still `blocked` (event-driven start of dependents). */
+  findDependents(batchId: string, limit: number): Promise<Batch[]>;
+  /**
+   * Where a paged reconciler sweep stopped (an opaque page token), persisted across ticks so every
+   * batch is reached however many there are; undefined: start from the beginning.
+   */
+  readSweepCursor(sweep: string): Promise<string | undefined>;
+  writeSweepCursor(sweep: string, pageToken: string | undefined, now: number): Promise<void>;
   /**
    * Flags a non-final batch to end early: `cancelled` (operator) or `failed` (a failed dependency,
    * an incomplete submission). Pending items are then swept; returns null when already final.

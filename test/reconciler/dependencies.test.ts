@@ -1,5 +1,7 @@
-// Batch dependencies through the reconciler (F7): a chain of 10 runs in order, one parent starts 50
-// dependents together, and a failed parent fails its dependents (and theirs) with the reason.
+// Batch dependencies (F7): a chain of 10 runs in order, one parent starts 50 dependents together,
+// and a failed parent fails its dependents (and theirs) with the reason. Dependents start when their
+// parent is finalized (event-driven, reconciler/startDependents.ts), not on a later tick: here the
+// tick finalizes each parent, and the dependency sweep itself finds nothing left to start.
 import { afterEach, describe, expect, it } from "vitest";
 import { type ReconcilerHarness, startReconcilerHarness } from "./support/reconcilerHarness";
 
@@ -10,7 +12,7 @@ afterEach(async () => {
 });
 
 describe("dependencies", () => {
-  it("a chain of 10 batches runs in order, one link per tick", async () => {
+  it("a chain of 10 batches runs in order, each link started by its parent's finalization", async () => {
     h = await startReconcilerHarness();
     const depth = 10;
     const ids = Array.from({ length: depth }, (_, k) => `chain-${k}`);
@@ -27,12 +29,13 @@ describe("dependencies", () => {
       // No doorbell for a link that still waits.
       await h.doorbellsSettled();
       expect(h.doorbells.filter((d) => ids.slice(k + 1).includes(d.batchId))).toEqual([]);
-      // Its workers finish; the next tick finalizes it and starts the next link.
+      // Its workers finish; the tick finalizes it, which starts the next link at once.
       expect(await h.finishItems(ids[k]!)).toBe(2);
       const tick = await h.tick();
       expect(tick.status).toBe(200);
       expect(tick.body.finalizedBatchIds).toEqual([ids[k]]);
-      expect(tick.body.dependencies.started).toBe(k < depth - 1 ? 1 : 0);
+      expect(tick.body.dependencies.started).toBe(0);
+      if (k < depth - 1) expect((await h.ledger.getBatch(ids[k + 1]!))?.status).toBe("running");
     }
     const batches = await h.ledger.getBatches(ids);
     expect(batches.every((b) => b?.status === "succeeded")).toBe(true);
@@ -41,7 +44,7 @@ describe("dependencies", () => {
       expect(batches[k]!.startedAt!).toBeGreaterThanOrEqual(batches[k - 1]!.finishedAt!);
   });
 
-  it("one parent → 50 dependents: all start in the tick after the parent finishes", async () => {
+  it("one parent → 50 dependents: all start when the parent is finalized", async () => {
     h = await startReconcilerHarness();
     const fanOut = 50;
     await h.createBatch("parent", 3);
@@ -59,7 +62,8 @@ describe("dependencies", () => {
     expect(tick.status).toBe(200);
     expect(tick.body.finalizedBatchIds).toContain("parent");
     console.log(`1 → ${fanOut} fan-out: the tick took ${tick.body.durationMs} ms`);
-    expect(tick.body.dependencies).toMatchObject({ started: fanOut, failed: 0, published: fanOut * 2 });
+    // Started by the parent's finalization, before the tick's dependency sweep ran.
+    expect(tick.body.dependencies).toMatchObject({ blocked: 0, started: 0, failed: 0 });
     const started = await h.ledger.getBatches(children);
     expect(started.filter((b) => b?.status === "running")).toHaveLength(fanOut);
     for (const c of children) await h.waitForDoorbells(c, ["i0", "i1"]);
@@ -87,7 +91,8 @@ describe("dependencies", () => {
     const first = await h.tick();
     expect(first.status).toBe(200);
     expect((await h.ledger.getBatch("p"))?.status).toBe("failed");
-    expect(first.body.dependencies.failed).toBe(2);
+    // Failed by the parent's finalization, and the grandchild by its parent's, in the same tick.
+    expect(first.body.dependencies).toMatchObject({ blocked: 0, failed: 0 });
     for (const id of ["d1", "d2"]) {
       const b = await h.ledger.getBatch(id);
       expect(b?.status, id).toBe("failed");
@@ -97,9 +102,7 @@ describe("dependencies", () => {
       expect(entries[0]?.error?.message).toBe(b?.reason);
       expect(b?.summary?.counts.failed).toBe(entries.length);
     }
-    // The grandchild fails on the next tick, naming the chain.
-    const second = await h.tick();
-    expect(second.body.dependencies.failed).toBe(1);
+    // The grandchild failed too, naming the chain.
     const g = await h.ledger.getBatch("g");
     expect(g?.status).toBe("failed");
     expect(g?.reason).toMatch(/^dependency d1 ended failed \(dependency p ended failed/);

@@ -8,21 +8,12 @@ import { mayRequestTermination } from "../../core/batchFence";
 import { BatchFencedError, failedPrecondition, notFound } from "../../core/errors";
 import { finalizeBatch, settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
+import { finalizeDepsFor } from "../finalizeDeps";
 import { batchView } from "./batchView";
 import type { CoordinatorSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
 
 export const operatorCancelReason = "cancelled by operator";
-
-function finalizeDeps(deps: HandlerDeps, log: Logger) {
-  return {
-    ledger: deps.ledger,
-    sink: deps.sink,
-    clock: deps.clock,
-    log,
-    staleFinalizingMs: deps.config.topology.reconcile.staleFinalizingSeconds * 1000,
-  };
-}
 
 export async function cancelBatch(
   deps: HandlerDeps,
@@ -58,7 +49,7 @@ export async function cancelBatch(
     batchId,
     items: swept,
   });
-  await settleBatch(finalizeDeps(deps, log), batchId);
+  await settleBatch(finalizeDepsFor(deps, log), batchId);
   const after = (await ledger.getBatch(batchId)) ?? flagged;
   return batchView(after, await ledger.countItems(batchId));
 }
@@ -108,7 +99,7 @@ export async function retryBatch(
     items: reset,
     previousStatus: before.status,
   });
-  await settleBatch(finalizeDeps(deps, log), batchId);
+  await settleBatch(finalizeDepsFor(deps, log), batchId);
   const after = (await ledger.getBatch(batchId)) ?? started;
   return batchView(after, await ledger.countItems(batchId));
 }
@@ -133,7 +124,7 @@ export async function reExportBatch(deps: HandlerDeps, log: Logger, batchId: str
     },
   );
   // The export may fail again: the batch then records the failure and backs off as before.
-  await finalizeBatch(finalizeDeps(deps, log), batchId).catch(() => null);
+  await finalizeBatch(finalizeDepsFor(deps, log), batchId).catch(() => null);
   const after = (await ledger.getBatch(batchId)) ?? before;
   return batchView(after, await ledger.countItems(batchId));
 }

@@ -37,6 +37,7 @@ import type { Logger } from "../../core/logger";
 import type { Batch, Item, NewItem } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
 import { type CrashPoint, CrashPointReached } from "../../faults";
+import { finalizeDepsFor } from "../finalizeDeps";
 import { sameContent } from "./contentHash";
 import type { CoordinatorSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
@@ -466,7 +467,19 @@ export class SubmissionWriter {
         return null;
       }
     }
-    if (!this.accepting) return { kind: "unchanged", batch: this.batch };
+    if (!this.accepting) {
+      const b = this.batch;
+      // Sealed with this total by a submission whose coordinator died before it started the batch
+      // (crash after the seal, before its cursor write): finish that start now instead of leaving
+      // it to the reconciler's stale-submission sweep.
+      const sealedNotStarted =
+        b.status === "submitting" && b.submissionComplete && b.terminateAs === null && b.generation === 1;
+      if (!sealedNotStarted || b.total !== total) return { kind: "unchanged", batch: b };
+      await this.publishFromCursor(b.cursor, total);
+      if (await ledger.markSubmitted(this.batchId, total, clock.now()))
+        await settleBatch(this.finalizeDeps(), this.batchId);
+      return { kind: "submitted", batch: (await ledger.getBatch(this.batchId)) ?? b };
+    }
 
     let current: Batch | null;
     if (this.publishing) {
@@ -629,14 +642,7 @@ export class SubmissionWriter {
   }
 
   private finalizeDeps() {
-    const { deps, log } = this.env;
-    return {
-      ledger: deps.ledger,
-      sink: deps.sink,
-      clock: deps.clock,
-      log,
-      staleFinalizingMs: deps.config.topology.reconcile.staleFinalizingSeconds * 1000,
-    };
+    return finalizeDepsFor(this.env.deps, this.env.log);
   }
 }
 

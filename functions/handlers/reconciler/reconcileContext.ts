@@ -4,6 +4,7 @@
 import { type FinalizeDeps, settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import type { HandlerDeps } from "../../runtime";
+import { finalizeDepsFor } from "../finalizeDeps";
 
 export interface ReconcileOptions {
   /** Entities (items or batches) read per query; defaults to topology.reconcile.pageSize. */
@@ -57,16 +58,6 @@ export const defaultTimeBudgetMs = 120_000;
 /** Multiples of the page size a tick may publish from cursors (dependents, resumed submissions). */
 export const publishBudgetPages = 40;
 
-export function finalizeDepsFor(deps: HandlerDeps, log: Logger = deps.log): FinalizeDeps {
-  return {
-    ledger: deps.ledger,
-    sink: deps.sink,
-    clock: deps.clock,
-    log,
-    staleFinalizingMs: deps.config.topology.reconcile.staleFinalizingSeconds * 1000,
-  };
-}
-
 export function createReconcileContext(deps: HandlerDeps, opts: ReconcileOptions = {}): ReconcileContext {
   const pageSize = opts.pageSize ?? deps.config.topology.reconcile.pageSize;
   const log = deps.log;
@@ -112,3 +103,5 @@ export async function settleFromTick(ctx: ReconcileContext, batchId: string): Pr
   if (finished) ctx.finalized.push(batchId);
   return finished !== null;
 }
+
+export { finalizeDepsFor };

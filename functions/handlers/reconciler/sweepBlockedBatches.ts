@@ -20,16 +20,21 @@ export interface DependencySummary {
 }
 
 const sweep = "dependencies";
+export const blockedSweepCursor = "dependencies.blocked";
 /** Firestore's getAll takes many references; chunks keep one request modest. */
 const lookupChunk = 100;
 
 export async function sweepBlockedBatches(ctx: ReconcileContext): Promise<DependencySummary> {
   const { ledger } = ctx.deps;
   const summary: DependencySummary = { blocked: 0, started: 0, failed: 0, waiting: 0, published: 0 };
-  let pageToken: string | undefined;
+  // Continues where the previous tick stopped (persisted page token), so every blocked batch is
+  // reached however many wait. Dependents normally start within seconds of their parent's
+  // finalization (startDependents.ts); this sweep is the safety net.
+  let pageToken = await ledger.readSweepCursor(blockedSweepCursor);
   for (let page = 0; ; page++) {
     if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
+      await ledger.writeSweepCursor(blockedSweepCursor, pageToken, ctx.now());
       break;
     }
     const { entries, nextPageToken } = await ledger.listBatches({
@@ -42,13 +47,16 @@ export async function sweepBlockedBatches(ctx: ReconcileContext): Promise<Depend
     await mapLimited(entries, ctx.concurrency, (batch) =>
       ctx.guard({ sweep, batchId: batch.batchId }, () => settleBlocked(ctx, batch, dependencies, summary)),
     );
-    if (!nextPageToken) break;
+    if (!nextPageToken) {
+      if (pageToken !== undefined) await ledger.writeSweepCursor(blockedSweepCursor, undefined, ctx.now());
+      break;
+    }
     pageToken = nextPageToken;
   }
   return summary;
 }
 
-async function lookUpDependencies(
+export async function lookUpDependencies(
   ctx: ReconcileContext,
   batches: Batch[],
 ): Promise<Map<string, Batch | null>> {
@@ -62,7 +70,7 @@ async function lookUpDependencies(
   return found;
 }
 
-async function settleBlocked(
+export async function settleBlocked(
   ctx: ReconcileContext,
   batch: Batch,
   dependencies: ReadonlyMap<string, Batch | null>,

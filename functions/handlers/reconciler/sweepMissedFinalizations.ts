@@ -18,17 +18,20 @@ export interface FinalizationSummary {
 }
 
 const sweep = "finalizations";
+export const runningSweepCursor = "finalizations.running";
 
 export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<FinalizationSummary> {
   const { ledger, config } = ctx.deps;
   const summary: FinalizationSummary = { running: 0, staleFinalizing: 0, itemsSwept: 0 };
 
-  // Every running batch, newest first, paged: a batch's progressAt does not move while it runs,
-  // so an oldest-first query of one page would look at the same batches forever.
-  let pageToken: string | undefined;
+  // Every running batch, paged, continuing where the previous tick stopped (the page token is
+  // persisted): a batch's progressAt does not move while it runs, so a query that restarted from
+  // the same end every tick would look at the same pages forever and never reach the rest.
+  let pageToken = await ledger.readSweepCursor(runningSweepCursor);
   for (let page = 0; ; page++) {
     if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
       ctx.moreWork = true;
+      await ledger.writeSweepCursor(runningSweepCursor, pageToken, ctx.now());
       break;
     }
     const { entries, nextPageToken } = await ledger.listBatches({
@@ -43,7 +46,11 @@ export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<F
         else await settleFromTick(ctx, batch.batchId);
       }),
     );
-    if (!nextPageToken) break;
+    if (!nextPageToken) {
+      // The end: the next tick starts from the beginning again.
+      if (pageToken !== undefined) await ledger.writeSweepCursor(runningSweepCursor, undefined, ctx.now());
+      break;
+    }
     pageToken = nextPageToken;
   }
 

@@ -1,8 +1,15 @@
 // `submitting` batches whose cursor has not moved for staleSubmissionSeconds: their coordinator died
-// (or the client stopped sending). When the client had sent every item, the submission is resumed
-// from its cursor; otherwise the batch fails as `incomplete_submission` and its stored items fail
-// with that reason — the client can re-send under a new id.
+// (or the client stopped sending: an open batch nobody appends to or seals). When the client had
+// sent every item, the submission is resumed from its cursor; otherwise the batch fails as
+// `incomplete_submission` and its stored items fail with that reason — the client can re-send under
+// a new id. The fence (core/batchFence.ts) makes the failure final: an append after it stores
+// nothing (409), so no item escapes the finalized batch.
+//
+// "Every item" is decided on what is stored, not on `received` (issue #15 item 4): a coordinator
+// that died after storing items but before its cursor write leaves `received` behind, so the items
+// beyond it are probed (storedPrefix.ts) before a batch whose total is known is called incomplete.
 
+import { storedPrefix } from "../storedPrefix";
 import { mapLimited } from "./mapLimited";
 import type { ReconcileContext } from "./reconcileContext";
 import { isSubmissionComplete, resumeSubmission } from "./resumeSubmission";
@@ -38,8 +45,23 @@ export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<Stal
         await sweepTerminatedBatch(ctx, batch);
         return;
       }
-      if (isSubmissionComplete(batch)) {
-        const r = await resumeSubmission(ctx, batch);
+      // The stored prefix, when `received` says less than the known total (bounded per tick: a
+      // longer probe records what it found and goes on next tick).
+      let current = batch;
+      if (batch.total !== null && batch.received < batch.total) {
+        const probe = await storedPrefix(ledger, batch, {
+          upTo: batch.total,
+          maxItems: ctx.pageSize * 20,
+        });
+        if (probe.prefix > batch.received) current = { ...batch, received: probe.prefix };
+        if (probe.bounded) {
+          await ledger.advanceCursor(batch.batchId, batch.cursor, ctx.now(), probe.prefix);
+          ctx.moreWork = true;
+          return;
+        }
+      }
+      if (isSubmissionComplete(current)) {
+        const r = await resumeSubmission(ctx, current);
         summary.published += r.published;
         if (r.started) {
           summary.resumed++;
@@ -54,7 +76,7 @@ export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<Stal
       }
       const idleSeconds = Math.round((ctx.startedAt - batch.progressAt) / 1000);
       const reason =
-        `incomplete_submission: received ${batch.received} of ${batch.total ?? "an unknown number of"} items ` +
+        `incomplete_submission: received ${current.received} of ${batch.total ?? "an unknown number of"} items ` +
         `and the client sent nothing for ${idleSeconds} s; re-submit the batch`;
       const r = await terminateBatch(ctx, batch.batchId, "failed", reason);
       if (r.flagged) summary.failed++;

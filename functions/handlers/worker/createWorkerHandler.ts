@@ -396,6 +396,29 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     }
   }
 
+  /**
+   * Routes: `POST /` is the push endpoint (the subscription pushes to the service URL with a
+   * trailing slash), `GET /healthz` liveness; anything else is a 404 or a 405 naming the method.
+   */
+  async function route(req: Request, res: Response): Promise<Reply | null> {
+    if (req.path === "/healthz") {
+      if (req.method === "GET") return { status: 200, body: { status: "ok" } };
+      res.setHeader("Allow", "GET");
+      return errorReply(405, "method_not_allowed", `/healthz accepts GET only (got ${req.method})`);
+    }
+    if (req.path !== "/")
+      return errorReply(404, "not_found", `no route ${req.method} ${req.path}: the push endpoint is POST /`);
+    if (req.method !== "POST") {
+      res.setHeader("Allow", "POST");
+      return errorReply(
+        405,
+        "method_not_allowed",
+        `the worker accepts POST (Pub/Sub push), not ${req.method}`,
+      );
+    }
+    return null;
+  }
+
   async function authenticate(req: Request): Promise<Reply | null> {
     if (!verifier) return null;
     try {
@@ -422,17 +445,15 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     });
     inflight.add(done);
     try {
-      const reply =
-        req.method !== "POST"
-          ? errorReply(405, "method_not_allowed", `the worker accepts POST (Pub/Sub push), not ${req.method}`)
-          : ((await authenticate(req)) ?? (await handleDelivery(req)));
+      const reply = (await route(req, res)) ?? (await authenticate(req)) ?? (await handleDelivery(req));
       send(res, reply);
     } catch (err) {
-      // A ledger error before the item was leased or after it settled: ask for redelivery.
+      // A ledger error before the item was leased or after it settled: ask for redelivery. The
+      // details go to the log only; the answer says no more than "internal".
       log.error("worker.error", `delivery failed: ${errorMessage(err)}`, {
         stack: err instanceof Error ? err.stack : undefined,
       });
-      if (!res.headersSent) send(res, errorReply(500, "internal", errorMessage(err)));
+      if (!res.headersSent) send(res, errorReply(500, "internal", "internal error; see the service logs"));
     } finally {
       // Shutdown waits for the answer to reach the socket, not just for the handler to return.
       if (!res.writableFinished && !res.destroyed)
