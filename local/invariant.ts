@@ -2,8 +2,13 @@
 // (GET /v1/batches/{id}, paging GET /v1/batches/{id}/items) and the DuckDB results file. Used by
 // `npm run demo`, the local-stack tests and the chaos suite. A violation names the rule, the items
 // involved and what was expected versus found.
+//
+// The checker is independent of the code it checks: it imports nothing from functions/core (the
+// outcome is computed here from the threshold rule as DESIGN.md §2.3 states it), and a field it
+// needs that the API does not report is a violation (`field_missing`), never a reason to skip a
+// rule. Reading (`checkLedgerInvariant`) is separate from judging (`evaluateLedgerInvariant`, a
+// pure function), so each rule can be shown to fire on its own (test/local/invariant.test.ts).
 import { DuckDBResultSink } from "../functions/adapters/duckdbResultSink";
-import { decideOutcome } from "../functions/core/outcome";
 
 export interface InvariantInput {
   coordinatorUrl: string;
@@ -18,6 +23,7 @@ export interface InvariantInput {
 
 export interface Violation {
   rule:
+    | "field_missing"
     | "batch_not_final"
     | "item_missing"
     | "item_unexpected"
@@ -25,6 +31,7 @@ export interface Violation {
     | "item_not_terminal"
     | "counts_mismatch"
     | "failed_without_reason"
+    | "failed_by_kind_mismatch"
     | "sink_row_missing"
     | "sink_row_unexpected"
     | "sink_row_duplicated"
@@ -61,6 +68,7 @@ export interface InvariantReport {
   apiCounts: { pending: number; running: number; succeeded: number; failed: number };
   /** Counts from the listed items. */
   listedCounts: Record<string, number>;
+  /** failedByKind as the batch's summary reports it. */
   failedByKind: Record<string, number>;
   sinkRows: number;
   violations: Violation[];
@@ -130,8 +138,70 @@ function toItemSnapshot(i: Json): ItemSnapshot {
   };
 }
 
-/** Checks the invariant for a finalized batch; never throws for a violation (see `assertLedgerInvariant`). */
+/** The rows the invariant compares: what the sink holds for the batch. */
+export type SinkRow = { itemId: string; generation: number; result: unknown };
+
+export interface InvariantEvidence {
+  batchId: string;
+  /** The batch resource as the API answers it. */
+  batch: Record<string, unknown>;
+  /** Every item as listed by the API, results included (a duplicate listing stays duplicated). */
+  items: ItemSnapshot[];
+  /** The sink's rows of the batch. */
+  rows: SinkRow[];
+  /** The item ids the client submitted; when given, each must be listed exactly once. */
+  submittedItemIds?: string[];
+}
+
+/**
+ * The threshold rule (DESIGN.md §2.3), written out here rather than imported from the code under
+ * test: `succeeded` when nothing failed; `partial` when some failed and the failed fraction is at
+ * or below the failure threshold; `failed` above it.
+ */
+export function expectedOutcome(total: number, failed: number, failureThreshold: number) {
+  if (failed === 0) return "succeeded";
+  return failed / total <= failureThreshold ? "partial" : "failed";
+}
+
+/** Reads the batch, its items and its sink rows, and checks the invariant for a finalized batch; never throws for a violation (see `assertLedgerInvariant`). */
 export async function checkLedgerInvariant(input: InvariantInput): Promise<InvariantReport> {
+  const batch = await fetchBatch(input.coordinatorUrl, input.batchId);
+  const items = await fetchAllItems(input.coordinatorUrl, input.batchId, input.pageSize);
+  const rows = await new DuckDBResultSink(input.resultsPath).readRows(input.batchId);
+  return evaluateLedgerInvariant({
+    batchId: input.batchId,
+    batch,
+    items,
+    rows,
+    submittedItemIds: input.submittedItemIds,
+  });
+}
+
+/**
+ * Judges the evidence against the invariant of a finalized batch (DESIGN.md §8). Each rule judges
+ * one thing, so a defect is named by the rule it breaks (test/local/invariant.test.ts makes each
+ * fire alone); together they are the invariant:
+ *   field_missing            a field the rules need is not reported (the rules that need it are not judged)
+ *   batch_not_final          the batch is not succeeded, partial, failed or cancelled
+ *   item_missing / item_unexpected / item_duplicated
+ *                            the listing holds each submitted item exactly once, nothing else
+ *   item_not_terminal        every listed item is succeeded or failed (nothing pending or running)
+ *   failed_without_reason    every failed item has an error kind and message
+ *   counts_mismatch          the API's counts (live and summary) equal the listed items' counts,
+ *                            and the total equals the number of listed items; with the item rules
+ *                            this makes succeeded + failed = total
+ *   failed_by_kind_mismatch  the summary's failures by kind equal the listed failed items by kind
+ *   sink_row_missing / sink_row_duplicated / sink_row_unexpected / sink_result_mismatch
+ *                            every succeeded item has exactly one row, of the item's generation,
+ *                            holding the item's result; no row belongs to anything else
+ *   sink_count_mismatch      the rows the batch says it exported equal its succeeded items of
+ *                            the final generation (with the row rules: the sink's rows of that
+ *                            generation are exactly those items)
+ *   outcome_mismatch         status = terminateAs when the batch was terminated (cancelled or
+ *                            failed early), else the threshold rule over the listed items; the
+ *                            summary's outcome follows the threshold rule either way
+ */
+export function evaluateLedgerInvariant(e: InvariantEvidence): InvariantReport {
   const violations: Violation[] = [];
   const add = (rule: Violation["rule"], message: string, examples?: string[], count?: number) =>
     violations.push({
@@ -140,202 +210,224 @@ export async function checkLedgerInvariant(input: InvariantInput): Promise<Invar
       ...(examples && { examples: examples.slice(0, 10) }),
       ...(count !== undefined && { count }),
     });
-
-  const batch = await fetchBatch(input.coordinatorUrl, input.batchId);
-  const items = await fetchAllItems(input.coordinatorUrl, input.batchId, input.pageSize);
-  const sink = new DuckDBResultSink(input.resultsPath);
-  const rows = await sink.readRows(input.batchId);
-
-  const status = String(batch.status ?? "");
-  const summary = obj(batch.summary);
-  const rawCounts = obj(batch.counts ?? summary.counts);
-  const apiCounts = {
-    pending: num(rawCounts.pending) ?? 0,
-    running: num(rawCounts.running) ?? 0,
-    succeeded: num(rawCounts.succeeded) ?? 0,
-    failed: num(rawCounts.failed) ?? 0,
+  const addList = (rule: Violation["rule"], message: string, list: string[]) => {
+    if (list.length > 0) add(rule, `${list.length} ${message}`, list, list.length);
   };
-  const total = num(batch.total) ?? num(rawCounts.total);
-  const failureThreshold = num(batch.failureThreshold);
-  const failedByKind: Record<string, number> = {};
-  for (const [k, n] of Object.entries(obj(batch.failedByKind ?? summary.failedByKind)))
-    if (typeof n === "number") failedByKind[k] = n;
 
-  if (!finalStatuses.includes(status))
+  // --- the fields the rules need ------------------------------------------------------------------
+  const missing: string[] = [];
+  const need = <T>(value: T | null, field: string): T | null => {
+    if (value === null) missing.push(field);
+    return value;
+  };
+  const { batch } = e;
+  const status = String(batch.status ?? "");
+  const rawCounts = batch.counts && typeof batch.counts === "object" ? obj(batch.counts) : null;
+  const countFields = ["total", "pending", "running", "succeeded", "failed"] as const;
+  const readCounts = (raw: Json | null, field: string) => {
+    if (!need(raw, field)) return null;
+    const out = Object.fromEntries(countFields.map((k) => [k, need(num(raw![k]), `${field}.${k}`)]));
+    return Object.values(out).every((v) => v !== null)
+      ? (out as Record<(typeof countFields)[number], number>)
+      : null;
+  };
+  const counts = readCounts(rawCounts, "counts");
+  const total = need(num(batch.total), "total");
+  const failureThreshold = need(num(batch.failureThreshold), "failureThreshold");
+  const generation = need(num(batch.generation), "generation");
+  const terminateAs =
+    batch.terminateAs === null || batch.terminateAs === "cancelled" || batch.terminateAs === "failed"
+      ? (batch.terminateAs as "cancelled" | "failed" | null)
+      : undefined;
+  if (terminateAs === undefined) missing.push("terminateAs");
+  const rawSummary = batch.summary && typeof batch.summary === "object" ? obj(batch.summary) : null;
+  need(rawSummary, "summary");
+  const summary = rawSummary ?? {};
+  const summaryCounts = rawSummary
+    ? readCounts(
+        summary.counts && typeof summary.counts === "object" ? obj(summary.counts) : null,
+        "summary.counts",
+      )
+    : null;
+  const summaryOutcome = rawSummary
+    ? need(typeof summary.outcome === "string" ? summary.outcome : null, "summary.outcome")
+    : null;
+  let failedByKind: Record<string, number> | null = null;
+  if (rawSummary) {
+    const raw = summary.failedByKind;
+    if (raw && typeof raw === "object" && !Array.isArray(raw)) {
+      failedByKind = {};
+      for (const [k, n] of Object.entries(raw as Json)) {
+        if (typeof n === "number" && Number.isInteger(n)) failedByKind[k] = n;
+        else missing.push(`summary.failedByKind.${k}`);
+      }
+    } else missing.push("summary.failedByKind");
+  }
+  const exportedRows = need(num(obj(batch.export).rows), "export.rows");
+  const noGeneration = e.items.filter((i) => i.generation === null).map((i) => i.itemId);
+  if (noGeneration.length > 0)
+    missing.push(`generation of ${noGeneration.length} item(s) (${noGeneration.slice(0, 5).join(", ")})`);
+  if (missing.length > 0)
     add(
-      "batch_not_final",
-      `batch ${input.batchId} is "${status}", expected one of ${finalStatuses.join(", ")}`,
+      "field_missing",
+      `the API does not report ${missing.join(", ")}: the rules that need them were not judged`,
+      missing,
+      missing.length,
     );
 
-  // Every submitted item is listed exactly once.
+  // --- the batch and its items --------------------------------------------------------------------
+  if (!finalStatuses.includes(status))
+    add("batch_not_final", `batch ${e.batchId} is "${status}", expected one of ${finalStatuses.join(", ")}`);
+
   const byId = new Map<string, ItemSnapshot>();
   const duplicated: string[] = [];
-  for (const item of items) {
+  for (const item of e.items) {
     if (byId.has(item.itemId)) duplicated.push(item.itemId);
     else byId.set(item.itemId, item);
   }
-  if (duplicated.length > 0)
-    add(
-      "item_duplicated",
-      `${duplicated.length} item(s) are listed more than once`,
-      duplicated,
-      duplicated.length,
+  addList("item_duplicated", "item(s) are listed more than once", duplicated);
+  if (e.submittedItemIds) {
+    const submitted = new Set(e.submittedItemIds);
+    addList(
+      "item_missing",
+      "submitted item(s) are not in the ledger",
+      e.submittedItemIds.filter((id) => !byId.has(id)),
     );
-  if (input.submittedItemIds) {
-    const submitted = new Set(input.submittedItemIds);
-    const missing = input.submittedItemIds.filter((id) => !byId.has(id));
-    const unexpected = [...byId.keys()].filter((id) => !submitted.has(id));
-    if (missing.length > 0)
-      add(
-        "item_missing",
-        `${missing.length} submitted item(s) are not in the ledger`,
-        missing,
-        missing.length,
-      );
-    if (unexpected.length > 0)
-      add(
-        "item_unexpected",
-        `${unexpected.length} listed item(s) were never submitted`,
-        unexpected,
-        unexpected.length,
-      );
+    addList(
+      "item_unexpected",
+      "listed item(s) were never submitted",
+      [...byId.keys()].filter((id) => !submitted.has(id)),
+    );
   }
 
-  // Exactly one terminal state each; failures carry a reason.
-  const listedCounts: Record<string, number> = {};
+  const listed: Record<string, number> = {};
+  const listedKinds: Record<string, number> = {};
   const notTerminal: string[] = [];
   const noReason: string[] = [];
   for (const item of byId.values()) {
-    listedCounts[item.status] = (listedCounts[item.status] ?? 0) + 1;
+    listed[item.status] = (listed[item.status] ?? 0) + 1;
     if (item.status !== "succeeded" && item.status !== "failed")
-      notTerminal.push(`${item.itemId}: ${item.status}`);
-    if (item.status === "failed" && !(item.error?.kind && item.error.message))
-      noReason.push(`${item.itemId}: error ${JSON.stringify(item.error)}`);
+      notTerminal.push(`${item.itemId}: ${item.status || "no status"}`);
+    if (item.status === "failed") {
+      // A failure without a kind is failed_without_reason's to report, not a kind of its own.
+      const kind = item.error?.kind;
+      if (kind) listedKinds[kind] = (listedKinds[kind] ?? 0) + 1;
+      if (!(item.error?.kind && item.error.message))
+        noReason.push(`${item.itemId}: error ${JSON.stringify(item.error)}`);
+    }
   }
-  if (notTerminal.length > 0)
-    add(
-      "item_not_terminal",
-      `${notTerminal.length} item(s) are not succeeded or failed (nothing may be pending or running after finalization)`,
-      notTerminal,
-      notTerminal.length,
-    );
-  if (noReason.length > 0)
-    add(
-      "failed_without_reason",
-      `${noReason.length} failed item(s) have no error kind and message`,
-      noReason,
-      noReason.length,
-    );
+  addList(
+    "item_not_terminal",
+    "item(s) are not succeeded or failed (nothing may be pending or running after finalization)",
+    notTerminal,
+  );
+  addList("failed_without_reason", "failed item(s) have no error kind and message", noReason);
 
-  const listedSucceeded = listedCounts.succeeded ?? 0;
-  const listedFailed = listedCounts.failed ?? 0;
+  // --- counts: the API's against the listed items -------------------------------------------------
+  const listedCounts = {
+    total: byId.size,
+    pending: listed.pending ?? 0,
+    running: listed.running ?? 0,
+    succeeded: listed.succeeded ?? 0,
+    failed: listed.failed ?? 0,
+  };
   const countProblems: string[] = [];
-  if (total === null) countProblems.push("the batch reports no total");
-  else {
-    if (apiCounts.succeeded + apiCounts.failed !== total)
+  const compareCounts = (what: string, c: Record<string, number> | null) => {
+    if (!c) return;
+    const differ = countFields.filter((k) => c[k] !== listedCounts[k]);
+    if (differ.length > 0)
       countProblems.push(
-        `API counts: succeeded ${apiCounts.succeeded} + failed ${apiCounts.failed} = ${apiCounts.succeeded + apiCounts.failed}, expected total ${total}`,
+        `${what} ${differ.map((k) => `${k} ${c[k]}`).join(", ")}; the listed items: ${differ.map((k) => `${k} ${listedCounts[k]}`).join(", ")}`,
       );
-    if (byId.size !== total)
-      countProblems.push(`listed ${byId.size} distinct item(s), expected total ${total}`);
-  }
-  if (input.submittedItemIds && total !== null && total !== input.submittedItemIds.length)
-    countProblems.push(`total is ${total}, but ${input.submittedItemIds.length} item(s) were submitted`);
-  if (apiCounts.pending + apiCounts.running > 0)
-    countProblems.push(`API counts still show pending ${apiCounts.pending}, running ${apiCounts.running}`);
-  if (apiCounts.succeeded !== listedSucceeded || apiCounts.failed !== listedFailed)
-    countProblems.push(
-      `API counts (succeeded ${apiCounts.succeeded}, failed ${apiCounts.failed}) differ from the listed items (succeeded ${listedSucceeded}, failed ${listedFailed})`,
-    );
-  const kindTotal = Object.values(failedByKind).reduce((a, b) => a + b, 0);
-  if (Object.keys(failedByKind).length > 0 && kindTotal !== apiCounts.failed)
-    countProblems.push(`failedByKind adds up to ${kindTotal}, expected failed ${apiCounts.failed}`);
+  };
+  if (total !== null && total !== byId.size)
+    countProblems.push(`total is ${total}, but ${byId.size} distinct item(s) are listed`);
+  compareCounts("the API's counts say", counts);
+  compareCounts("the summary's counts say", summaryCounts);
   if (countProblems.length > 0) add("counts_mismatch", countProblems.join("; "));
 
-  // Each succeeded item has exactly one row, holding the item's result; no other rows.
-  const rowsById = new Map<string, unknown[]>();
-  for (const r of rows) rowsById.set(r.itemId, [...(rowsById.get(r.itemId) ?? []), r.result]);
+  if (failedByKind) {
+    const kinds = [...new Set([...Object.keys(failedByKind), ...Object.keys(listedKinds)])].sort();
+    const differ = kinds
+      .filter((k) => (failedByKind![k] ?? 0) !== (listedKinds[k] ?? 0))
+      .map((k) => `${k}: summary ${failedByKind![k] ?? 0}, listed ${listedKinds[k] ?? 0}`);
+    addList(
+      "failed_by_kind_mismatch",
+      "error kind(s) counted differently by the summary than by the listed failed items",
+      differ,
+    );
+  }
+
+  // --- the sink: exactly the succeeded items, once each, with their results -----------------------
+  const rowsById = new Map<string, SinkRow[]>();
+  for (const r of e.rows) rowsById.set(r.itemId, [...(rowsById.get(r.itemId) ?? []), r]);
   const missingRows: string[] = [];
+  const duplicatedRows: string[] = [];
   const mismatched: string[] = [];
   for (const item of byId.values()) {
     if (item.status !== "succeeded") continue;
-    const found = rowsById.get(item.itemId);
-    if (!found) missingRows.push(item.itemId);
-    else if (canonical(found[0]) !== canonical(item.result))
-      mismatched.push(`${item.itemId}: ledger ${canonical(item.result)} vs sink ${canonical(found[0])}`);
-  }
-  const unexpectedRows = [...rowsById.keys()].filter((id) => byId.get(id)?.status !== "succeeded");
-  const duplicatedRows = [...rowsById.entries()]
-    .filter(([, r]) => r.length > 1)
-    .map(([id, r]) => `${id}: ${r.length} rows`);
-  if (missingRows.length > 0)
-    add(
-      "sink_row_missing",
-      `${missingRows.length} succeeded item(s) have no row in the sink`,
-      missingRows,
-      missingRows.length,
-    );
-  if (unexpectedRows.length > 0)
-    add(
-      "sink_row_unexpected",
-      `${unexpectedRows.length} sink row(s) belong to no succeeded item`,
-      unexpectedRows.map((id) => `${id}: item ${byId.get(id)?.status ?? "not listed"}`),
-      unexpectedRows.length,
-    );
-  if (duplicatedRows.length > 0)
-    add(
-      "sink_row_duplicated",
-      `${duplicatedRows.length} item(s) have more than one sink row`,
-      duplicatedRows,
-      duplicatedRows.length,
-    );
-  if (mismatched.length > 0)
-    add(
-      "sink_result_mismatch",
-      `${mismatched.length} sink row(s) differ from the item's result`,
-      mismatched,
-      mismatched.length,
-    );
-  if (rows.length !== apiCounts.succeeded)
-    add(
-      "sink_count_mismatch",
-      `the sink has ${rows.length} row(s) for the batch, the API counts ${apiCounts.succeeded} succeeded`,
-    );
-  // The summary counts the rows of the latest generation's export; after an operator retry the
-  // rows of earlier generations stay in the sink beside them.
-  const exportedRows = num(summary.exportedRows) ?? num(obj(batch.export).rows);
-  const generation = num(batch.generation);
-  const generationRows =
-    generation === null ? rows.length : rows.filter((r) => r.generation === generation).length;
-  if (exportedRows !== null && exportedRows !== generationRows)
-    add(
-      "sink_count_mismatch",
-      `the batch summary says ${exportedRows} row(s) were exported, the sink has ${generationRows}${generation === null ? "" : ` of generation ${generation}`}`,
-    );
-
-  // The outcome follows the threshold rule (a cancelled batch ends `cancelled` whatever its counts).
-  if (status !== "cancelled" && finalStatuses.includes(status) && total !== null) {
-    if (failureThreshold === null) add("outcome_mismatch", "the batch reports no failureThreshold");
-    else {
-      const expected = decideOutcome({ total, failed: apiCounts.failed }, failureThreshold);
-      if (status !== expected)
-        add(
-          "outcome_mismatch",
-          `status is "${status}", but failed ${apiCounts.failed} of ${total} (${((apiCounts.failed / Math.max(1, total)) * 100).toFixed(2)}%) with failureThreshold ${failureThreshold} means "${expected}"`,
+    const found = rowsById.get(item.itemId) ?? [];
+    if (found.length === 0) missingRows.push(item.itemId);
+    if (found.length > 1) duplicatedRows.push(`${item.itemId}: ${found.length} rows`);
+    for (const row of found) {
+      if (item.generation !== null && row.generation !== item.generation)
+        mismatched.push(
+          `${item.itemId}: item of generation ${item.generation}, sink row of generation ${row.generation}`,
         );
+      else if (canonical(row.result) !== canonical(item.result))
+        mismatched.push(`${item.itemId}: ledger ${canonical(item.result)} vs sink ${canonical(row.result)}`);
     }
+  }
+  const unexpectedRows = [...rowsById.entries()]
+    .filter(([id]) => byId.get(id)?.status !== "succeeded")
+    .map(([id, r]) => `${id}: ${r.length} row(s), item ${byId.get(id)?.status ?? "not listed"}`);
+  addList("sink_row_missing", "succeeded item(s) have no row in the sink", missingRows);
+  addList("sink_row_duplicated", "item(s) have more than one sink row", duplicatedRows);
+  addList("sink_row_unexpected", "item(s) that did not succeed have sink rows", unexpectedRows);
+  addList("sink_result_mismatch", "sink row(s) are not the result recorded on the item", mismatched);
+  if (exportedRows !== null && generation !== null && noGeneration.length === 0) {
+    // Rows of earlier generations (items that succeeded before an operator retry) stay in the sink
+    // as exported then; the last export wrote the succeeded items of the final generation.
+    const finalGeneration = [...byId.values()].filter(
+      (i) => i.status === "succeeded" && i.generation === generation,
+    ).length;
+    if (exportedRows !== finalGeneration)
+      add(
+        "sink_count_mismatch",
+        `the batch says its export wrote ${exportedRows} row(s); it has ${finalGeneration} succeeded item(s) of generation ${generation}`,
+      );
+  }
+
+  // --- the outcome --------------------------------------------------------------------------------
+  if (finalStatuses.includes(status) && failureThreshold !== null && terminateAs !== undefined) {
+    const n = byId.size;
+    const failed = listedCounts.failed;
+    const byRule = expectedOutcome(n, failed, failureThreshold);
+    const why = `failed ${failed} of ${n} (${((failed / Math.max(1, n)) * 100).toFixed(2)}%) with failureThreshold ${failureThreshold} means "${byRule}"`;
+    const problems: string[] = [];
+    if (terminateAs !== null && status !== terminateAs)
+      problems.push(`status is "${status}", but the batch was terminated as "${terminateAs}"`);
+    if (terminateAs === null && status !== byRule) problems.push(`status is "${status}", but ${why}`);
+    if (summaryOutcome !== null && summaryOutcome !== byRule)
+      problems.push(`the summary's outcome is "${summaryOutcome}", but ${why}`);
+    if (problems.length > 0) add("outcome_mismatch", problems.join("; "));
   }
 
   return {
     ok: violations.length === 0,
-    batchId: input.batchId,
+    batchId: e.batchId,
     status,
     total,
     failureThreshold,
-    apiCounts,
-    listedCounts,
-    failedByKind,
-    sinkRows: rows.length,
+    apiCounts: {
+      pending: counts?.pending ?? 0,
+      running: counts?.running ?? 0,
+      succeeded: counts?.succeeded ?? 0,
+      failed: counts?.failed ?? 0,
+    },
+    listedCounts: listed,
+    failedByKind: failedByKind ?? {},
+    sinkRows: e.rows.length,
     violations,
     durationMs: num(summary.durationMs),
   };
