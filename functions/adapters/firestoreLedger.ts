@@ -759,11 +759,12 @@ export class FirestoreLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
+    opts: { refundAttempt?: boolean } = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
       const { doc, item } = await this.readItem(tx, ref);
-      const decision = decideRelease(item, ref, owner, lastError, now);
+      const decision = decideRelease(item, ref, owner, lastError, now, opts);
       if (decision.write) this.write(tx, doc, decision.write);
       return decision.result;
     });

@@ -210,6 +210,7 @@ export function decideRelease(
   owner: string,
   lastError: ItemError | null,
   now: number,
+  opts: { refundAttempt?: boolean } = {},
 ): Decision<TransitionResult> {
   if (!holdsLease(item, ref, owner)) {
     const seen = item as Item | null;
@@ -221,8 +222,12 @@ export function decideRelease(
       },
     };
   }
+  // A release that is not the item's fault (the worker shutting down) gives the attempt back, so a
+  // SIGTERM on the last attempt does not fail the item as attempts_exhausted.
+  const attempt = opts.refundAttempt ? Math.max(0, item.attempt - 1) : item.attempt;
   const write = {
     status: "pending" as const,
+    attempt,
     leaseOwner: null,
     leaseUntil: null,
     lastError: lastError ?? item.lastError,
@@ -233,7 +238,7 @@ export function decideRelease(
     write,
     result: {
       kind: "done",
-      item: { ...item, status: "pending", lease: null, lastError: write.lastError, updatedAt: now },
+      item: { ...item, status: "pending", attempt, lease: null, lastError: write.lastError, updatedAt: now },
     },
   };
 }

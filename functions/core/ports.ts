@@ -139,12 +139,16 @@ export interface Ledger {
    * lapsed); without, the item must not be under a live lease (dead-letter, reconciler).
    */
   failItem(ref: ItemRef, error: ItemError, now: number, opts?: { owner?: string }): Promise<TransitionResult>;
-  /** Back to `pending` (transient error, shutdown), only for the lease holder. */
+  /**
+   * Back to `pending` (transient error, shutdown), only for the lease holder. `refundAttempt`: the
+   * release is not the item's fault (shutdown), so the attempt it took is given back.
+   */
   releaseItem(
     ref: ItemRef,
     owner: string,
     lastError: ItemError | null,
     now: number,
+    opts?: { refundAttempt?: boolean },
   ): Promise<TransitionResult>;
   /** Running items whose lease lapsed before `now` (collection-group query on status + leaseUntil). */
   findExpiredLeases(now: number, limit: number): Promise<ItemRef[]>;

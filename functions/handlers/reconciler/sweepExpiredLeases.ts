@@ -4,6 +4,7 @@
 // `redriveItem` is conditional on the lease still being lapsed, so a worker that heartbeats in
 // between, or an overlapping tick, makes it a no-op.
 import type { ItemRef, RedriveResult } from "../../core/ports";
+import { getPipeline } from "../../pipelines/registry";
 import { mapLimited } from "./mapLimited";
 import { type ReconcileContext, settleFromTick } from "./reconcileContext";
 
@@ -28,9 +29,10 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
     }
     const refs = await ledger.findExpiredLeases(ctx.startedAt, ctx.pageSize);
     summary.found += refs.length;
+    const attemptsOf = await maxAttemptsByBatch(ctx, refs, maxAttempts);
     const outcomes = await mapLimited(refs, ctx.concurrency, (ref) =>
       ctx.guard({ sweep, batchId: ref.batchId, itemId: ref.itemId }, () =>
-        ledger.redriveItem(ref, maxAttempts, ctx.now()),
+        ledger.redriveItem(ref, attemptsOf.get(ref.batchId) ?? maxAttempts, ctx.now()),
       ),
     );
     const redriven: ItemRef[] = [];
@@ -52,9 +54,17 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
     });
     summary.redriven += redriven.length;
     summary.exhausted += outcomes.filter((o) => o === "exhausted").length;
-    // A lost publish is not lost work: redriven items carry a fresh pendingSince, so the
-    // stale-pending sweep republishes them.
-    if (redriven.length > 0) await ctx.guard({ sweep }, () => queue.publish(redriven));
+    // A lost publish is not lost work: the redriven items are marked stale at once (pendingSince
+    // 0), so the next tick's stale-pending sweep republishes them rather than one 15 minutes on.
+    if (redriven.length > 0)
+      await ctx.guard({ sweep }, async () => {
+        try {
+          await queue.publish(redriven);
+        } catch (err) {
+          await ledger.touchPending(redriven, 0);
+          throw err;
+        }
+      });
     // An exhausted item may have been its batch's last live one.
     await mapLimited([...exhaustedBatches], ctx.concurrency, (batchId) =>
       ctx.guard({ sweep, batchId }, () => settleFromTick(ctx, batchId)),
@@ -62,4 +72,19 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
     if (refs.length < ctx.pageSize) break;
   }
   return summary;
+}
+
+/** Each batch's pipeline's attempt limit (the worker applies the same one when it leases). */
+async function maxAttemptsByBatch(
+  ctx: ReconcileContext,
+  refs: ItemRef[],
+  fallback: number,
+): Promise<Map<string, number>> {
+  const ids = [...new Set(refs.map((r) => r.batchId))];
+  const batches = ids.length > 0 ? await ctx.deps.ledger.getBatches(ids) : [];
+  const out = new Map<string, number>();
+  batches.forEach((b, i) => {
+    if (b) out.set(ids[i]!, getPipeline(b.pipeline)?.maxAttempts ?? fallback);
+  });
+  return out;
 }

@@ -95,6 +95,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const leaseMs = settings.leaseSeconds * 1000;
   // The item must finish and complete inside the push request (the ack deadline bounds it too).
   const requestMs = settings.workerTimeoutSeconds * 1000;
+  const ackDeadlineMs = settings.ackDeadlineSeconds * 1000;
   const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
   const finalizeDeps: FinalizeDeps = {
@@ -264,6 +265,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           message: `the completion write failed: ${errorMessage(err)}`,
           ilog,
           fields,
+          deliveredAt: startedAt,
         });
       }
       if (completed.kind === "skip") {
@@ -297,6 +299,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           message: `interrupted at ${outcome.step ? `step ${outcome.step}` : "start"}: the worker shut down`,
         },
         ilog,
+        { refundAttempt: true, deliveredAt: startedAt },
       );
       ilog.warn("item.released", "item released: the worker is shutting down", {
         reason: "shutdown",
@@ -317,6 +320,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       message: outcome.message,
       ilog,
       fields,
+      deliveredAt: startedAt,
     });
   }
 
@@ -355,6 +359,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       message: string;
       ilog: Logger;
       fields: Record<string, unknown>;
+      deliveredAt: number;
     },
   ): Promise<Reply> {
     const kind = f.errorClass === "timeout" ? "timeout" : "transient";
@@ -368,7 +373,9 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
             };
       return failNow(ref, owner, error, f.ilog, f.fields);
     }
-    const released = await releaseQuietly(ref, owner, { kind, message: f.message }, f.ilog);
+    const released = await releaseQuietly(ref, owner, { kind, message: f.message }, f.ilog, {
+      deliveredAt: f.deliveredAt,
+    });
     stats.released++;
     f.ilog.warn("item.released", `attempt ${attempt} failed (${kind}), redelivery expected: ${f.message}`, {
       kind,
@@ -381,19 +388,45 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     });
   }
 
-  /** Releases the lease; a failure only delays the item until its lease expires (the reconciler redrives it). */
+  /**
+   * Releases the lease; a failure only delays the item until its lease expires (the reconciler
+   * redrives it). When the delivery has outlived its ack deadline, Pub/Sub has already redelivered
+   * the message — and that redelivery found the lease live and was acknowledged — so this
+   * delivery's non-2xx answer queues nothing: a fresh doorbell is published for the released item
+   * instead of leaving it to the stale-pending sweep (issue #15 item 8).
+   */
   async function releaseQuietly(
     ref: ItemRef,
     owner: string,
     lastError: ItemError,
     ilog: Logger,
+    opts: { refundAttempt?: boolean; deliveredAt: number },
   ): Promise<boolean> {
+    let released: boolean;
     try {
-      return (await ledger.releaseItem(ref, owner, lastError, clock.now())).kind === "done";
+      released =
+        (await ledger.releaseItem(ref, owner, lastError, clock.now(), { refundAttempt: opts.refundAttempt }))
+          .kind === "done";
     } catch (err) {
       ilog.error("item.release_failed", `could not release the lease: ${errorMessage(err)}`);
       return false;
     }
+    if (released && clock.now() - opts.deliveredAt >= ackDeadlineMs * 0.9) {
+      try {
+        await deps.queue.publish([ref]);
+        ilog.info(
+          "item.republished",
+          "released after the delivery's ack deadline: a fresh doorbell was published",
+          {
+            elapsedMs: clock.now() - opts.deliveredAt,
+          },
+        );
+      } catch (err) {
+        // The released item keeps its pendingSince: the stale-pending sweep republishes it.
+        ilog.error("item.republish_failed", `could not publish a fresh doorbell: ${errorMessage(err)}`);
+      }
+    }
+    return released;
   }
 
   /**
