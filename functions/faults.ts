@@ -4,6 +4,10 @@
 //
 //   TALLY_FAULT_COMPLETE_FAIL_RATE  0..1  fraction of completion writes (result + succeeded) that
 //                                         fail before reaching the ledger (F1)
+//   TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE
+//                                   0..1  fraction of completion writes that commit and then
+//                                         fail to the caller, as when the commit's answer is lost
+//                                         (F1 after the commit)
 //   TALLY_FAULT_SKIP_FINALIZE_RATE  0..1  fraction of "anything left?" checks that answer "yes"
 //                                         without reading: this process never starts the
 //                                         event-driven finalization, as when a worker dies right
@@ -13,14 +17,17 @@
 export interface Faults {
   /** Fraction of completion writes (result + succeeded) that fail before reaching the ledger (F1). */
   failCompletionRate: number;
+  /** Fraction of completion writes that commit and then throw to the caller (F1 after the commit). */
+  failAfterCompletionRate: number;
   /** Fraction of "anything left?" checks that answer "yes" without reading (F3, F5). */
   skipFinalizeRate: number;
 }
 
-export const noFaults: Faults = { failCompletionRate: 0, skipFinalizeRate: 0 };
+export const noFaults: Faults = { failCompletionRate: 0, failAfterCompletionRate: 0, skipFinalizeRate: 0 };
 
 const rateVariables = {
   failCompletionRate: "TALLY_FAULT_COMPLETE_FAIL_RATE",
+  failAfterCompletionRate: "TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE",
   skipFinalizeRate: "TALLY_FAULT_SKIP_FINALIZE_RATE",
 } as const satisfies Record<keyof Faults, string>;
 
@@ -59,7 +66,13 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
  * batch is sealed when the request ends the submission, but the cursor write that records it
  * (`cursor`, `received`) and the start of the batch do not happen — `received` lags what is stored.
  */
-export const crashPoints = ["beforeCursorWrite"] as const;
+/**
+ * `afterExportBeforeFinish`: the finalizer's export committed (rows and marker in the sink) but the
+ * outcome was not recorded — the batch stays `finalizing` under a claim nobody renews.
+ * `afterCompletionCommit`: a worker's completion (result + succeeded) committed, then the process
+ * "died": no settle, no answer but a 500.
+ */
+export const crashPoints = ["beforeCursorWrite", "afterExportBeforeFinish", "afterCompletionCommit"] as const;
 export type CrashPoint = (typeof crashPoints)[number];
 
 /** Says whether the process should "die" at `point` for this batch (the test counts its hits). */

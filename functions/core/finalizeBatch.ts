@@ -23,6 +23,11 @@ export interface FinalizeDeps {
   maxExportAttempts?: number;
   /** Runs after this call finalized a batch (starts its dependents); a failure is logged, not thrown. */
   onFinalized?: (batch: Batch) => Promise<unknown>;
+  /**
+   * Test harness only (functions/faults.ts): "dies" at a named point by throwing, leaving what a
+   * killed process leaves. Refused in a deployment where handlers are built.
+   */
+  crashAt?: (point: "afterExportBeforeFinish", batchId: string) => boolean;
 }
 
 export const defaultMaxExportAttempts = 5;
@@ -52,6 +57,8 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
     await recordExportFailure(deps, claimed, claim.current, err);
     throw err;
   }
+  if (deps.crashAt?.("afterExportBeforeFinish", batchId))
+    throw new Error(`crash point afterExportBeforeFinish reached (batch ${batchId}): fault injection`);
   if (claim.lost) {
     // Taken over while exporting (our renewals failed): the other finalizer records the outcome.
     log.warn("batch.claim_lost", `batch ${batchId}: finalization claim taken over during the export`, {

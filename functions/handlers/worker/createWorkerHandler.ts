@@ -28,11 +28,13 @@ import { type FinalizeDeps, settleBatch } from "../../core/finalizeBatch";
 import { type Logger, traceField } from "../../core/logger";
 import type { ItemError } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
+import { assertCrashPointsAllowed, CrashPointReached, type CrashSwitch } from "../../faults";
 import type { PipelineDefinition } from "../../pipelines/definePipeline";
 import { getPipeline } from "../../pipelines/registry";
 import { errorMessage, type RunOutcome, runItem } from "../../pipelines/runItem";
 import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
 import type { TallyDeps } from "../../runtime";
+import { finalizeDepsFor } from "../finalizeDeps";
 
 export type WorkerDeps = Pick<TallyDeps, "config" | "ledger" | "queue" | "sink" | "clock" | "log">;
 
@@ -48,6 +50,11 @@ export interface WorkerHandlerOptions {
   shutdownTimeoutMs?: number;
   /** Batches whose pipeline name is remembered (a batch's pipeline never changes). */
   batchCacheSize?: number;
+  /**
+   * Test harness only: "dies" at a named crash point (functions/faults.ts) — here right after a
+   * completion committed, before the settle and the answer. Refused in a deployment.
+   */
+  crashAt?: CrashSwitch;
 }
 
 export interface WorkerStats {
@@ -91,6 +98,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const { delivery: settings, reconcile } = config.topology;
   const log = deps.log.child({ component: "worker" });
   const lookupPipeline = opts.pipelines ?? getPipeline;
+  if (opts.crashAt) assertCrashPointsAllowed();
   const instanceId = opts.instanceId ?? `${hostname()}/${process.pid}`;
   const leaseMs = settings.leaseSeconds * 1000;
   // The item must finish and complete inside the push request (the ack deadline bounds it too).
@@ -98,13 +106,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const ackDeadlineMs = settings.ackDeadlineSeconds * 1000;
   const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
-  const finalizeDeps: FinalizeDeps = {
-    ledger,
-    sink: deps.sink,
-    clock,
-    log,
-    staleFinalizingMs: reconcile.staleFinalizingSeconds * 1000,
-  };
+  const finalizeDeps: FinalizeDeps = finalizeDepsFor(deps, log);
 
   const verifier = buildVerifier(deps, opts);
   const stats: WorkerStats = {
@@ -276,6 +278,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
         });
         return ack("skipped", { reason: completed.reason });
       }
+      if (opts.crashAt?.("afterCompletionCommit", ref.batchId))
+        throw new CrashPointReached("afterCompletionCommit", ref.batchId);
       stats.succeeded++;
       ilog.info("item.succeeded", "item succeeded", { ...fields, stepsRun: outcome.stepsRun });
       await settle(ref.batchId, ilog);
