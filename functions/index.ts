@@ -2,26 +2,53 @@
 // functions load this file and serve the target named by FUNCTION_TARGET (`coordinator`,
 // `worker` or `reconciler`); the local stack (local/handlerProcess.ts) and the bundle test load the
 // very same file. Adapters are built lazily, once per process, on the first request.
+//
+// Errors: every answer is Tally's JSON error body, never the framework's HTML or text pages.
+// Requests the framework refuses before a handler runs (a malformed JSON body, …) are answered by
+// the JSON final handler installed below (functions/http/frameworkErrors.ts); a handler that cannot
+// be built (bad configuration, an adapter that fails to start) or that throws is answered 500
+// `internal` here (not by the framework's text crash page), with the details in the logs only.
 import { http } from "@google-cloud/functions-framework";
+import { createLogger } from "./core/logger";
 import { createDashboard } from "./dashboard";
 import { createCoordinatorHandler } from "./handlers/coordinator";
 import { createReconcilerHandler } from "./handlers/reconciler/reconcilerHandler";
 import { createWorkerHandler, installShutdown, type WorkerHandler } from "./handlers/worker";
+import { answerFrameworkErrorsWithJson } from "./http/frameworkErrors";
 import type { HttpHandler } from "./http/httpTypes";
+import { sendError } from "./http/responses";
 import { type HandlerDeps, sharedDeps } from "./runtime";
+
+// Before the framework creates its Express app (it loads this module first, then builds the server).
+// Should a framework upgrade change what this relies on, the functions still start (with the
+// framework's own error pages) and say so in the logs; test/http/frameworkErrors.test.ts fails.
+try {
+  answerFrameworkErrorsWithJson();
+} catch (err) {
+  createLogger({ component: "http" }).error(
+    "http.json_errors_unavailable",
+    `framework errors will not be answered in JSON: ${(err as Error).message}`,
+  );
+}
 
 type AnyHandler = (req: never, res: never) => Promise<void>;
 
 /** Builds the handler on first use, so importing this file (to register targets) connects to nothing. */
 function lazy<H extends AnyHandler>(component: string, build: (deps: HandlerDeps) => H) {
+  const log = createLogger({ component });
   let built: Promise<H> | undefined;
   const get = () => {
     built ??= sharedDeps(component).then(build);
     return built;
   };
   const handler = async (req: Parameters<H>[0], res: Parameters<H>[1]) => {
-    const h = await get();
-    await (h as unknown as (a: unknown, b: unknown) => Promise<void>)(req, res);
+    try {
+      const h = await get();
+      await (h as unknown as (a: unknown, b: unknown) => Promise<void>)(req, res);
+    } catch (err) {
+      // Logged with its stack; the caller gets {"error": {"code": "internal", …}} (500) only.
+      sendError(res as never, err, log);
+    }
   };
   return { handler, get, started: () => built !== undefined };
 }

@@ -8,10 +8,30 @@
 // small clock skew), the `email` claim among the allowed service accounts and `email_verified`.
 // Certificates come from Google's federated sign-on endpoint (cached by google-auth-library per
 // its Cache-Control) unless injected, which lets tests verify offline against a local key pair.
+//
+// Tokens whose signature Cloud Run removed. A service that requires authentication (no `allUsers`
+// invoker; ours all do) has its caller's Google-signed ID token checked by Cloud Run's IAM invoker
+// check, and Cloud Run then forwards the request to the container with the token's signature
+// segment replaced by the literal `SIGNATURE_REMOVED_BY_GOOGLE` — Google's Cloud Run
+// troubleshooting guide, section "signature removed":
+// https://cloud.google.com/run/docs/troubleshooting#signature-removed
+// Every Pub/Sub push and every Cloud Scheduler call therefore reaches the worker and the
+// reconciler without a signature to verify. Such a token is accepted on its claims alone — Cloud
+// Run verified the signature — and every claim check above still applies (issuer, audience,
+// allowed email, email_verified, exp and iat with the clock skew). Its header must still say
+// RS256: Cloud Run replaces only the signature segment and Google signs ID tokens with RS256, so a
+// header saying anything else (`alg: none` included) is not a token Cloud Run passed on as it is.
+// Any other signature — missing, empty, garbage, a near miss of the marker — must verify against
+// Google's keys. The marker is only trustworthy behind Cloud Run IAM: the stack never grants
+// `roles/run.invoker` to allUsers (infra/policy/rules.ts) and gives worker and reconciler internal
+// ingress only (infra/services.ts).
 import { createPublicKey, type KeyObject, verify } from "node:crypto";
 import { OAuth2Client } from "google-auth-library";
 
 export const googleIssuers = ["accounts.google.com", "https://accounts.google.com"] as const;
+
+/** What Cloud Run puts in place of the signature of a token its IAM check has verified. */
+export const removedSignatureMarker = "SIGNATURE_REMOVED_BY_GOOGLE";
 
 /** Key id → PEM (X.509 certificate or SPKI public key). */
 export type CertificateSource = () => Promise<Record<string, string>>;
@@ -32,6 +52,8 @@ export interface VerifiedCaller {
   subject: string;
   audience: string;
   expiresAt: number;
+  /** `verified`: checked against Google's keys here; `removed_by_cloud_run`: checked by Cloud Run IAM. */
+  signature: "verified" | "removed_by_cloud_run";
 }
 
 /** Why a token was refused; the message never contains the token itself. */
@@ -92,22 +114,27 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
 
     if (jose.alg !== "RS256")
       fail("unsupported_algorithm", `the token's algorithm is ${String(jose.alg)}; only RS256 is accepted`);
-    if (typeof jose.kid !== "string") fail("unknown_key", "the token names no key id");
-    const kid = jose.kid as string;
-    let key = keyCache.get(kid);
-    if (!key) {
-      const pem = (await certificates())[kid];
-      if (!pem)
-        return fail("unknown_key", `the token's key id ${kid} is not among the signer's certificates`);
-      key = createPublicKey(pem);
-      // Google rotates its keys every few days: a small cache of the recent ones is plenty.
-      if (keyCache.size >= 16) keyCache.clear();
-      keyCache.set(kid, key);
+    // Exactly the marker: Cloud Run verified the signature before forwarding (see the top of this
+    // file); the claims below are still checked. Anything else must verify here.
+    const strippedByCloudRun = signaturePart === removedSignatureMarker;
+    if (!strippedByCloudRun) {
+      if (typeof jose.kid !== "string") fail("unknown_key", "the token names no key id");
+      const kid = jose.kid as string;
+      let key = keyCache.get(kid);
+      if (!key) {
+        const pem = (await certificates())[kid];
+        if (!pem)
+          return fail("unknown_key", `the token's key id ${kid} is not among the signer's certificates`);
+        key = createPublicKey(pem);
+        // Google rotates its keys every few days: a small cache of the recent ones is plenty.
+        if (keyCache.size >= 16) keyCache.clear();
+        keyCache.set(kid, key);
+      }
+      const signature = Buffer.from(signaturePart, "base64url");
+      const signed = Buffer.from(`${headerPart}.${payloadPart}`);
+      if (signature.length === 0 || !verify("RSA-SHA256", signed, key, signature))
+        fail("bad_signature", "the token's signature does not verify");
     }
-    const signature = Buffer.from(signaturePart, "base64url");
-    const signed = Buffer.from(`${headerPart}.${payloadPart}`);
-    if (signature.length === 0 || !verify("RSA-SHA256", signed, key, signature))
-      fail("bad_signature", "the token's signature does not verify");
 
     if (!googleIssuers.includes(claims.iss as (typeof googleIssuers)[number]))
       fail("wrong_issuer", `the token's issuer is ${String(claims.iss)}; expected accounts.google.com`);
@@ -131,6 +158,7 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
       subject: String(claims.sub ?? ""),
       audience: opts.audience,
       expiresAt: exp * 1000,
+      signature: strippedByCloudRun ? "removed_by_cloud_run" : "verified",
     };
   };
 }

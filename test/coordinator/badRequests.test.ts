@@ -1,12 +1,20 @@
 // One refused request per rule: each answers with its status and the `{"error": {code, message,
-// details}}` body listing every problem (field paths), and writes nothing. Served through the
-// Functions Framework (the deployed path) unless the case needs the streaming server; caps are
-// small so the "too large" cases stay small.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// details}}` body listing every problem (field paths), as `application/json` and never with a stack
+// trace or an HTML page, and writes nothing. Served through the Functions Framework (the deployed
+// path) unless the case needs the streaming server; caps are small so the "too large" cases stay
+// small. Requests the framework itself refuses before the handler runs (a malformed JSON body, an
+// unsupported charset or Content-Encoding, a path that is not valid percent-encoding) are answered
+// by the JSON final handler functions/index.ts installs (functions/http/frameworkErrors.ts), which
+// the harness's framework server gets too (installed below, before the server is built).
+import { gzipSync } from "node:zlib";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { answerFrameworkErrorsWithJson } from "../../functions/http/frameworkErrors";
+import { expectJsonError, fetchAnswer } from "../support/errorContract";
 import { type CoordinatorHarness, startCoordinatorHarness } from "./support/coordinatorHarness";
 
 let h: CoordinatorHarness;
 beforeAll(async () => {
+  answerFrameworkErrorsWithJson();
   h = await startCoordinatorHarness({
     maxItemsPerBatch: 20,
     maxJsonBodyBytes: 64 * 1024,
@@ -29,6 +37,10 @@ interface Case {
   body?: string;
   ndjson?: string[];
   contentType?: string;
+  /** More request headers (Content-Encoding, …). */
+  headers?: Record<string, string>;
+  /** Raw request bytes (instead of `body`). */
+  bytes?: Buffer;
   /** Serve through the plain streaming server instead of the Functions Framework. */
   streaming?: boolean;
   status: number;
@@ -227,13 +239,81 @@ const cases: Case[] = [
     paths: ["line 1"],
   },
   {
-    name: "a body that is not JSON (streaming server; the Functions Framework refuses it itself)",
+    name: "a body that is not JSON, through the streaming server (the handler parses it)",
     streaming: true,
     body: "{nope",
     contentType: "application/json",
     status: 400,
     code: "invalid_argument",
     paths: ["body"],
+  },
+  {
+    name: "a body that is not JSON, under the Functions Framework (its JSON parser refuses it)",
+    body: "{nope",
+    contentType: "application/json",
+    status: 400,
+    code: "invalid_argument",
+    paths: ["body"],
+    message: /not valid JSON/,
+  },
+  {
+    name: "a JSON body cut short, under the Functions Framework",
+    body: '{"id": "c-cut", "pipeline": "demo", "items": [',
+    contentType: "application/json",
+    status: 400,
+    code: "invalid_argument",
+    paths: ["body"],
+  },
+  {
+    name: "a bare JSON string, under the Functions Framework (its strict JSON parser refuses it)",
+    body: '"batch please"',
+    contentType: "application/json",
+    status: 400,
+    code: "invalid_argument",
+    paths: ["body"],
+  },
+  {
+    name: "a JSON body in a charset the framework does not read",
+    body: JSON.stringify({ id: "c-latin", pipeline: "demo", items: [demoItem()] }),
+    contentType: "application/json; charset=latin1",
+    status: 415,
+    code: "unsupported_media_type",
+    paths: ["Content-Type"],
+  },
+  {
+    name: "a body in a Content-Encoding the framework does not know",
+    body: JSON.stringify({ id: "c-enc", pipeline: "demo", items: [demoItem()] }),
+    contentType: "application/json",
+    headers: { "content-encoding": "x-tally-unknown" },
+    status: 415,
+    code: "unsupported_media_type",
+    paths: ["Content-Encoding"],
+  },
+  {
+    name: "a body that says gzip but is not",
+    body: "this is not gzip",
+    contentType: "application/json",
+    headers: { "content-encoding": "gzip" },
+    status: 400,
+    code: "invalid_argument",
+  },
+  {
+    name: "gzip holding malformed JSON",
+    bytes: gzipSync("{nope"),
+    contentType: "application/json",
+    headers: { "content-encoding": "gzip" },
+    status: 400,
+    code: "invalid_argument",
+    paths: ["body"],
+  },
+  {
+    name: "a path that is not valid percent-encoding (the framework's router refuses it)",
+    method: "GET",
+    path: "/v1/batches/%E0%A4%A",
+    status: 400,
+    code: "invalid_argument",
+    paths: ["path"],
+    message: /percent-encoding/,
   },
   {
     name: "a body that is a JSON array",
@@ -306,16 +386,24 @@ describe("bad requests", () => {
       const batchesBefore = await h.batchCount();
       const itemsBefore = await h.itemCount();
       const base = c.streaming ? h.streamingUrl : h.frameworkUrl;
+      const headers = { ...(c.contentType ? { "content-type": c.contentType } : {}), ...c.headers };
       const res = c.ndjson
         ? await h.postNdjson(c.ndjson, { base })
-        : await h.request(c.method ?? "POST", c.path ?? "/v1/batches", {
-            base,
-            json: c.json,
-            body: c.body,
-            headers: c.contentType ? { "content-type": c.contentType } : {},
-          });
+        : c.bytes
+          ? await fetchAnswer(`${base}${c.path ?? "/v1/batches"}`, {
+              method: c.method ?? "POST",
+              headers,
+              body: new Uint8Array(c.bytes),
+            })
+          : await h.request(c.method ?? "POST", c.path ?? "/v1/batches", {
+              base,
+              json: c.json,
+              body: c.body,
+              headers,
+            });
       if (res === "aborted") throw new Error("unexpected abort");
       expect(res.status, JSON.stringify(res.body)).toBe(c.status);
+      expectJsonError(res);
       expect(res.body.error.code).toBe(c.code);
       expect(typeof res.body.error.message).toBe("string");
       if (c.message) expect(res.body.error.message).toMatch(c.message);
@@ -339,13 +427,24 @@ describe("bad requests", () => {
     expect((del.headers as Headers).get("allow")).toBe("POST");
   });
 
-  it("under the Functions Framework a non-JSON body is refused by the framework and writes nothing", async () => {
-    const before = await h.batchCount();
-    const res = await h.request("POST", "/v1/batches", {
-      body: "{nope",
-      headers: { "content-type": "application/json" },
-    });
-    expect(res.status).toBe(400);
-    expect(await h.batchCount()).toBe(before);
+  it("an unexpected exception is a 500 with a generic message; the details are logged, not returned", async () => {
+    const failure = new Error("ledger exploded: secret-detail-123");
+    const getBatch = vi.spyOn(h.ledger, "getBatch").mockRejectedValueOnce(failure);
+    try {
+      const res = await h.request("GET", "/v1/batches/dep-ok");
+      expect(res.status).toBe(500);
+      expectJsonError(res);
+      expect(res.body).toEqual({
+        error: { code: "internal", message: "internal error; see the service logs" },
+      });
+      expect(JSON.stringify(res.body)).not.toContain("secret-detail-123");
+    } finally {
+      getBatch.mockRestore();
+    }
+    const logged = h.logs.find(
+      (l) => l.event === "http.internal_error" && String(l.message).includes("secret-detail-123"),
+    );
+    expect(logged?.severity).toBe("ERROR");
+    expect(String(logged?.error)).toContain("at "); // the stack goes to the log
   });
 });

@@ -25,6 +25,7 @@ import {
   type WorkerHandler,
   type WorkerHandlerOptions,
 } from "../../../functions/handlers/worker";
+import { answerFrameworkErrorsWithJson } from "../../../functions/http/frameworkErrors";
 import { emulatorHosts } from "../../support/cloud";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
@@ -87,11 +88,15 @@ export interface ServedWorker {
   close(): Promise<void>;
 }
 
-/** Serves a worker handler through the Functions Framework (as deployed) on a loopback port. */
+/**
+ * Serves a worker handler through the Functions Framework (as deployed) on a loopback port, with
+ * the framework's own refusals (malformed bodies, …) answered in JSON as functions/index.ts arranges.
+ */
 export async function serveWorker(deps: WorkerDeps, opts: WorkerHandlerOptions = {}): Promise<ServedWorker> {
   const handler = createWorkerHandler(deps, opts);
   const name = `worker-test-${process.pid}-${++served}`;
   http(name, handler);
+  answerFrameworkErrorsWithJson(deps.log);
   const server: Server = getTestServer(name);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
