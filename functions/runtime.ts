@@ -31,6 +31,7 @@ export async function createDeps(component: string, config: TallyConfig = loadCo
   const ledger = new FirestoreLedger(firestore, {
     retentionDays: config.env.TALLY_RETENTION_DAYS,
     failCompletionRate: faults.failCompletionRate,
+    failAfterCompletionRate: faults.failAfterCompletionRate,
     skipFinalizeRate: faults.skipFinalizeRate,
   });
   const queue = new PubSubWorkQueue(pubsub, config.topology.workTopic);

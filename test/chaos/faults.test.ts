@@ -15,15 +15,23 @@ describe("fault injection configuration", () => {
 
   it("reads each fault's rate", () => {
     expect(
-      faultsFromEnv({ TALLY_FAULT_COMPLETE_FAIL_RATE: "0.3", TALLY_FAULT_SKIP_FINALIZE_RATE: "1" }),
-    ).toEqual({ failCompletionRate: 0.3, skipFinalizeRate: 1 });
+      faultsFromEnv({
+        TALLY_FAULT_COMPLETE_FAIL_RATE: "0.3",
+        TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE: "0.2",
+        TALLY_FAULT_SKIP_FINALIZE_RATE: "1",
+      }),
+    ).toEqual({ failCompletionRate: 0.3, failAfterCompletionRate: 0.2, skipFinalizeRate: 1 });
   });
 
   it.each([
     ["NODE_ENV=production", { NODE_ENV: "production" }],
     ["Cloud Run (K_SERVICE)", { K_SERVICE: "tally-worker" }],
   ])("refuses every fault in a deployment: %s", (_name, deployment) => {
-    for (const name of ["TALLY_FAULT_COMPLETE_FAIL_RATE", "TALLY_FAULT_SKIP_FINALIZE_RATE"])
+    for (const name of [
+      "TALLY_FAULT_COMPLETE_FAIL_RATE",
+      "TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE",
+      "TALLY_FAULT_SKIP_FINALIZE_RATE",
+    ])
       expect(() => faultsFromEnv({ ...deployment, [name]: "0.5" })).toThrow(
         new RegExp(`fault injection \\(${name}\\) is refused in a deployment`),
       );
@@ -72,6 +80,22 @@ describe("faults in the ledger adapter", () => {
     const item = await ledger.getItem(ref.batchId, ref.itemId);
     expect(item?.status).toBe("running");
     expect(item?.result ?? null).toBeNull();
+  });
+
+  it("commits completions and then fails them at TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE: the item succeeded with the result, the caller saw an error", async () => {
+    const ledger = new FirestoreLedger(db, { failAfterCompletionRate: 1 });
+    const ref = await oneRunningItem(ledger, "complete-after-commit-fault");
+    await expect(ledger.completeItem(ref, "owner", { ok: true }, Date.now())).rejects.toThrow(
+      /injected fault: the completion committed, then its answer was lost/,
+    );
+    const item = await ledger.getItem(ref.batchId, ref.itemId);
+    expect(item).toMatchObject({ status: "succeeded", result: { ok: true }, lease: null });
+    // Only a completion that committed fails: a late duplicate's is skipped, and answered as such.
+    expect(await ledger.completeItem(ref, "owner", { ok: false }, Date.now())).toMatchObject({
+      kind: "skip",
+      reason: "terminal",
+    });
+    expect((await ledger.getItem(ref.batchId, ref.itemId))?.result).toEqual({ ok: true });
   });
 
   it("answers 'anything left?' with yes at TALLY_FAULT_SKIP_FINALIZE_RATE; off by default", async () => {
