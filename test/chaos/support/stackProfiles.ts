@@ -2,7 +2,7 @@
 // push subscriptions) and the faults one, whose workers run with injected faults (functions/faults.ts)
 // and which has a second reconciler process.
 
-import { completeFailRate } from "../scenarios/resultWriteFails";
+import { completeFailAfterCommitRate, completeFailRate } from "../scenarios/resultWriteFails";
 import type { StackKind } from "../scenarios/scenario";
 import { type ChaosStack, type ChaosStackOptions, startChaosStack } from "./chaosStack";
 
@@ -14,6 +14,7 @@ export const stackProfiles: Record<StackKind, ChaosStackOptions> = {
     secondReconciler: true,
     workerEnv: {
       TALLY_FAULT_COMPLETE_FAIL_RATE: String(completeFailRate),
+      TALLY_FAULT_COMPLETE_FAIL_AFTER_COMMIT_RATE: String(completeFailAfterCommitRate),
       TALLY_FAULT_SKIP_FINALIZE_RATE: "1",
     },
   },
