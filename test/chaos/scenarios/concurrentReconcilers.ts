@@ -4,7 +4,8 @@
 // every batch is left to the reconcilers' safety net — and two reconciler processes tick at once
 // while the scheduler loop ticks too, and every call is retried Scheduler-style (the first attempt
 // gives up at its deadline while the server keeps working, and the retry arrives on top of it).
-// Each batch: one `batch.finalized`, one export marker, the invariant.
+// Each batch: one `batch.finalized`, one export marker, the invariant; each call that does not give
+// up at its deadline answers 200 with a complete summary and no failed action.
 
 import { waitFor } from "../../../local/waitFor";
 import { finalBatchStatuses } from "../support/chaosApi";
@@ -22,6 +23,41 @@ import {
   type Scenario,
   ScenarioAssertionError,
 } from "./scenario";
+
+/** The counters each sweep reports in a reconcile summary (functions/handlers/reconciler/reconcileTick.ts). */
+const sweepCounters: Record<string, string[]> = {
+  expiredLeases: ["found", "redriven", "exhausted", "skipped"],
+  staleSubmissions: ["found", "resumed", "failed", "published"],
+  stalePending: ["found", "republished"],
+  dependencies: ["blocked", "started", "failed", "waiting", "published"],
+  finalizations: ["running", "staleFinalizing", "itemsSwept"],
+};
+
+/** What is wrong with a reconcile answer's summary: missing or mistyped fields, failed actions. */
+function summaryProblems(body: unknown): string[] {
+  if (!body || typeof body !== "object" || Array.isArray(body)) return ["the body is not a JSON object"];
+  const b = body as Record<string, unknown>;
+  const count = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0;
+  const problems: string[] = [];
+  for (const [sweep, counters] of Object.entries(sweepCounters)) {
+    const s = b[sweep] as Record<string, unknown> | undefined;
+    if (!s || typeof s !== "object") problems.push(`${sweep} is missing`);
+    else
+      for (const c of counters) if (!count(s[c])) problems.push(`${sweep}.${c} is ${JSON.stringify(s[c])}`);
+  }
+  const ids = b.finalizedBatchIds;
+  if (!count(b.finalized)) problems.push(`finalized is ${JSON.stringify(b.finalized)}`);
+  if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string"))
+    problems.push(`finalizedBatchIds is ${JSON.stringify(ids)}`);
+  else if (count(b.finalized) && ids.length !== Math.min(b.finalized as number, 50))
+    problems.push(`finalized is ${b.finalized} but finalizedBatchIds lists ${ids.length}`);
+  if (typeof b.moreWork !== "boolean") problems.push(`moreWork is ${JSON.stringify(b.moreWork)}`);
+  if (b.errors !== 0) problems.push(`errors is ${JSON.stringify(b.errors)}, expected 0`);
+  if (!Array.isArray(b.errorSamples) || b.errorSamples.length > 0)
+    problems.push(`errorSamples is ${JSON.stringify(b.errorSamples)}`);
+  if (!count(b.durationMs)) problems.push(`durationMs is ${JSON.stringify(b.durationMs)}`);
+  return problems;
+}
 
 export const concurrentReconcilers: Scenario = {
   id: "F3-concurrent-reconcilers",
@@ -42,9 +78,15 @@ export const concurrentReconcilers: Scenario = {
     let answered = 0;
     let gaveUp = 0;
     const finalizedByCalls = new Map<string, number>();
-    /** One reconcile call; false when it gave up at its deadline. */
+    /**
+     * One reconcile call; false when it gave up at its deadline. Any answer must be a 200 with a
+     * complete summary and no failed action: a 500 (or a body that is not a summary) is not
+     * "answered", it fails the scenario.
+     */
     const tick = async (url: string, deadlineMs: number | null): Promise<boolean> => {
       calls++;
+      let status: number;
+      let text: string;
       try {
         const res = await fetch(url, {
           method: "POST",
@@ -52,18 +94,28 @@ export const concurrentReconcilers: Scenario = {
           body: "{}",
           signal: AbortSignal.timeout(deadlineMs ?? 120_000),
         });
-        const body = (await res.json()) as {
-          finalizedBatchIds?: string[];
-          summary?: { finalizedBatchIds?: string[] };
-        };
-        answered++;
-        for (const id of body.finalizedBatchIds ?? body.summary?.finalizedBatchIds ?? [])
-          finalizedByCalls.set(id, (finalizedByCalls.get(id) ?? 0) + 1);
-        return true;
-      } catch {
+        status = res.status;
+        text = await res.text();
+      } catch (err) {
+        if ((err as Error).name !== "TimeoutError") throw err;
         gaveUp++;
         return false;
       }
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // reported below as not a summary
+      }
+      const problems = status === 200 ? summaryProblems(body) : [`status ${status}, expected 200`];
+      if (problems.length > 0)
+        throw new ScenarioAssertionError(
+          `POST ${url} (call ${calls}): ${problems.join("; ")}\n  body: ${text.slice(0, 800)}`,
+        );
+      answered++;
+      for (const id of (body as { finalizedBatchIds: string[] }).finalizedBatchIds)
+        finalizedByCalls.set(id, (finalizedByCalls.get(id) ?? 0) + 1);
+      return true;
     };
 
     // The reconcilers pile on once the batches near their end, so the finalizations happen under
