@@ -73,6 +73,18 @@ export const resultsTableSpec = {
   clustering: resultsTableClustering,
 };
 
+// --- what the identity running the export needs ---------------------------------------------------
+
+/**
+ * Permissions the export ladder needs on the project, whoever runs it: jobs.insert needs
+ * bigquery.jobs.create; jobs.get on a job *another* identity created (taking over a dead finalizer's
+ * export, or losing the insert race) "requires the bigquery.jobs.get permission on the job resource"
+ * — only a job's creator gets it with bigquery.jobs.create alone
+ * (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/get). roles/bigquery.jobUser lacks
+ * jobs.get; infra/ grants these two through a custom role.
+ */
+export const bigqueryExportPermissions = ["bigquery.jobs.create", "bigquery.jobs.get"] as const;
+
 // --- the BigQuery surface this sink calls ----------------------------------------------------------
 
 export interface LoadJobRequest {
@@ -234,7 +246,7 @@ export class BigQueryResultSink implements ResultSink {
     rows: AsyncIterable<ResultRow[]>,
   ): Promise<ExportResult> {
     const exportId = exportIdFor(batchId, generation);
-    const { location, maxAttempts } = this.opts;
+    const { maxAttempts } = this.opts;
     let staged: { file: string; rows: number } | null = null;
     const failures: string[] = [];
     try {
@@ -242,7 +254,7 @@ export class BigQueryResultSink implements ResultSink {
       // `maxAttempts` new jobs per run, so a run is bounded and a later run can still go on.
       for (let attempt = 0, inserted = 0; ; attempt++) {
         const jobId = BigQueryResultSink.jobIdFor(exportId, attempt);
-        let job = await this.client.getJob(jobId, location);
+        let job = await this.lookup(jobId);
         let mine = false;
         if (!job) {
           if (inserted >= maxAttempts)
@@ -262,7 +274,7 @@ export class BigQueryResultSink implements ResultSink {
             if (!isAlreadyExists(err)) throw err;
             // Another finalizer inserted this job id first: its job is the export.
           }
-          job = await this.client.getJob(jobId, location);
+          job = await this.lookup(jobId);
           if (!job) throw new Error(`BigQuery load job ${jobId} was accepted but cannot be found`);
         }
         job = await this.untilDone(job);
@@ -321,6 +333,23 @@ export class BigQueryResultSink implements ResultSink {
     }
   }
 
+  /**
+   * jobs.get, with a refusal explained: a 403 here almost always means the job was created by another
+   * identity (another finalizer) and this one lacks bigquery.jobs.get — the export cannot go on until
+   * the grant is fixed, and the error (recorded on the batch's failed export) says so.
+   */
+  private async lookup(jobId: string): Promise<JobSnapshot | null> {
+    try {
+      return await this.client.getJob(jobId, this.opts.location);
+    } catch (err) {
+      if (errorCode(err) !== 403) throw err;
+      throw new Error(
+        `BigQuery refused to read load job ${jobId} in project ${this.opts.projectId} (403: ${errorMessage(err)}). A job created by another identity (another finalizer taking part in this export) can only be read with the bigquery.jobs.get permission on the project; grant the exporting identities ${bigqueryExportPermissions.join(" and ")} (infra/storage.ts does, through the exporter custom role).`,
+        { cause: err },
+      );
+    }
+  }
+
   private async untilDone(job: JobSnapshot): Promise<JobSnapshot> {
     const deadline = this.opts.now() + this.opts.jobTimeoutMs;
     let current = job;
@@ -330,7 +359,7 @@ export class BigQueryResultSink implements ResultSink {
           `BigQuery load job ${current.jobId} still ${current.state} after ${this.opts.jobTimeoutMs} ms; a later run waits for the same job`,
         );
       await new Promise((r) => setTimeout(r, this.opts.pollIntervalMs));
-      const next = await this.client.getJob(current.jobId, this.opts.location);
+      const next = await this.lookup(current.jobId);
       if (!next) throw new Error(`BigQuery load job ${current.jobId} disappeared while running`);
       current = next;
     }

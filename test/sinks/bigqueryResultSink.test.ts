@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   BigQueryResultSink,
   type BigQueryResultSinkOptions,
+  bigqueryExportPermissions,
   ensureResultsTable,
   GoogleBigQueryJobsClient,
   resultsTableSpec,
@@ -18,7 +19,7 @@ import {
 import { exportIdFor } from "../../functions/adapters/resultExportId";
 import type { ResultRow } from "../../functions/core/model";
 import { runResultSinkContract } from "./resultSinkContract";
-import { FakeBigQueryClient } from "./support/fakeBigQueryClient";
+import { FakeBigQueryClient, otherFinalizerEmail } from "./support/fakeBigQueryClient";
 import { pages, resultRows } from "./support/resultRows";
 
 const stagingDir = mkdtempSync(join(tmpdir(), "tally-bq-sink-"));
@@ -224,6 +225,105 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
     expect(fake.inserted).toHaveLength(1);
     expect(fake.inserted[0]!.lines).toHaveLength(20_000);
     expect(sink.operations).toBe(1);
+  });
+
+  describe("taking over an export another identity started (a dead finalizer's load job)", () => {
+    // Finalizer A (one identity) inserted the export's load job and died; finalizer B (another
+    // identity: the worker vs the reconciler, say) runs the same export. B's insert is refused as a
+    // duplicate and B must read A's job: jobs.get on a job one did not create needs
+    // bigquery.jobs.get (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/get).
+    const a = {
+      email: "tally-dev-worker@tally-test.iam.gserviceaccount.com",
+      permissions: bigqueryExportPermissions,
+    };
+    const b = (permissions: readonly string[]) => ({
+      email: "tally-dev-recon@tally-test.iam.gserviceaccount.com",
+      permissions,
+    });
+
+    async function startedByA(
+      batchId: string,
+      rows: ResultRow[],
+      outcome = { kind: "run" as const, polls: 2 },
+    ) {
+      const project = new FakeBigQueryClient(a);
+      const exportId = exportIdFor(batchId, 1);
+      project.seedJob(
+        exportId,
+        rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
+        outcome,
+        a.email,
+      );
+      return { project, exportId };
+    }
+
+    it("with bigquery.jobs.get (what infra grants) B reads A's job, waits for it and reports its rows: no second job", async () => {
+      const rows = resultRows("takeover", 1, 4);
+      const { project, exportId } = await startedByA("takeover", rows);
+      const asB = project.as(b(bigqueryExportPermissions));
+      const { sink } = fakeSink(asB);
+      expect(await sink.exportBatch("takeover", 1, unreadable())).toEqual({ exportId, rows: 4 });
+      expect(project.creatorOf(exportId)).toBe(a.email);
+      expect(project.inserted).toHaveLength(0);
+      expect(project.tableRows).toHaveLength(4);
+    });
+
+    it("with roles/bigquery.jobUser only (bigquery.jobs.create) B is refused with 403, and the sink says which permission is missing", async () => {
+      const rows = resultRows("stuck", 1, 3);
+      const { project, exportId } = await startedByA("stuck", rows);
+      const asB = project.as(b(["bigquery.jobs.create"]));
+      // The fake refuses the way BigQuery does.
+      await expect(asB.getJob(exportId, "EU")).rejects.toMatchObject({ code: 403 });
+      const { sink } = fakeSink(asB);
+      const attempt = sink.exportBatch("stuck", 1, pages(rows));
+      await expect(attempt).rejects.toThrow(
+        `BigQuery refused to read load job ${exportId} in project tally-test (403: Access Denied: Job EU.${exportId}: User does not have bigquery.jobs.get permission for Job EU.${exportId}.)`,
+      );
+      await expect(sink.exportBatch("stuck", 1, pages(rows))).rejects.toThrow(
+        "grant the exporting identities bigquery.jobs.create and bigquery.jobs.get",
+      );
+      // Nothing was loaded twice, and nothing was silently reported as exported.
+      expect(project.inserted).toHaveLength(0);
+    });
+
+    it("losing the insert race to another identity is the same take-over: B needs bigquery.jobs.get to wait for A's job", async () => {
+      const rows = resultRows("race-id", 1, 2);
+      const exportId = exportIdFor("race-id", 1);
+      const withGet = new FakeBigQueryClient(b(bigqueryExportPermissions));
+      withGet.afterMissingLookup = (jobId) => {
+        withGet.afterMissingLookup = null;
+        withGet.seedJob(
+          jobId,
+          rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
+        );
+      };
+      expect(await fakeSink(withGet).sink.exportBatch("race-id", 1, pages(rows))).toEqual({
+        exportId,
+        rows: 2,
+      });
+      expect(withGet.creatorOf(exportId)).toBe(otherFinalizerEmail);
+
+      const withoutGet = new FakeBigQueryClient(b(["bigquery.jobs.create"]));
+      withoutGet.afterMissingLookup = (jobId) => {
+        withoutGet.afterMissingLookup = null;
+        withoutGet.seedJob(
+          jobId,
+          rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
+        );
+      };
+      await expect(fakeSink(withoutGet).sink.exportBatch("race-id", 1, pages(rows))).rejects.toThrow(
+        /403.*bigquery\.jobs\.get/,
+      );
+    });
+
+    it("the creator reads its own job with bigquery.jobs.create alone", async () => {
+      const own = new FakeBigQueryClient(b(["bigquery.jobs.create"]));
+      const { sink } = fakeSink(own);
+      expect(await sink.exportBatch("own", 1, pages(resultRows("own", 1, 2)))).toEqual({
+        exportId: exportIdFor("own", 1),
+        rows: 2,
+      });
+    });
   });
 
   it("counts rows with one parameterized query on the table", async () => {
