@@ -6,13 +6,28 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Apis } from "./apis";
 import type { Bundle } from "./bundle/buildBundle";
 import type { Identities } from "./identities";
+import { iamPropagationSeconds, PropagationWait } from "./readiness";
 
 export interface FunctionSource {
   bucket: gcp.storage.Bucket;
   object: gcp.storage.BucketObject;
   /** Grants the build identity needs before a build can run. */
-  builderGrants: pulumi.Resource[];
+  builderGrants: pulumi.CustomResource[];
+  /** Created `iamPropagationSeconds` after the builder's grants (and the handler accounts) exist. */
+  builderReady: PropagationWait;
 }
+
+/**
+ * Cloud Functions stages sources and uploads in buckets it creates and names gcf-v2-sources-<number>-<region>
+ * and gcf-v2-uploads-<number>-<region>. In IAM conditions a Cloud Storage bucket is
+ * `projects/_/buckets/NAME` and an object `projects/_/buckets/NAME/objects/OBJECT`
+ * (https://cloud.google.com/iam/docs/conditions-resource-attributes), so this prefix covers both.
+ */
+export const gcfBucketsCondition = {
+  title: "gcf-v2 buckets only",
+  description: "Cloud Functions' own staging buckets (gcf-v2-sources-*, gcf-v2-uploads-*)",
+  expression: 'resource.name.startsWith("projects/_/buckets/gcf-v2-")',
+};
 
 export function createFunctionSource(
   a: {
@@ -54,7 +69,7 @@ export function createFunctionSource(
   );
 
   const builder = a.identities.builder.member;
-  const builderGrants: pulumi.Resource[] = [
+  const builderGrants: pulumi.CustomResource[] = [
     // The build identity reads the uploaded source from this bucket.
     new gcp.storage.BucketIAMMember(
       `${p}-source-bucket-builder-viewer`,
@@ -75,12 +90,33 @@ export function createFunctionSource(
       { parent },
     ),
     // Cloud Functions copies the source into its own staging bucket (gcf-v2-sources-*), created by the
-    // service, which the build must read; Google documents objectAdmin for the build identity.
+    // service, which the build must read; Google documents objectAdmin for the build identity. The
+    // buckets do not exist before the first deploy, so the grant is project-level but conditioned
+    // to the gcf-v2-* buckets rather than every bucket in the project.
     new gcp.projects.IAMMember(
       `${p}-builder-object-admin`,
-      { project: a.project, role: "roles/storage.objectAdmin", member: builder },
+      {
+        project: a.project,
+        role: "roles/storage.objectAdmin",
+        member: builder,
+        condition: gcfBucketsCondition,
+      },
       { parent },
     ),
   ];
-  return { bucket, object, builderGrants };
+  // IAM grants (and new service accounts) take minutes to propagate; the builds wait for them.
+  const builderReady = new PropagationWait(
+    `${p}-builder-iam-propagation`,
+    {
+      seconds: iamPropagationSeconds,
+      reason: "IAM grants to the build service account propagate before the function builds use them",
+      // A grant's id names its resource, role, member (and condition): a changed set waits again.
+      covers: builderGrants.map((g) => g.id),
+    },
+    {
+      parent,
+      dependsOn: [...builderGrants, a.identities.coordinator, a.identities.worker, a.identities.reconciler],
+    },
+  );
+  return { bucket, object, builderGrants, builderReady };
 }

@@ -78,6 +78,20 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     { parent },
   );
 
+  // Pub/Sub signs each push's OIDC token as the subscription's service account. On projects whose
+  // Pub/Sub service agent was created on or before 8 April 2021 the agent needs
+  // roles/iam.serviceAccountTokenCreator to do so (Google's push-authentication and Eventarc docs);
+  // newer projects have it through roles/pubsub.serviceAgent. Granted on each push account only,
+  // never on the project.
+  const agentMintsTokens = (name: string, account: gcp.serviceaccount.Account) =>
+    new gcp.serviceaccount.IAMMember(
+      `${p}-${name}-agent-token-creator`,
+      { serviceAccountId: account.name, role: "roles/iam.serviceAccountTokenCreator", member: agent },
+      { parent },
+    );
+  const workPushTokens = agentMintsTokens("work-push", m.identities.workPush);
+  const deadLetterPushTokens = agentMintsTokens("dead-letter-push", m.identities.deadLetterPush);
+
   const retryPolicy = {
     minimumBackoff: `${d.minimumBackoffSeconds}s`,
     maximumBackoff: `${d.maximumBackoffSeconds}s`,
@@ -106,7 +120,12 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     },
     {
       parent,
-      dependsOn: [...m.apis.on("pubsub.googleapis.com"), agentPublishesDeadLetters, ...m.pushTargets],
+      dependsOn: [
+        ...m.apis.on("pubsub.googleapis.com"),
+        agentPublishesDeadLetters,
+        workPushTokens,
+        ...m.pushTargets,
+      ],
     },
   );
 
@@ -131,7 +150,15 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
         oidcToken: { serviceAccountEmail: m.identities.deadLetterPush.email, audience: m.reconcilerUrl },
       },
     },
-    { parent, dependsOn: [...m.apis.on("pubsub.googleapis.com"), agentPublishesParked, ...m.pushTargets] },
+    {
+      parent,
+      dependsOn: [
+        ...m.apis.on("pubsub.googleapis.com"),
+        agentPublishesParked,
+        deadLetterPushTokens,
+        ...m.pushTargets,
+      ],
+    },
   );
 
   // Nothing consumes this pull subscription automatically: it keeps parked dead letters for a week so

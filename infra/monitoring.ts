@@ -2,11 +2,22 @@
 // failure modes Tally exists to catch (DESIGN §1), an e-mail notification channel when
 // tally:alertEmail is set, and one dashboard. Each alert's documentation says what it means and
 // where to look (docs/operations.md).
+//
+// Two languages meet here. Log-based metric filters are Logging queries (logQueries.ts); alert
+// conditions and dashboard charts are Monitoring filters (https://cloud.google.com/monitoring/api/v3/filters),
+// whose grammar differs: a set of values is `one_of("a", "b")`, never Logging's `("a" OR "b")`
+// (refused with 400). infra/policy/monitoringFilter.ts checks every Monitoring filter emitted here.
+//
+// A new log-based metric is unknown to Cloud Monitoring for up to ~10 minutes, and an alert policy
+// naming it fails with 404 meanwhile; each metric therefore has a readiness gate (readiness.ts) and
+// every alert policy and the dashboard depend on the gates of the metrics their filters name.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
 import { eventFilter, handlerLogFilter } from "./logQueries";
+import { userMetricPrefix, userMetricsNamed } from "./policy/monitoringFilter";
+import { MetricReadiness } from "./readiness";
 
 /** Log events and fields the metrics count (emitted by functions/; see DESIGN §3). */
 export const monitoredEvents = {
@@ -80,15 +91,35 @@ export function logMetricSpecs(cfg: InfraConfig): Record<LogMetricKey, LogMetric
 export interface Monitoring {
   channel?: gcp.monitoring.NotificationChannel;
   metrics: Record<LogMetricKey, gcp.logging.Metric>;
+  /** One per metric: exists once Cloud Monitoring serves the metric's descriptor. */
+  metricGates: Record<LogMetricKey, MetricReadiness>;
   alerts: Record<string, gcp.monitoring.AlertPolicy>;
   dashboard: gcp.monitoring.Dashboard;
   dashboardUrl: pulumi.Output<string>;
 }
 
-type Condition = gcp.types.input.monitoring.AlertPolicyCondition;
+/** An alert condition whose Monitoring filters are plain strings (so they can be read back and checked). */
+interface Condition {
+  displayName: string;
+  conditionThreshold?: gcp.types.input.monitoring.AlertPolicyConditionConditionThreshold & {
+    filter: string;
+    denominatorFilter?: string;
+  };
+  conditionAbsent?: gcp.types.input.monitoring.AlertPolicyConditionConditionAbsent & { filter: string };
+}
+
+const quote = (s: string) => JSON.stringify(s);
+
+/** A Monitoring comparison against one value or a set of values (`one_of`, not Logging's `("a" OR "b")`). */
+export function labelIn(selector: string, values: string[]): string {
+  if (values.length === 0) throw new Error(`no values for ${selector}`);
+  return values.length === 1
+    ? `${selector} = ${quote(values[0]!)}`
+    : `${selector} = one_of(${values.map(quote).join(", ")})`;
+}
 
 const userMetric = (name: string) =>
-  `metric.type="logging.googleapis.com/user/${name}" AND resource.type="cloud_run_revision"`;
+  `metric.type = ${quote(`${userMetricPrefix}${name}`)} AND resource.type = "cloud_run_revision"`;
 
 /** A log-based counter summed over a window, above a threshold. */
 function logCountAbove(displayName: string, metricName: string, threshold = 0, window = "300s"): Condition {
@@ -109,16 +140,29 @@ function logCountAbove(displayName: string, metricName: string, threshold = 0, w
 }
 
 function subscriptionFilter(metric: string, subscriptions: string[]): string {
-  return `metric.type="pubsub.googleapis.com/subscription/${metric}" AND resource.type="pubsub_subscription" AND resource.labels.subscription_id=(${subscriptions.map((s) => JSON.stringify(s)).join(" OR ")})`;
+  return [
+    `metric.type = ${quote(`pubsub.googleapis.com/subscription/${metric}`)}`,
+    'resource.type = "pubsub_subscription"',
+    labelIn("resource.labels.subscription_id", subscriptions),
+  ].join(" AND ");
 }
 
 function workerRequests(service: string, codeClass?: string): string {
   return [
-    'metric.type="run.googleapis.com/request_count"',
-    'resource.type="cloud_run_revision"',
-    `resource.labels.service_name=${JSON.stringify(service)}`,
-    ...(codeClass ? [`metric.labels.response_code_class=${JSON.stringify(codeClass)}`] : []),
+    'metric.type = "run.googleapis.com/request_count"',
+    'resource.type = "cloud_run_revision"',
+    labelIn("resource.labels.service_name", [service]),
+    ...(codeClass ? [labelIn("metric.labels.response_code_class", [codeClass])] : []),
   ].join(" AND ");
+}
+
+/** The Monitoring filters of a list of alert conditions (threshold, ratio denominator, absence). */
+function conditionFilters(conditions: Condition[]): string[] {
+  return conditions.flatMap((c) =>
+    [c.conditionThreshold?.filter, c.conditionThreshold?.denominatorFilter, c.conditionAbsent?.filter].filter(
+      (f): f is string => typeof f === "string",
+    ),
+  );
 }
 
 export function createMonitoring(
@@ -159,7 +203,27 @@ export function createMonitoring(
       },
       { parent, dependsOn: a.apis.on("logging.googleapis.com") },
     );
-  const allMetrics = Object.values(metrics);
+  // The gate of each metric: alert policies naming the metric are created only once it is ready.
+  const metricGates = {} as Record<LogMetricKey, MetricReadiness>;
+  for (const k of Object.keys(specs) as LogMetricKey[])
+    metricGates[k] = new MetricReadiness(
+      `${p}-metric-ready-${specs[k].suffix}`,
+      { project: a.project, metricType: pulumi.interpolate`${userMetricPrefix}${metrics[k].name}` },
+      { parent, dependsOn: [metrics[k], ...monitoringApi] },
+    );
+  const gateByName = new Map(
+    (Object.keys(specs) as LogMetricKey[]).map((k) => [metricName(k), metricGates[k]]),
+  );
+  /** The gates of the log-based metrics these Monitoring filters name; a name the stack does not declare is an error. */
+  const gatesFor = (filters: string[]): MetricReadiness[] =>
+    [...new Set(filters.flatMap(userMetricsNamed))].map((name) => {
+      const gate = gateByName.get(name);
+      if (!gate)
+        throw new Error(
+          `a Monitoring filter names log-based metric ${name}, which this stack does not declare`,
+        );
+      return gate;
+    });
 
   const runbook = "See docs/operations.md (alerts and what to do).";
   const alert = (key: string, displayName: string, conditions: Condition[], what: string, severity: string) =>
@@ -176,7 +240,7 @@ export function createMonitoring(
         alertStrategy: { autoClose: "1800s" },
         documentation: { mimeType: "text/markdown", content: `${what}\n\n${runbook}` },
       },
-      { parent, dependsOn: [...monitoringApi, ...allMetrics] },
+      { parent, dependsOn: [...monitoringApi, ...gatesFor(conditionFilters(conditions))] },
     );
 
   const alerts = {
@@ -294,10 +358,11 @@ export function createMonitoring(
     ),
   };
 
+  const dashboardSpec = dashboardJson(cfg, metricName);
   const dashboard = new gcp.monitoring.Dashboard(
     `${p}-dashboard`,
-    { project: a.project, dashboardJson: dashboardJson(cfg, metricName) },
-    { parent, dependsOn: [...monitoringApi, ...allMetrics] },
+    { project: a.project, dashboardJson: dashboardSpec },
+    { parent, dependsOn: [...monitoringApi, ...gatesFor(chartFilters(dashboardSpec))] },
   );
   // Dashboard ids are `projects/<number>/dashboards/<id>`; the console addresses them by the last part.
   const dashboardUrl = pulumi
@@ -306,7 +371,16 @@ export function createMonitoring(
       ([id, project]) =>
         `https://console.cloud.google.com/monitoring/dashboards/custom/${id.split("/").pop()}?project=${project}`,
     );
-  return { channel, metrics, alerts, dashboard, dashboardUrl };
+  return { channel, metrics, metricGates, alerts, dashboard, dashboardUrl };
+}
+
+/** The charts' Monitoring filters in a dashboard built by dashboardJson. */
+function chartFilters(json: string): string[] {
+  const widgets = (JSON.parse(json) as { mosaicLayout: { tiles: { widget: ReturnType<typeof chart> }[] } })
+    .mosaicLayout.tiles;
+  return widgets.flatMap((t) =>
+    t.widget.xyChart.dataSets.map((d) => d.timeSeriesQuery.timeSeriesFilter.filter),
+  );
 }
 
 function chart(title: string, filter: string, aligner: string, groupBy: string[] = []) {
@@ -351,11 +425,11 @@ export function dashboardJson(cfg: InfraConfig, metricName: (k: LogMetricKey) =>
     ]),
     chart(
       "Instances by service",
-      `metric.type="run.googleapis.com/container/instance_count" AND resource.type="cloud_run_revision" AND resource.labels.service_name=(${Object.values(
-        t.services,
-      )
-        .map((s) => JSON.stringify(s))
-        .join(" OR ")})`,
+      [
+        'metric.type = "run.googleapis.com/container/instance_count"',
+        'resource.type = "cloud_run_revision"',
+        labelIn("resource.labels.service_name", Object.values(t.services)),
+      ].join(" AND "),
       "ALIGN_MAX",
       ["resource.label.service_name"],
     ),

@@ -168,7 +168,10 @@ export function createServices(
             "cloudbuild.googleapis.com",
             "artifactregistry.googleapis.com",
           ),
+          // Every grant to the build account, and the IAM propagation wait after them: a build
+          // started before the grants propagate fails with a permission error.
           ...a.source.builderGrants,
+          a.source.builderReady,
         ],
       },
     );

@@ -7,7 +7,7 @@
 // queries and the declared resources cannot drift apart.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import { resultsTableSpec } from "../functions/adapters/bigqueryResultSink";
+import { bigqueryExportPermissions, resultsTableSpec } from "../functions/adapters/bigqueryResultSink";
 import {
   type CompositeIndex,
   firestoreIndexes,
@@ -17,6 +17,11 @@ import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
 import type { Identities } from "./identities";
 import { handlerLogFilter } from "./logQueries";
+
+/** Custom-role ids allow ^[a-zA-Z0-9_.]{3,64}$ (terraform-provider-google google/verify/validation.go). */
+export function exporterRoleId(prefix: string): string {
+  return `${prefix.replace(/[^a-zA-Z0-9_.]/g, "_")}_bigquery_exporter`;
+}
 
 /** The handlers use the default database (`new Firestore({ projectId })`). */
 export const firestoreDatabase = "(default)";
@@ -130,6 +135,8 @@ export function createStorage(
       location: cfg.resultsLocation,
       description: `Tally (${p}): results of finalized batches, one row per succeeded item`,
       labels: a.labels,
+      // Results are the product's output and exist nowhere else once the ledger's TTL removes the
+      // items: `pulumi destroy` must not delete them (the table also has deletionProtection).
       deleteContentsOnDestroy: false,
     },
     { parent, dependsOn: a.apis.on("bigquery.googleapis.com") },
@@ -152,9 +159,32 @@ export function createStorage(
     },
     { parent },
   );
+  // The export ladder (functions/adapters/bigqueryResultSink.ts) inserts a load job under a
+  // deterministic id and, when the id is taken, reads the job another finalizer created. jobs.get on a
+  // job one did not create "requires the bigquery.jobs.get permission on the job resource"; only the
+  // creator gets by with bigquery.jobs.create (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/get,
+  // https://cloud.google.com/bigquery/docs/jobs-overview). roles/bigquery.jobUser has jobs.create but
+  // not jobs.get, so a finalizer taking over a dead one's export got 403 and the batch stayed
+  // finalizing. This custom role holds exactly the two permissions; jobs are project resources, so
+  // it is granted on the project. (Role ids allow letters, digits, _ and .: ^[a-zA-Z0-9_.]{3,64}$.)
+  const exporterRole = new gcp.projects.IAMCustomRole(
+    `${p}-bigquery-exporter-role`,
+    {
+      project: a.project,
+      roleId: exporterRoleId(p),
+      title: `Tally ${p} BigQuery exporter`,
+      description:
+        "Insert BigQuery load/query jobs and read any job in the project (take over another finalizer's export)",
+      // What the sink declares its export ladder needs.
+      permissions: [...bigqueryExportPermissions],
+      stage: "GA",
+    },
+    { parent, dependsOn: a.apis.on("iam.googleapis.com") },
+  );
   for (const role of handlers) {
     // Whichever handler finalizes a batch exports its results (worker: after the last item;
-    // reconciler: the safety net; coordinator: cancelling a batch with nothing left running).
+    // reconciler: the safety net; coordinator: cancelling a batch with nothing left running), and any
+    // of them may take over an export another one started.
     new gcp.bigquery.DatasetIamMember(
       `${p}-results-${role}-data-editor`,
       {
@@ -165,11 +195,16 @@ export function createStorage(
       },
       { parent },
     );
-    // The export is a load job, and jobs belong to the project: bigquery.jobs.create has no narrower scope.
+    // Jobs belong to the project: bigquery.jobs.create/get have no narrower scope. The role is named
+    // by its id (known at preview) and ordered after the custom role.
     new gcp.projects.IAMMember(
-      `${p}-${role}-bigquery-job-user`,
-      { project: a.project, role: "roles/bigquery.jobUser", member: identities[role].member },
-      { parent, dependsOn: a.apis.on("bigquery.googleapis.com") },
+      `${p}-${role}-bigquery-exporter`,
+      {
+        project: a.project,
+        role: pulumi.interpolate`projects/${a.project}/roles/${exporterRoleId(p)}`,
+        member: identities[role].member,
+      },
+      { parent, dependsOn: [exporterRole, ...a.apis.on("bigquery.googleapis.com")] },
     );
   }
 
@@ -184,6 +219,10 @@ export function createStorage(
         location: cfg.resultsLocation,
         description: `Tally (${p}): handler logs routed by the ${p}-logs sink`,
         labels: a.labels,
+        // The sink creates a table per log and day; without this `pulumi destroy` cannot delete a
+        // dataset that still holds tables ("Dataset … is still in use"). The logs stay in Cloud
+        // Logging, the primary store; these are a copy.
+        deleteContentsOnDestroy: true,
       },
       { parent, dependsOn: a.apis.on("bigquery.googleapis.com") },
     );

@@ -16,6 +16,7 @@ new PolicyPack("tally", {
           name: r.name,
           urn: r.urn,
           props: r.props,
+          dependencies: r.dependencies.map((d) => d.urn),
         }));
         for (const v of rule.check(records)) reportViolation(v.message, v.urn);
       },

@@ -3,9 +3,18 @@
 // `pulumi preview --policy-pack infra/policy`) and offline in the test suite over the resources the
 // Pulumi mocks record. No Pulumi imports here.
 //
-// Records carry the resource's type token, logical name, URN and properties. In a real preview the
-// policy SDK throws on properties not yet known; it then reports the policy as advisory ("can't run
-// during preview") and the policy runs for real on `pulumi up`.
+// Records carry the resource's type token, logical name, URN, properties and dependencies (URNs:
+// explicit dependsOn plus the resources its inputs come from — the order the engine follows). In a
+// real preview the policy SDK throws on properties not yet known; it then reports the policy as
+// advisory ("can't run during preview") and the policy runs for real on `pulumi up`.
+import {
+  alertPolicyFilters,
+  checkTimeSeriesFilter,
+  dashboardFilters,
+  type EmittedFilter,
+  userMetricPrefix,
+  userMetricsNamed,
+} from "./monitoringFilter";
 
 export interface ResourceRecord {
   type: string;
@@ -13,6 +22,8 @@ export interface ResourceRecord {
   urn?: string;
   // biome-ignore lint/suspicious/noExplicitAny: resource properties are arbitrary provider JSON.
   props: Record<string, any>;
+  /** URNs of the resources this one depends on (direct). */
+  dependencies?: string[];
 }
 
 export interface Violation {
@@ -39,6 +50,13 @@ export const types = {
   projectIamMember: "gcp:projects/iAMMember:IAMMember",
   projectIamBinding: "gcp:projects/iAMBinding:IAMBinding",
   projectIamPolicy: "gcp:projects/iAMPolicy:IAMPolicy",
+  projectCustomRole: "gcp:projects/iAMCustomRole:IAMCustomRole",
+  serviceAccountIamMember: "gcp:serviceaccount/iAMMember:IAMMember",
+  serviceAccountIamBinding: "gcp:serviceaccount/iAMBinding:IAMBinding",
+  logMetric: "gcp:logging/metric:Metric",
+  dashboard: "gcp:monitoring/dashboard:Dashboard",
+  metricReadiness: "pulumi-nodejs:dynamic/tally:MetricReadiness",
+  propagationWait: "pulumi-nodejs:dynamic/tally:PropagationWait",
 } as const;
 
 /** The Pub/Sub service agent, the identity that moves messages to dead-letter topics. */
@@ -56,24 +74,58 @@ const violation = (rule: string, r: ResourceRecord, message: string): Violation 
   message,
 });
 
+interface IamCondition {
+  title?: string;
+  expression?: string;
+}
+
 function projectGrants(
   resources: ResourceRecord[],
-): { resource: ResourceRecord; role: string; members: string[] }[] {
-  const out: { resource: ResourceRecord; role: string; members: string[] }[] = [];
+): { resource: ResourceRecord; role: string; members: string[]; condition?: IamCondition }[] {
+  const out: { resource: ResourceRecord; role: string; members: string[]; condition?: IamCondition }[] = [];
   for (const r of resources) {
     if (r.type === types.projectIamMember)
-      out.push({ resource: r, role: r.props.role, members: [r.props.member] });
+      out.push({ resource: r, role: r.props.role, members: [r.props.member], condition: r.props.condition });
     else if (r.type === types.projectIamBinding)
-      out.push({ resource: r, role: r.props.role, members: r.props.members ?? [] });
+      out.push({
+        resource: r,
+        role: r.props.role,
+        members: r.props.members ?? [],
+        condition: r.props.condition,
+      });
     else if (r.type === types.projectIamPolicy) {
       const policy = JSON.parse(r.props.policyData ?? "{}") as {
-        bindings?: { role: string; members: string[] }[];
+        bindings?: { role: string; members: string[]; condition?: IamCondition }[];
       };
       for (const b of policy.bindings ?? [])
-        out.push({ resource: r, role: b.role, members: b.members ?? [] });
+        out.push({ resource: r, role: b.role, members: b.members ?? [], condition: b.condition });
     }
   }
   return out;
+}
+
+/** URN → record, and whether `from` depends on `to` directly or through other dependencies. */
+function dependencyGraph(resources: ResourceRecord[]) {
+  const byUrn = new Map(resources.filter((r) => r.urn).map((r) => [r.urn!, r]));
+  const dependsOn = (from: ResourceRecord, to: ResourceRecord): boolean => {
+    const seen = new Set<string>();
+    const stack = [...(from.dependencies ?? [])];
+    while (stack.length > 0) {
+      const urn = stack.pop()!;
+      if (urn === to.urn) return true;
+      if (seen.has(urn)) continue;
+      seen.add(urn);
+      stack.push(...(byUrn.get(urn)?.dependencies ?? []));
+    }
+    return false;
+  };
+  return { byUrn, dependsOn };
+}
+
+/** `serviceAccount:EMAIL` for a service-account reference (`projects/P/serviceAccounts/EMAIL` or EMAIL). */
+function serviceAccountMember(ref: unknown): string | undefined {
+  const email = lastSegment(ref);
+  return email ? `serviceAccount:${email}` : undefined;
 }
 
 /** Subscriptions whose topic receives another subscription's dead letters. */
@@ -413,6 +465,290 @@ export const alertsNotify: Rule = {
   },
 };
 
+export const monitoringFiltersValid: Rule = {
+  name: "monitoring-filters-valid",
+  description:
+    'Every Monitoring filter (alert conditions, dashboard charts) follows Cloud Monitoring\'s filter grammar and names one metric type: Logging forms such as `label=("a" OR "b")` are refused with 400.',
+  check: (resources) => {
+    const out: Violation[] = [];
+    const emitted: [ResourceRecord, EmittedFilter[]][] = [];
+    for (const a of ofType(resources, types.alertPolicy)) {
+      try {
+        emitted.push([a, alertPolicyFilters(a.props)]);
+      } catch (err) {
+        out.push(
+          violation(
+            "monitoring-filters-valid",
+            a,
+            `alert policy ${a.props.displayName ?? a.name}: ${(err as Error).message}`,
+          ),
+        );
+      }
+    }
+    for (const d of ofType(resources, types.dashboard))
+      emitted.push([d, dashboardFilters(d.props.dashboardJson ?? "{}")]);
+    for (const [r, filters] of emitted)
+      for (const f of filters)
+        for (const problem of checkTimeSeriesFilter(f.filter))
+          out.push(
+            violation(
+              "monitoring-filters-valid",
+              r,
+              `${r.props.displayName ?? r.name} ${f.path} is not a valid Monitoring filter: ${problem} (filter: ${f.filter})`,
+            ),
+          );
+    return out;
+  },
+};
+
+export const alertsWaitForMetricReadiness: Rule = {
+  name: "alerts-wait-for-metric-readiness",
+  description:
+    "Every alert policy and dashboard depends on the readiness gate of each log-based metric its filters name, and that gate depends on the metric (Monitoring answers 404 for a new log-based metric for up to ~10 minutes).",
+  check: (resources) => {
+    const { dependsOn } = dependencyGraph(resources);
+    const metrics = ofType(resources, types.logMetric);
+    const gates = ofType(resources, types.metricReadiness);
+    const out: Violation[] = [];
+    // Filters that do not parse (or condition kinds not known) are monitoring-filters-valid's to report.
+    const lenient = <T>(f: () => T[]): T[] => {
+      try {
+        return f();
+      } catch {
+        return [];
+      }
+    };
+    const users = [
+      ...ofType(resources, types.alertPolicy).map(
+        (a) => [a, lenient(() => alertPolicyFilters(a.props))] as const,
+      ),
+      ...ofType(resources, types.dashboard).map(
+        (d) => [d, lenient(() => dashboardFilters(d.props.dashboardJson ?? "{}"))] as const,
+      ),
+    ];
+    for (const [r, filters] of users) {
+      const what = `${r.props.displayName ?? r.name}`;
+      for (const name of new Set(filters.flatMap((f) => lenient(() => userMetricsNamed(f.filter))))) {
+        const metric = metrics.find((m) => m.props.name === name);
+        if (!metric) {
+          out.push(
+            violation(
+              "alerts-wait-for-metric-readiness",
+              r,
+              `${what} names log-based metric ${name}, which the stack does not declare`,
+            ),
+          );
+          continue;
+        }
+        const gate = gates.find(
+          (g) => g.props.metricType === `${userMetricPrefix}${name}` && dependsOn(g, metric),
+        );
+        if (!gate) {
+          out.push(
+            violation(
+              "alerts-wait-for-metric-readiness",
+              r,
+              `log-based metric ${name} has no readiness gate that depends on it: ${what} would be created before Cloud Monitoring knows the metric (404)`,
+            ),
+          );
+          continue;
+        }
+        if (!dependsOn(r, gate))
+          out.push(
+            violation(
+              "alerts-wait-for-metric-readiness",
+              r,
+              `${what} names log-based metric ${name} but does not depend on its readiness gate ${gate.name}: its creation can fail with 404 on a first pulumi up`,
+            ),
+          );
+      }
+    }
+    return out;
+  },
+};
+
+/** Records that grant a role to `member` (any IAM member/binding/policy resource). */
+function grantsTo(resources: ResourceRecord[], member: string): ResourceRecord[] {
+  return resources.filter(
+    (r) =>
+      /IAM(Member|Binding|Policy)|Iam(Member|Binding|Policy)/.test(r.type) &&
+      principalsIn(r.props).includes(member),
+  );
+}
+
+export const functionBuildsWaitForGrants: Rule = {
+  name: "function-builds-wait-for-grants",
+  description:
+    "Every function depends on every grant to its build service account and on a propagation wait that comes after those grants (IAM changes take minutes to propagate; a build started earlier fails).",
+  check: (resources) => {
+    const { dependsOn } = dependencyGraph(resources);
+    const waits = ofType(resources, types.propagationWait);
+    const out: Violation[] = [];
+    for (const f of ofType(resources, types.function)) {
+      const member = serviceAccountMember(f.props.buildConfig?.serviceAccount);
+      if (!member) continue;
+      const grants = grantsTo(resources, member);
+      for (const g of grants)
+        if (!dependsOn(f, g))
+          out.push(
+            violation(
+              "function-builds-wait-for-grants",
+              f,
+              `function ${f.props.name ?? f.name} does not depend on ${g.name} (${g.props.role} for its build account ${member}): the build may start before the grant exists`,
+            ),
+          );
+      const wait = waits.find((w) => dependsOn(f, w) && grants.every((g) => dependsOn(w, g)));
+      if (!wait)
+        out.push(
+          violation(
+            "function-builds-wait-for-grants",
+            f,
+            `function ${f.props.name ?? f.name} does not wait for IAM propagation after the grants to its build account ${member} (a propagation wait that depends on all ${grants.length} of them)`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+/** Project-level roles granted without a condition on purpose (the resource has no narrower IAM). */
+export const unconditionalProjectRoles = [
+  "roles/datastore.user", // Firestore has no per-collection IAM
+  "roles/logging.logWriter", // logs are written to the project
+  "roles/artifactregistry.writer", // gcf-artifacts is created by Cloud Functions on first deploy
+];
+
+export const projectGrantsScoped: Rule = {
+  name: "project-grants-scoped",
+  description: `A project-level grant carries an IAM condition unless its role is one of ${unconditionalProjectRoles.join(", ")} or a custom role of this stack; a condition on a Cloud Storage role names buckets as projects/_/buckets/….`,
+  check: (resources) => {
+    const customRoles = new Set(
+      ofType(resources, types.projectCustomRole).flatMap((c) => [
+        c.props.name,
+        `projects/${c.props.project}/roles/${c.props.roleId}`,
+      ]),
+    );
+    const out: Violation[] = [];
+    for (const g of projectGrants(resources)) {
+      const expression = g.condition?.expression?.trim();
+      if (!expression) {
+        if (!unconditionalProjectRoles.includes(g.role) && !customRoles.has(g.role))
+          out.push(
+            violation(
+              "project-grants-scoped",
+              g.resource,
+              `${g.role} is granted on the whole project to ${g.members.join(", ")} without a condition: scope it to the resource (or an IAM condition)`,
+            ),
+          );
+        continue;
+      }
+      // Cloud Storage resource names in IAM conditions are projects/_/buckets/BUCKET[/objects/OBJECT]
+      // (https://cloud.google.com/iam/docs/conditions-resource-attributes): any other form matches nothing.
+      if (
+        g.role.startsWith("roles/storage.") &&
+        !/resource\.name\.startsWith\("projects\/_\/buckets\/[^"]+"\)/.test(expression)
+      )
+        out.push(
+          violation(
+            "project-grants-scoped",
+            g.resource,
+            `the condition on ${g.role} for ${g.members.join(", ")} does not scope by resource.name.startsWith("projects/_/buckets/…") (Cloud Storage's resource-name form): ${expression}`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+export const pushIdentityTokenCreator: Rule = {
+  name: "push-identity-token-creator",
+  description:
+    "The Pub/Sub service agent holds roles/iam.serviceAccountTokenCreator on every push subscription's OIDC service account (needed to mint push tokens on projects whose agent predates 8 April 2021), granted on that account only.",
+  check: (resources) => {
+    const grants = [
+      ...ofType(resources, types.serviceAccountIamMember).map((g) => ({
+        sa: g.props.serviceAccountId,
+        role: g.props.role,
+        members: [g.props.member],
+      })),
+      ...ofType(resources, types.serviceAccountIamBinding).map((g) => ({
+        sa: g.props.serviceAccountId,
+        role: g.props.role,
+        members: g.props.members ?? [],
+      })),
+    ];
+    const out: Violation[] = [];
+    for (const s of ofType(resources, types.subscription)) {
+      const email = s.props.pushConfig?.oidcToken?.serviceAccountEmail;
+      if (!email) continue;
+      const ok = grants.some(
+        (g) =>
+          lastSegment(g.sa) === email &&
+          tokenCreatorRoles.includes(g.role) &&
+          g.members.some((m: string) => pubsubAgentPattern.test(m ?? "")),
+      );
+      if (!ok)
+        out.push(
+          violation(
+            "push-identity-token-creator",
+            s,
+            `push subscription ${s.props.name ?? s.name} signs its OIDC tokens as ${email}, but the Pub/Sub service agent has no roles/iam.serviceAccountTokenCreator on that account`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
+/** Permissions of the predefined roles this rule can reason about (https://cloud.google.com/bigquery/docs/access-control). */
+const predefinedRolePermissions: Record<string, string[]> = {
+  "roles/bigquery.jobUser": ["bigquery.jobs.create"],
+  "roles/bigquery.admin": ["bigquery.jobs.create", "bigquery.jobs.get"],
+};
+/**
+ * What the BigQuery sink's export ladder calls (functions/adapters/bigqueryResultSink.ts): jobs.insert
+ * (bigquery.jobs.create) and jobs.get on a job another finalizer may have created. jobs.get on a job
+ * one did not create "requires the bigquery.jobs.get permission on the job resource"; a creator needs
+ * only bigquery.jobs.create (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/get).
+ */
+export const exportPermissions = ["bigquery.jobs.create", "bigquery.jobs.get"];
+
+export const bigqueryExportersCanTakeOver: Rule = {
+  name: "bigquery-exporters-can-take-over",
+  description:
+    "Every function configured with the BigQuery sink runs as an identity holding bigquery.jobs.create and bigquery.jobs.get on the project (unconditionally), so it can take over an export another identity started.",
+  check: (resources) => {
+    const customRoles = new Map<string, string[]>();
+    for (const c of ofType(resources, types.projectCustomRole)) {
+      const permissions: string[] = c.props.permissions ?? [];
+      customRoles.set(`projects/${c.props.project}/roles/${c.props.roleId}`, permissions);
+      if (typeof c.props.name === "string") customRoles.set(c.props.name, permissions);
+    }
+    const grants = projectGrants(resources).filter((g) => !g.condition?.expression);
+    const out: Violation[] = [];
+    for (const f of ofType(resources, types.function)) {
+      if (f.props.serviceConfig?.environmentVariables?.TALLY_SINK !== "bigquery") continue;
+      const member = serviceAccountMember(f.props.serviceConfig?.serviceAccountEmail);
+      if (!member) continue;
+      const held = new Set(
+        grants
+          .filter((g) => g.members.includes(member))
+          .flatMap((g) => customRoles.get(g.role) ?? predefinedRolePermissions[g.role] ?? []),
+      );
+      const missing = exportPermissions.filter((p) => !held.has(p));
+      if (missing.length > 0)
+        out.push(
+          violation(
+            "bigquery-exporters-can-take-over",
+            f,
+            `function ${f.props.name ?? f.name} exports results to BigQuery as ${member}, which lacks ${missing.join(", ")} on the project: taking over another finalizer's load job would fail with 403 and the batch stay finalizing`,
+          ),
+        );
+    }
+    return out;
+  },
+};
+
 export const rules: Rule[] = [
   subscriptionsNeverExpire,
   subscriptionsDeadLetter,
@@ -424,6 +760,12 @@ export const rules: Rule[] = [
   noProjectWidePubSubOrTokenCreator,
   datastoreUserOnlyForHandlers,
   alertsNotify,
+  monitoringFiltersValid,
+  alertsWaitForMetricReadiness,
+  functionBuildsWaitForGrants,
+  projectGrantsScoped,
+  pushIdentityTokenCreator,
+  bigqueryExportersCanTakeOver,
 ];
 
 export function checkAll(resources: ResourceRecord[]): Violation[] {

@@ -220,6 +220,110 @@ describe("policy rules over the mocked stack", () => {
   });
 });
 
+describe("least privilege and the grants the deployed system needs", () => {
+  const builder = `serviceAccount:tally-dev-build@${project}.iam.gserviceaccount.com`;
+  const objectAdmin = (rs: ResourceRecord[]) =>
+    find(rs, types.projectIamMember, (p) => p.role === "roles/storage.objectAdmin");
+
+  it("the build account's objectAdmin is conditioned to the gcf-v2-* buckets in Cloud Storage's resource-name form", () => {
+    expect(objectAdmin(stack).props.condition).toMatchObject({
+      expression: 'resource.name.startsWith("projects/_/buckets/gcf-v2-")',
+    });
+  });
+
+  it("a project-level grant without a condition, outside the allowed list, is reported (the old objectAdmin)", () => {
+    const v = checkAll(broken((rs) => delete objectAdmin(rs).props.condition));
+    expect(v.map((x) => [x.rule, x.resource])).toEqual([
+      ["project-grants-scoped", "tally-dev-builder-object-admin"],
+    ]);
+    expect(v[0]!.message).toBe(
+      `roles/storage.objectAdmin is granted on the whole project to ${builder} without a condition: scope it to the resource (or an IAM condition)`,
+    );
+    // Any other role too, e.g. an editor grant slipped in.
+    const v2 = checkAll(
+      broken((rs) =>
+        rs.push({
+          type: types.projectIamMember,
+          name: "wide",
+          props: { project, role: "roles/editor", member: "user:someone@example.com" },
+        }),
+      ),
+    );
+    expect(v2.map((x) => [x.rule, x.resource])).toEqual([["project-grants-scoped", "wide"]]);
+  });
+
+  it("a storage condition naming buckets in another form (matches nothing in IAM) is reported", () => {
+    const v = checkAll(
+      broken(
+        (rs) =>
+          (objectAdmin(rs).props.condition.expression =
+            `resource.name.startsWith("projects/${project}/buckets/gcf-v2-")`),
+      ),
+    );
+    expect(v.map((x) => x.rule)).toEqual(["project-grants-scoped"]);
+    expect(v[0]!.message).toContain('does not scope by resource.name.startsWith("projects/_/buckets/…")');
+  });
+
+  it("a push subscription whose OIDC account lacks the Pub/Sub agent's token-creator grant is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        const grant = find(rs, types.serviceAccountIamMember, (p) =>
+          String(p.serviceAccountId).endsWith("tally-dev-dlq@tally-test-project.iam.gserviceaccount.com"),
+        );
+        rs.splice(rs.indexOf(grant), 1);
+      }),
+    );
+    expect(v.map((x) => [x.rule, x.resource])).toEqual([
+      ["push-identity-token-creator", "tally-dev-sub-dead-letter"],
+    ]);
+    expect(v[0]!.message).toContain(
+      `signs its OIDC tokens as tally-dev-dlq@${project}.iam.gserviceaccount.com, but the Pub/Sub service agent has no roles/iam.serviceAccountTokenCreator`,
+    );
+    // Granted to someone else than the agent: still reported.
+    const v2 = checkAll(
+      broken((rs) => {
+        for (const g of rs.filter((r) => r.type === types.serviceAccountIamMember)) g.props.member = builder;
+      }),
+    );
+    expect(v2.filter((x) => x.rule === "push-identity-token-creator")).toHaveLength(2);
+  });
+
+  it("every BigQuery exporter holds bigquery.jobs.create and bigquery.jobs.get; roles/bigquery.jobUser alone is reported", () => {
+    const exporters = stack
+      .filter(
+        (r) =>
+          r.type === types.function && r.props.serviceConfig.environmentVariables.TALLY_SINK === "bigquery",
+      )
+      .map((f) => f.props.name);
+    expect(exporters).toEqual(["tally-dev-coordinator", "tally-dev-worker", "tally-dev-reconciler"]);
+    const v = checkAll(
+      broken((rs) => {
+        for (const g of rs.filter(
+          (r) => r.type === types.projectIamMember && String(r.props.role).includes("bigquery_exporter"),
+        ))
+          g.props.role = "roles/bigquery.jobUser";
+      }),
+    );
+    // (roles/bigquery.jobUser on the project is also an unconditioned grant outside the allowed list.)
+    expect(v.filter((x) => x.rule === "project-grants-scoped")).toHaveLength(3);
+    expect(v.filter((x) => x.rule !== "project-grants-scoped").map((x) => [x.rule, x.resource])).toEqual([
+      ["bigquery-exporters-can-take-over", "tally-dev-fn-coordinator"],
+      ["bigquery-exporters-can-take-over", "tally-dev-fn-worker"],
+      ["bigquery-exporters-can-take-over", "tally-dev-fn-reconciler"],
+    ]);
+    expect(v.find((x) => x.resource === "tally-dev-fn-worker")!.message).toContain(
+      `exports results to BigQuery as serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com, which lacks bigquery.jobs.get on the project`,
+    );
+    // A custom role without jobs.get is no better.
+    const v2 = checkAll(
+      broken(
+        (rs) => (find(rs, types.projectCustomRole, () => true).props.permissions = ["bigquery.jobs.create"]),
+      ),
+    );
+    expect(v2.filter((x) => x.rule === "bigquery-exporters-can-take-over")).toHaveLength(3);
+  });
+});
+
 describe("the policy pack", () => {
   it("wraps every rule as a stack policy that reports violations with the resource's URN", async () => {
     // biome-ignore lint/suspicious/noExplicitAny: the recorded PolicyPack arguments.
@@ -243,8 +347,13 @@ describe("the policy pack", () => {
 
     const reported: [string, string | undefined][] = [];
     const brokenStack = broken((rs) => delete workSub(rs).props.deadLetterPolicy);
+    // The policy SDK hands the pack PolicyResources, whose dependencies are resources, not URNs.
+    const policyResources = brokenStack.map((r) => ({
+      ...r,
+      dependencies: (r.dependencies ?? []).map((urn) => ({ urn })),
+    }));
     for (const policy of args.policies)
-      policy.validateStack({ resources: brokenStack }, (message: string, urn?: string) =>
+      policy.validateStack({ resources: policyResources }, (message: string, urn?: string) =>
         reported.push([message, urn]),
       );
     expect(reported).toHaveLength(1);

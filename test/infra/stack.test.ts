@@ -2,11 +2,16 @@
 // that matter (delivery settings, OIDC, ingress, runtime, schedule, alerts) and exactly the IAM
 // grants below — no more. The handlers' environment round-trips through functions/config.ts to the
 // same topology the stack was built from.
+
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { bigqueryExportPermissions } from "../../functions/adapters/bigqueryResultSink";
 import { firestoreIndexes, firestoreTtlFields } from "../../functions/adapters/firestoreIndexes";
 import { loadConfig } from "../../functions/config";
 import { requiredApis } from "../../infra/apis";
-import { checkAll, type ResourceRecord, types } from "../../infra/policy/rules";
+import { checkAll, exportPermissions, type ResourceRecord, types } from "../../infra/policy/rules";
+import { exporterRoleId } from "../../infra/storage";
 import { mockProject, runStack, type StackRun } from "./support/pulumiMocks";
 
 const P = mockProject.projectId;
@@ -55,6 +60,9 @@ describe("the stack under mocks", () => {
     expect(count("gcp:bigquery/table:Table")).toBe(1);
     expect(count("gcp:logging/metric:Metric")).toBe(7);
     expect(count(types.alertPolicy)).toBe(7);
+    expect(count(types.metricReadiness)).toBe(7);
+    expect(count(types.propagationWait)).toBe(1);
+    expect(count(types.projectCustomRole)).toBe(1);
     expect(count(types.notificationChannel)).toBe(1);
     expect(count("gcp:monitoring/dashboard:Dashboard")).toBe(1);
     // No log sink unless tally:logSinkDataset is set.
@@ -252,9 +260,11 @@ describe("the stack under mocks", () => {
           r.props.subscription ??
           r.props.datasetId ??
           r.props.bucket ??
+          r.props.serviceAccountId ??
           r.props.name ??
           r.props.project;
-        return `${r.type.split(":")[1]} ${target} ${r.props.role} ${r.props.member}`;
+        const condition = r.props.condition ? ` if ${r.props.condition.expression}` : "";
+        return `${r.type.split(":")[1]} ${target} ${r.props.role} ${r.props.member}${condition}`;
       })
       .sort();
     const expected = [
@@ -273,7 +283,10 @@ describe("the stack under mocks", () => {
       "cloudrunv2/serviceIamMember tally-dev-coordinator roles/run.invoker group:ops@example.com",
       // the ledger and the results
       ...handlers.map((h) => `projects/iAMMember ${P} roles/datastore.user ${member(h)}`),
-      ...handlers.map((h) => `projects/iAMMember ${P} roles/bigquery.jobUser ${member(h)}`),
+      // the export: a custom role with bigquery.jobs.create + bigquery.jobs.get (take-over reads others' jobs)
+      ...handlers.map(
+        (h) => `projects/iAMMember ${P} projects/${P}/roles/tally_dev_bigquery_exporter ${member(h)}`,
+      ),
       ...handlers.map(
         (h) => `bigquery/datasetIamMember tally_dev_results roles/bigquery.dataEditor ${member(h)}`,
       ),
@@ -281,7 +294,10 @@ describe("the stack under mocks", () => {
       `storage/bucketIAMMember ${P}-tally-dev-src roles/storage.objectViewer ${member("tally-dev-build")}`,
       `projects/iAMMember ${P} roles/logging.logWriter ${member("tally-dev-build")}`,
       `projects/iAMMember ${P} roles/artifactregistry.writer ${member("tally-dev-build")}`,
-      `projects/iAMMember ${P} roles/storage.objectAdmin ${member("tally-dev-build")}`,
+      `projects/iAMMember ${P} roles/storage.objectAdmin ${member("tally-dev-build")} if resource.name.startsWith("projects/_/buckets/gcf-v2-")`,
+      // the Pub/Sub service agent mints the push subscriptions' OIDC tokens, on each push account only
+      `serviceaccount/iAMMember projects/${P}/serviceAccounts/${sa("tally-dev-push")} roles/iam.serviceAccountTokenCreator ${pubsubAgent}`,
+      `serviceaccount/iAMMember projects/${P}/serviceAccounts/${sa("tally-dev-dlq")} roles/iam.serviceAccountTokenCreator ${pubsubAgent}`,
     ].sort();
     expect(grants).toEqual(expected);
   });
@@ -381,7 +397,7 @@ describe("the stack under mocks", () => {
       "pubsub.googleapis.com/subscription/dead_letter_message_count",
     );
     expect(dead[0].conditionThreshold.filter).toContain(
-      '"tally-dev-work-push" OR "tally-dev-work-dead-letter-push"',
+      'resource.labels.subscription_id = one_of("tally-dev-work-push", "tally-dev-work-dead-letter-push")',
     );
     expect(dead[0].conditionThreshold).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 0 });
     expect(dead[1].conditionThreshold.filter).toContain(
@@ -390,7 +406,7 @@ describe("the stack under mocks", () => {
 
     const backlog = conditions("work backlog is old")[0].conditionThreshold;
     expect(backlog.filter).toContain("subscription/oldest_unacked_message_age");
-    expect(backlog.filter).toContain('resource.labels.subscription_id=("tally-dev-work-push")');
+    expect(backlog.filter).toContain('resource.labels.subscription_id = "tally-dev-work-push"');
     expect(backlog.thresholdValue).toBe(1800);
 
     const reconciler = conditions("reconciler failing or not running");
@@ -407,9 +423,9 @@ describe("the stack under mocks", () => {
     });
 
     const ratio = conditions("worker 5xx ratio high")[0].conditionThreshold;
-    expect(ratio.filter).toContain('metric.labels.response_code_class="5xx"');
-    expect(ratio.filter).toContain('resource.labels.service_name="tally-dev-worker"');
-    expect(ratio.denominatorFilter).toContain('metric.type="run.googleapis.com/request_count"');
+    expect(ratio.filter).toContain('metric.labels.response_code_class = "5xx"');
+    expect(ratio.filter).toContain('resource.labels.service_name = "tally-dev-worker"');
+    expect(ratio.denominatorFilter).toContain('metric.type = "run.googleapis.com/request_count"');
     expect(ratio.denominatorFilter).not.toContain("5xx");
     expect(ratio.thresholdValue).toBe(0.2);
   });
@@ -429,6 +445,36 @@ describe("the stack under mocks", () => {
       schedulerJob: "tally-dev-reconcile",
       dashboardUrl: `https://console.cloud.google.com/monitoring/dashboards/custom/tally-dev-dashboard-0001?project=${P}`,
     });
+  });
+
+  it("the exporter custom role holds exactly what the sink's export ladder needs, under a valid role id", () => {
+    const role = run.ofType(types.projectCustomRole)[0]!.props;
+    expect(role.permissions).toEqual(["bigquery.jobs.create", "bigquery.jobs.get"]);
+    expect(role.permissions).toEqual([...bigqueryExportPermissions]);
+    expect(exportPermissions).toEqual([...bigqueryExportPermissions]);
+    // terraform-provider-google google/verify/validation.go: IAMCustomRoleIDRegex.
+    const roleIdRule = /^[a-zA-Z0-9_.]{3,64}$/;
+    expect(role.roleId).toBe("tally_dev_bigquery_exporter");
+    for (const prefix of ["tally-dev", "a1", "abcdefghij-klmnopqrs", "x-y-z"])
+      expect(exporterRoleId(prefix)).toMatch(roleIdRule);
+    expect("tally-dev_bigquery_exporter").not.toMatch(roleIdRule); // why the prefix's dashes are replaced
+  });
+
+  it("every handler can run the BigQuery export (so every handler identity needs the exporter role)", () => {
+    // functions/runtime.ts builds the result sink for every component, and each handler reaches the
+    // finalizer (finalizeBatch / settleBatch → sink.exportBatch).
+    expect(readFileSync("functions/runtime.ts", "utf8")).toMatch(
+      /const sink = await createResultSink\(config\)/,
+    );
+    for (const dir of ["coordinator", "worker", "reconciler"]) {
+      const sources = readdirSync(join("functions/handlers", dir))
+        .filter((f) => f.endsWith(".ts"))
+        .map((f) => readFileSync(join("functions/handlers", dir, f), "utf8"))
+        .join("\n");
+      expect(sources, dir).toMatch(/\b(finalizeBatch|settleBatch)\b/);
+    }
+    for (const f of run.ofType(types.function))
+      expect(f.props.serviceConfig.environmentVariables.TALLY_SINK).toBe("bigquery");
   });
 
   it("passes every policy in the pack", () => {
@@ -481,6 +527,20 @@ describe("the stack with other configuration", () => {
     expect(sink.filter).toContain(
       'resource.labels.service_name=("acme-coordinator" OR "acme-worker" OR "acme-reconciler")',
     );
+    // Every dataset a log sink writes to can be destroyed with its tables; the results never are.
+    const datasets = custom.ofType("gcp:bigquery/dataset:Dataset");
+    const sinkTargets = new Set(
+      custom
+        .ofType("gcp:logging/projectSink:ProjectSink")
+        .map((s) => String(s.props.destination).split("/datasets/").pop()),
+    );
+    expect([...sinkTargets]).toEqual(["acme_logs"]);
+    expect(datasets.map((d) => [d.props.datasetId, d.props.deleteContentsOnDestroy]).sort()).toEqual([
+      ["acme_logs", true],
+      ["acme_results", false],
+    ]);
+    for (const d of datasets)
+      expect(d.props.deleteContentsOnDestroy, d.props.datasetId).toBe(sinkTargets.has(d.props.datasetId));
     expect(
       custom
         .ofType("gcp:bigquery/datasetIamMember:DatasetIamMember")

@@ -1,6 +1,8 @@
 // Runs the Pulumi program under `pulumi.runtime.setMocks` (no engine, no cloud) and records every
-// resource it registers as a policy record ({type, name, urn, props}), so tests can assert
-// properties and run the policy rules over them. The mock fills in the outputs the program reads
+// resource it registers as a policy record ({type, name, urn, props, dependencies}), so tests can
+// assert properties and run the policy rules over them. `dependencies` are the URNs the SDK sends
+// the engine as the resource's dependencies (explicit dependsOn and the resources its inputs came
+// from), read from the register request the way the engine would: the order a real `up` follows. The mock fills in the outputs the program reads
 // (service-account emails, the Pub/Sub service agent, topic ids, dashboard ids) the way Google does.
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -43,6 +45,10 @@ function mockOutputs(args: pulumi.runtime.MockResourceArgs): { id: string; state
       return { id: `projects/${mockProject.number}/dashboards/${args.name}-0001`, state: i };
     case "gcp:monitoring/notificationChannel:NotificationChannel": {
       const name = `projects/${p}/notificationChannels/4242`;
+      return { id: name, state: { ...i, name } };
+    }
+    case "gcp:projects/iAMCustomRole:IAMCustomRole": {
+      const name = `projects/${i.project}/roles/${i.roleId}`;
       return { id: name, state: { ...i, name } };
     }
     case "gcp:logging/projectSink:ProjectSink":
@@ -97,18 +103,30 @@ function plain(value: unknown): unknown {
   return value;
 }
 
+/** The register request the SDK sends the monitor (the parts read here). */
+interface RegisterRequest {
+  getType(): string;
+  getName(): string;
+  getParent(): string;
+  getDependenciesList(): string[];
+}
+
 /** A fresh mock monitor for `stack`; every resource registered from now on lands in `resources`. */
 export async function installMocks(stack = "dev"): Promise<{ resources: ResourceRecord[] }> {
   const resources: ResourceRecord[] = [];
+  const dependenciesByUrn = new Map<string, string[]>();
+  const urnOf = (type: string, name: string) => `urn:pulumi:${stack}::tally::${type}::${name}`;
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
         const { id, state } = mockOutputs(args);
+        const urn = urnOf(args.type, args.name);
         resources.push({
           type: args.type,
           name: args.name,
-          urn: `urn:pulumi:${stack}::tally::${args.type}::${args.name}`,
+          urn,
           props: plain(state) as Record<string, unknown>,
+          dependencies: dependenciesByUrn.get(urn) ?? [],
         });
         return { id, state };
       },
@@ -122,6 +140,17 @@ export async function installMocks(stack = "dev"): Promise<{ resources: Resource
     stack,
     false,
   );
+  // The mock monitor hands newResource no dependencies; read them off the request on the way in.
+  const monitor = pulumi.runtime.getMonitor() as unknown as {
+    registerResource(req: RegisterRequest, callback: unknown): unknown;
+  };
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, callback) => {
+    if (req.getParent())
+      throw new Error("the recorder assumes resources without parents (URNs as the mock builds them)");
+    dependenciesByUrn.set(urnOf(req.getType(), req.getName()), req.getDependenciesList());
+    return register(req, callback);
+  };
   return { resources };
 }
 
