@@ -4,6 +4,7 @@
 //   GET  /v1/batches?status=&limit=&pageToken=
 //   GET  /v1/batches/{id}
 //   GET  /v1/batches/{id}/items?status=&limit=&pageToken=&include=
+//   POST /v1/batches/{id}:append          POST /v1/batches/{id}:seal   (open/append/seal submission)
 //   POST /v1/batches/{id}:cancel          POST /v1/batches/{id}:retry
 //   GET  /healthz
 //   GET  /, GET /batches/...              the dashboard, when one is mounted (opts.dashboard)
@@ -16,11 +17,13 @@ import { traceField } from "../../core/logger";
 import { type HttpHandler, requestUrl } from "../../http/httpTypes";
 import { drainRequest } from "../../http/requestBody";
 import { sendError, sendJson } from "../../http/responses";
+import { appendToBatch } from "./appendItems";
 import { getBatchView, listBatchesView, listItemsView } from "./batchQueries";
 import { type CoordinatorOptions, resolveSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
 import { cancelBatch, reExportBatch, retryBatch } from "./operatorActions";
 import { matchRoute } from "./router";
+import { sealBatch } from "./sealBatch";
 import { ClientGone, PartiallyStoredSubmission } from "./submissionErrors";
 import { submitBatch } from "./submissionRoute";
 import { idPattern } from "./validation";
@@ -68,6 +71,14 @@ export function createCoordinatorHandler(deps: HandlerDeps, opts: CoordinatorOpt
           return sendJson(res, 200, await retryBatch(deps, settings, log, batchId));
         case "exportBatch":
           return sendJson(res, 200, await reExportBatch(deps, log, batchId));
+        case "appendItems":
+          return sendJson(
+            res,
+            200,
+            await appendToBatch({ deps, log, settings }, batchId, req, url.searchParams),
+          );
+        case "sealBatch":
+          return sendJson(res, 200, await sealBatch({ deps, log, settings }, batchId, req));
       }
     } catch (err) {
       if (err instanceof ClientGone) {

@@ -5,6 +5,7 @@
 import { failedPrecondition, invalidArgument, tooLarge } from "../../core/errors";
 import type { HttpRequest } from "../../http/httpTypes";
 import { readJsonBody } from "../../http/requestBody";
+import { batchView } from "./batchView";
 import { checkItem } from "./itemChecks";
 import { ProblemList } from "./problems";
 import { checkHeader, createOrFindBatch } from "./submissionHeader";
@@ -20,8 +21,9 @@ export async function submitJson(env: SubmissionEnv, req: HttpRequest): Promise<
       "the request body must be a JSON object {id?, pipeline, items, failureThreshold?, dependsOn?}",
       [{ path: "body", problem: "not a JSON object" }],
     );
-  const { items: rawItems, ...rawHeader } = body as Record<string, unknown>;
+  const { items: rawItems, open, ...rawHeader } = body as Record<string, unknown>;
   const problems = new ProblemList();
+  if (open !== undefined) return openBatch(env, rawHeader, open, rawItems, startedAt);
   if (Array.isArray(rawItems) && rawItems.length > settings.maxItemsPerBatch)
     throw tooLarge(`the batch has ${rawItems.length} items; the limit is ${settings.maxItemsPerBatch}`, [
       { path: "items", problem: `${rawItems.length} items exceeds ${settings.maxItemsPerBatch}` },
@@ -66,6 +68,41 @@ export async function submitJson(env: SubmissionEnv, req: HttpRequest): Promise<
   if (!finished) throw problems.toError();
   if (finished.kind === "terminated") throw terminatedDuringSubmission(batch.batchId, finished.batch.status);
   return submissionResult(env, kind, finished.batch, writer, "json", total, startedAt);
+}
+
+/**
+ * `{…header, "open": true}`: creates an open batch that takes its items through
+ * `POST /v1/batches/{id}:append` and is sealed by `POST /v1/batches/{id}:seal` (appendItems.ts,
+ * sealBatch.ts). 201 new; 200 when the batch exists with the same header (whatever it holds: the
+ * answer's `progress.received` says where to go on); 409 with a different header.
+ */
+async function openBatch(
+  env: SubmissionEnv,
+  rawHeader: Record<string, unknown>,
+  open: unknown,
+  rawItems: unknown,
+  startedAt: number,
+): Promise<SubmissionResult> {
+  const problems = new ProblemList();
+  if (open !== true) problems.add("invalid", "open", "must be true (or left out, with items)");
+  if (rawItems !== undefined)
+    problems.add("invalid", "items", "an open batch takes its items through POST /v1/batches/{id}:append");
+  const { header } = await checkHeader(env, rawHeader, problems);
+  if (!problems.empty || !header) throw problems.toError();
+  const { kind, batch } = await createOrFindBatch(env, header, null, "open");
+  return {
+    status: kind === "created" ? 201 : 200,
+    body: {
+      ...batchView(batch, batch.summary?.counts ?? null),
+      submission: {
+        format: "open",
+        items: 0,
+        stored: 0,
+        published: 0,
+        durationMs: env.deps.clock.now() - startedAt,
+      },
+    },
+  };
 }
 
 export function terminatedDuringSubmission(batchId: string, status = "cancelled") {

@@ -12,6 +12,8 @@ export type RouteName =
   | "cancelBatch"
   | "retryBatch"
   | "exportBatch"
+  | "appendItems"
+  | "sealBatch"
   | "dashboard";
 
 export type RouteMatch =
@@ -49,8 +51,10 @@ export function matchRoute(method: string, pathname: string): RouteMatch {
     if (verb === "cancel") return { kind: "route", name: "cancelBatch", batchId };
     if (verb === "retry") return { kind: "route", name: "retryBatch", batchId };
     if (verb === "export") return { kind: "route", name: "exportBatch", batchId };
+    if (verb === "append") return { kind: "route", name: "appendItems", batchId };
+    if (verb === "seal") return { kind: "route", name: "sealBatch", batchId };
   }
-  const custom = /:(cancel|retry|export)$/.test(segment);
+  const custom = /:(cancel|retry|export|append|seal)$/.test(segment);
   // `/v1/batches/{id}:cancel` exists for POST only; `/v1/batches/{id}` for GET only.
   return custom && method !== "GET"
     ? { kind: "method_not_allowed", allow: ["POST"] }

@@ -80,7 +80,7 @@ export async function createOrFindBatch(
   env: SubmissionEnv,
   header: ResolvedHeader,
   total: number | null,
-  format: "json" | "ndjson",
+  format: "json" | "ndjson" | "open",
 ): Promise<{ kind: "created" | "exists"; batch: Batch }> {
   const { ledger, clock } = env.deps;
   const r = await ledger.createBatch(

@@ -7,7 +7,8 @@ export interface SubmissionResult {
   status: 200 | 201;
   body: ReturnType<typeof batchView> & {
     submission: {
-      format: "json" | "ndjson";
+      /** `open`: the batch was opened for appends (items: 0). */
+      format: "json" | "ndjson" | "open";
       items: number;
       /** Items this request stored (the rest were already stored by an earlier attempt). */
       stored: number;
