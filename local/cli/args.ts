@@ -36,6 +36,8 @@ export type Command =
       id: string | undefined;
       threshold: number | undefined;
       dependsOn: string[];
+      /** Go on from the batch's stored prefix (needs --id). */
+      resume: boolean;
     } & WatchOptions)
   | ({ kind: "status"; url: string; batchId: string; json: boolean } & WatchOptions)
   | {
@@ -61,6 +63,7 @@ const options = {
   id: { type: "string" },
   threshold: { type: "string" },
   "depends-on": { type: "string", multiple: true },
+  resume: { type: "boolean" },
   watch: { type: "boolean" },
   interval: { type: "string" },
   status: { type: "string" },
@@ -81,6 +84,7 @@ const commandOptions: Record<Exclude<Command["kind"], "help">, OptionName[]> = {
     "id",
     "threshold",
     "depends-on",
+    "resume",
     "watch",
     "interval",
   ],
@@ -209,7 +213,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv = process.en
 type Values = {
   [K in OptionName]?: K extends "depends-on"
     ? string[]
-    : K extends "watch" | "json" | "help"
+    : K extends "watch" | "json" | "help" | "resume"
       ? boolean
       : string;
 };
@@ -256,7 +260,10 @@ function parseSubmit(
   // `--depends-on a --depends-on b` or `--depends-on a,b`.
   const dependsOn = (v["depends-on"] ?? []).flatMap((s) => s.split(",")).map((s) => s.trim());
   if (dependsOn.some((d) => d === "")) throw new UsageError("--depends-on must name a batch ID");
+  if (v.resume && v.id === undefined)
+    throw new UsageError("--resume needs --id: the batch to go on with (the ID the interrupted run printed)");
   return {
+    resume: v.resume ?? false,
     pipeline: v.pipeline ?? (source.kind === "demo" ? "demo" : undefined),
     source,
     id: v.id,

@@ -1,8 +1,8 @@
-// The coordinator's JSON API as the CLI calls it (DESIGN.md §3). Paths are built here only; ids
-// are URL-encoded so any batch id round-trips.
+// The coordinator's JSON API as the CLI calls it (DESIGN.md §3); submissions go through the typed
+// client (local/client/tallyClient.ts). Paths are built here only; ids are URL-encoded so any
+// batch id round-trips.
 import { HttpClient } from "./apiClient";
 import { type BatchView, toBatchView } from "./batchView";
-import type { SubmitRequest } from "./submitBody";
 
 export interface ItemsPage {
   items: Record<string, unknown>[];
@@ -15,17 +15,6 @@ export class CoordinatorApi {
   private readonly http: HttpClient;
   constructor(readonly baseUrl: string) {
     this.http = new HttpClient(baseUrl, "coordinator");
-  }
-
-  async submit(req: SubmitRequest): Promise<{ created: boolean; batch: BatchView; raw: unknown }> {
-    const res =
-      req.kind === "json"
-        ? await this.http.request("POST", "/v1/batches", { json: req.body })
-        : await this.http.request("POST", "/v1/batches", {
-            stream: req.stream,
-            contentType: "application/x-ndjson",
-          });
-    return { created: res.status === 201, batch: toBatchView(res.body), raw: res.body };
   }
 
   async getBatchRaw(id: string): Promise<unknown> {

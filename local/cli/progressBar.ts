@@ -251,3 +251,74 @@ export class LiveProgress {
     this.drawn = 0;
   }
 }
+
+/** What `tally submit` shows while it sends a batch (local/client/tallyClient.ts's SubmitProgress). */
+export interface SubmitSnapshot {
+  batchId: string;
+  phase: "opening" | "appending" | "sealing" | "done";
+  /** Items the coordinator acknowledged as stored. */
+  stored: number;
+  /** The batch size, when known (a .json file, --demo, or once the source is read). */
+  total: number | null;
+  startedAt: number;
+  bytesSent: number;
+  itemsPerSecond: number | null;
+  elapsedMs: number;
+}
+
+/** `submitting b1: 120,000/1,000,000 items stored (12%) — 3,400 items/s, 41.2 MiB sent, 35.3 s` */
+export function renderSubmitLine(p: SubmitSnapshot): string {
+  const n = (x: number) => x.toLocaleString("en-US");
+  const of = p.total === null ? "" : `/${n(p.total)}`;
+  const pct = p.total ? ` (${percent(p.stored, p.total)})` : "";
+  const resumed = p.startedAt > 0 ? `, resumed at ${n(p.startedAt)}` : "";
+  const verb = p.phase === "sealing" ? "sealing" : "submitting";
+  return (
+    `${verb} ${p.batchId}: ${n(p.stored)}${of} items stored${pct}${resumed} — ` +
+    `${formatRate(p.itemsPerSecond)}, ${(p.bytesSent / 2 ** 20).toFixed(1)} MiB sent, ${formatDuration(p.elapsedMs)}`
+  );
+}
+
+/**
+ * The submission's progress: redrawn in place on a terminal (and erased when done, so the answer
+ * line follows cleanly); otherwise a plain line every `plainEveryMs`, the first only once the
+ * submission has run that long (a small batch prints nothing).
+ */
+export class SubmitProgressView {
+  private drawn = false;
+  private lastPlainAt: number;
+  private readonly plainEveryMs: number;
+  readonly tty: boolean;
+
+  constructor(
+    private readonly out: ProgressStream,
+    opts: { env?: NodeJS.ProcessEnv; plainEveryMs?: number } = {},
+  ) {
+    const env = opts.env ?? process.env;
+    this.tty = Boolean(out.isTTY) && env.TERM !== "dumb";
+    this.plainEveryMs = opts.plainEveryMs ?? 10_000;
+    this.lastPlainAt = Date.now();
+  }
+
+  update(p: SubmitSnapshot): void {
+    if (p.phase === "done") {
+      this.finish();
+      return;
+    }
+    if (this.tty) {
+      const line = renderSubmitLine(p).slice(0, Math.max(40, (this.out.columns ?? 80) - 1));
+      this.out.write(`\r\x1b[2K${line}`);
+      this.drawn = true;
+      return;
+    }
+    const now = Date.now();
+    if (now - this.lastPlainAt < this.plainEveryMs) return;
+    this.lastPlainAt = now;
+    this.out.write(`${renderSubmitLine(p)}\n`);
+  }
+
+  finish(): void {
+    if (this.tty && this.drawn) this.out.write("\r\x1b[2K");
+    this.drawn = false;
+  }
+}

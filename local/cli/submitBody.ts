@@ -1,9 +1,13 @@
-// Builds the body of `POST /v1/batches` for `tally submit`: a .json file is sent as JSON; a
-// .ndjson file and `--demo N` are streamed as NDJSON (a header line, then one item per line), so
-// the client's memory stays bounded whatever the batch size. Flags (--id, --pipeline,
-// --threshold, --depends-on) fill in or override the file's own header.
+// What `tally submit` sends: the batch header and its items, as a source the typed client
+// (local/client/tallyClient.ts) reads one item at a time and submits with open/append/seal. A .json
+// file is parsed (it is in memory anyway); a .ndjson file is read line by line and each line is sent
+// as it is (never parsed here), and `--demo N` generates its items — so memory stays bounded
+// whatever the batch size. Flags (--id, --pipeline, --threshold, --depends-on) fill in or override
+// the file's own header. Files are opened before any request, so a missing one is a usage error.
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import type { ItemInput } from "../client/tallyClient";
 import { UsageError } from "./args";
 import { demoItems } from "./demoItems";
 
@@ -22,13 +26,15 @@ export interface SubmitFlags {
   dependsOn: string[];
 }
 
-export type SubmitRequest =
-  | { kind: "json"; header: BatchHeader; body: BatchHeader & { items: unknown[] } }
-  | { kind: "ndjson"; header: BatchHeader; stream: AsyncIterable<Uint8Array> };
+export interface SubmitSource {
+  header: BatchHeader & { pipeline: string };
+  /** Items (objects, or NDJSON lines sent as they are); read again from the start on every call. */
+  items: () => AsyncIterable<ItemInput> | Iterable<ItemInput>;
+  /** The number of items when known up front (a .json file, --demo). */
+  count: number | null;
+}
 
-const chunkBytes = 64 * 1024;
-
-function applyFlags(fileHeader: BatchHeader, flags: SubmitFlags, source: string): BatchHeader {
+function applyFlags(fileHeader: BatchHeader, flags: SubmitFlags, source: string): SubmitSource["header"] {
   const header: BatchHeader = { ...fileHeader };
   if (flags.id !== undefined) header.id = flags.id;
   if (flags.pipeline !== undefined) header.pipeline = flags.pipeline;
@@ -36,35 +42,18 @@ function applyFlags(fileHeader: BatchHeader, flags: SubmitFlags, source: string)
   if (flags.dependsOn.length > 0) header.dependsOn = flags.dependsOn;
   if (header.pipeline === undefined)
     throw new UsageError(`--pipeline is required (${source} names no pipeline)`);
-  return header;
+  return header as SubmitSource["header"];
 }
 
-/** Lines joined into ~64 KiB chunks: few writes, bounded buffering. */
-async function* ndjsonChunks(header: BatchHeader, lines: AsyncIterable<string> | Iterable<string>) {
-  const encoder = new TextEncoder();
-  let buf = `${JSON.stringify(header)}\n`;
-  for await (const line of lines) {
-    buf += `${line}\n`;
-    if (buf.length >= chunkBytes) {
-      yield encoder.encode(buf);
-      buf = "";
-    }
-  }
-  if (buf) yield encoder.encode(buf);
-}
-
-export function demoRequest(
+export function demoSource(
   plan: { count: number; failRate: number; permanentRate: number },
   flags: SubmitFlags,
-): SubmitRequest {
+): SubmitSource {
   const header = applyFlags({}, flags, "--demo");
-  const lines = (function* () {
-    for (const item of demoItems(plan)) yield JSON.stringify(item);
-  })();
-  return { kind: "ndjson", header, stream: ndjsonChunks(header, lines) };
+  return { header, items: () => demoItems(plan), count: plan.count };
 }
 
-async function jsonFileRequest(path: string, flags: SubmitFlags): Promise<SubmitRequest> {
+async function jsonFileSource(path: string, flags: SubmitFlags): Promise<SubmitSource> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(await readFile(path, "utf8"));
@@ -84,59 +73,65 @@ async function jsonFileRequest(path: string, flags: SubmitFlags): Promise<Submit
     throw new UsageError(`--file ${path} must hold an array of items or an object with an "items" array`);
   }
   const header = applyFlags(fileHeader, flags, path);
-  return { kind: "json", header, body: { ...header, items } };
+  // Items go as the file wrote them (an invalid one is refused by the coordinator, with its path).
+  return { header, items: () => items.map((it) => JSON.stringify(it)), count: items.length };
 }
 
-/** Reads the first line to see whether it is a header (no `payload` field); the rest is sent byte for byte. */
-async function ndjsonFileRequest(path: string, flags: SubmitFlags): Promise<SubmitRequest> {
-  const file = createReadStream(path);
-  const chunks = file[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  let head = Buffer.alloc(0);
-  let newline = -1;
+/** The lines of a file, without their line ends. */
+async function* fileLines(path: string): AsyncGenerator<string> {
+  const lines = createInterface({ input: createReadStream(path), crlfDelay: Number.POSITIVE_INFINITY });
   try {
-    while (newline < 0) {
-      const next = await chunks.next();
-      if (next.done) break;
-      head = Buffer.concat([head, next.value]);
-      newline = head.indexOf(0x0a);
+    for await (const line of lines) yield line;
+  } finally {
+    lines.close();
+  }
+}
+
+/** The first non-blank line decides whether the file has a header (an object without `payload`). */
+async function ndjsonFileSource(path: string, flags: SubmitFlags): Promise<SubmitSource> {
+  let first: string | null = null;
+  try {
+    for await (const line of fileLines(path)) {
+      if (line.trim() === "") continue;
+      first = line;
+      break;
     }
   } catch (err) {
-    file.destroy();
     throw new UsageError(`cannot read --file ${path}: ${(err as Error).message}`);
   }
-  const firstLine = (newline < 0 ? head : head.subarray(0, newline)).toString("utf8").trim();
   let fileHeader: BatchHeader = {};
-  let rest = head;
-  if (firstLine !== "") {
-    let first: unknown;
+  let hasHeader = false;
+  if (first !== null) {
+    let value: unknown;
     try {
-      first = JSON.parse(firstLine);
+      value = JSON.parse(first);
     } catch {
-      file.destroy();
       throw new UsageError(`--file ${path}: line 1 is not JSON`);
     }
-    if (first && typeof first === "object" && !Array.isArray(first) && !("payload" in first)) {
-      fileHeader = first as BatchHeader;
-      rest = newline < 0 ? Buffer.alloc(0) : head.subarray(newline + 1);
+    if (value && typeof value === "object" && !Array.isArray(value) && !("payload" in value)) {
+      fileHeader = value as BatchHeader;
+      hasHeader = true;
     }
   }
   const header = applyFlags(fileHeader, flags, path);
-  async function* stream(): AsyncGenerator<Uint8Array> {
-    yield new TextEncoder().encode(`${JSON.stringify(header)}\n`);
-    if (rest.length > 0) yield rest;
-    for (;;) {
-      const next = await chunks.next();
-      if (next.done) return;
-      yield next.value;
+  async function* items(): AsyncGenerator<string> {
+    let skipHeader = hasHeader;
+    for await (const line of fileLines(path)) {
+      if (line.trim() === "") continue;
+      if (skipHeader) {
+        skipHeader = false;
+        continue;
+      }
+      yield line;
     }
   }
-  return { kind: "ndjson", header, stream: stream() };
+  return { header, items, count: null };
 }
 
-export function fileRequest(
+export function fileSource(
   path: string,
   format: "json" | "ndjson",
   flags: SubmitFlags,
-): Promise<SubmitRequest> {
-  return format === "json" ? jsonFileRequest(path, flags) : ndjsonFileRequest(path, flags);
+): Promise<SubmitSource> {
+  return format === "json" ? jsonFileSource(path, flags) : ndjsonFileSource(path, flags);
 }

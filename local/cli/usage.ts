@@ -8,7 +8,7 @@ export const usage = `tally — submit and watch Tally batches
 
 Usage:
   tally submit --pipeline P (--file F.json|F.ndjson | --demo N [--fail-rate X] [--permanent-rate Y])
-               [--id ID] [--threshold T] [--depends-on ID]... [--watch]
+               [--id ID [--resume]] [--threshold T] [--depends-on ID]... [--watch]
   tally status ID [--watch] [--json]
   tally items ID [--status S] [--limit N] [--json]
   tally cancel ID
@@ -17,10 +17,12 @@ Usage:
   tally --help
 
 Commands:
-  submit      create a batch. --file sends a .json body ({items:[...]} or an array of items) as
-              JSON, or streams a .ndjson file (one {"id"?,"payload"} per line; an optional first
-              header line) as NDJSON. --demo N streams N items for the demo pipeline: a fraction
-              X fail transiently (1-2 times, then succeed), a fraction Y fail permanently.
+  submit      create a batch of any size: --file F.json ({items:[...]} or an array of items) or
+              F.ndjson (one {"id"?,"payload"} per line; an optional first header line), or
+              --demo N (N items for the demo pipeline: a fraction X fail transiently 1-2 times,
+              a fraction Y fail permanently). Sent in requests of at most 10,000 items / 8 MiB
+              (open, append…, seal: docs/api.md), with a progress line; an interrupted submit is
+              continued with the same --id and --resume (the items already stored are skipped).
   status      a batch's state, counts by item state and outcome
   items       a batch's items (--status pending|running|succeeded|failed, --limit, default 50)
   cancel      cancel a batch: pending items fail as "cancelled", running ones finish
@@ -33,6 +35,7 @@ Options:
                         \`npm start\` prints it as "reconciler: URL pid PID")
   --threshold T         largest failed fraction that still ends "partial" (0..1, default 0.05)
   --depends-on ID       wait for this batch to finish first (repeatable)
+  --resume              go on with batch --id from the items it already holds
   --watch               follow the batch until it is final: a live progress bar on a terminal,
                         one line per change otherwise
   --interval SECONDS    how often --watch polls (default 1)

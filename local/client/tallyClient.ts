@@ -310,12 +310,32 @@ export class TallyClient {
     body: string,
     signal?: AbortSignal,
   ): Promise<AppendAnswer> {
-    const res = await this.call<AppendAnswer>("POST", `${batchPath(batchId)}:append?offset=${offset}`, {
-      body,
-      contentType: "application/x-ndjson",
-      signal,
-    });
-    return res.body;
+    try {
+      const res = await this.call<AppendAnswer>("POST", `${batchPath(batchId)}:append?offset=${offset}`, {
+        body,
+        contentType: "application/x-ndjson",
+        signal,
+      });
+      return res.body;
+    } catch (err) {
+      if (!(err instanceof TallyApiError)) throw err;
+      // The coordinator names lines of this request (`line 3: payload.text`); the caller thinks in
+      // items of the batch: `items[offset + 2].payload.text` (blank lines are never sent).
+      const details = err.details.map((d) => {
+        const m = d.path === undefined ? null : /^line (\d+)(?:: (.*))?$/.exec(d.path);
+        if (!m) return d;
+        const at = `items[${offset + Number(m[1]) - 1}]`;
+        const rest = m[2];
+        return { ...d, path: rest === undefined ? at : `${at}${rest.startsWith("[") ? "" : "."}${rest}` };
+      });
+      throw new TallyApiError(
+        err.status,
+        err.code,
+        `${err.message} (append at offset ${offset})`,
+        details,
+        err.batch,
+      );
+    }
   }
 
   /** One request, retried on transient failures with backoff; a refusal becomes a TallyApiError. */

@@ -2,7 +2,8 @@
 // (with the dashboard mounted) on a streaming server, the worker behind a real Pub/Sub push
 // subscription on the emulator, the reconciler, Firestore as the ledger and DuckDB as the sink.
 // Checks exit codes by outcome, the progress and outcome lines, the API's errors as the API words
-// them, file submissions (JSON and NDJSON), idempotent re-submission, cancel, retry and reconcile.
+// them, file submissions (JSON and NDJSON, sent with open/append/seal by the typed client),
+// idempotent re-submission, --resume, cancel, retry and reconcile.
 import { writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -189,7 +190,13 @@ describe("tally against a running stack", () => {
     expect(bad.stderr).toMatch(/^error 400 invalid_argument: /);
     expect(bad.stderr).toMatch(/ {2}- items\[0\]\.payload[^\n]*bogus/);
     expect(bad.stderr).toMatch(/ {2}- items\[1\]\.payload\.failTimes: /);
-    expect(await deps.ledger.getBatch("cli-invalid")).toBeNull();
+    // Sent as open/append/seal: the batch was opened, the refused append stored nothing, and the
+    // answer says how to go on.
+    expect(bad.stderr).toContain(
+      "  - batch: cli-invalid is submitting and holds 0 items: fix the source and run again with --id cli-invalid --resume",
+    );
+    expect(await deps.ledger.getBatch("cli-invalid")).toMatchObject({ status: "submitting", received: 0 });
+    expect(await deps.ledger.countItems("cli-invalid")).toMatchObject({ total: 0 });
   });
 
   it("submits .json and .ndjson files, and a re-submission of the same content is recognised", async () => {
@@ -249,6 +256,62 @@ describe("tally against a running stack", () => {
     const conflicting = await tally("submit", "--demo", "3", "--id", "cli-ndjson");
     expect(conflicting.code).toBe(1);
     expect(conflicting.stderr).toMatch(/^error 409 conflict: /);
+  });
+
+  it("--resume goes on from the items an interrupted submit stored, and the batch runs to its end", async () => {
+    const file = join(data.dir, "resume.ndjson");
+    const rows = Array.from({ length: 30 }, (_, i) => JSON.stringify({ id: `r${i}`, payload: { value: i } }));
+    writeFileSync(file, `${rows.join("\n")}\n`);
+    // An earlier run opened the batch and got 12 items stored before it was interrupted.
+    const post = (path: string, body: string, type = "application/json") =>
+      fetch(`${coordinator.url}${path}`, { method: "POST", headers: { "content-type": type }, body });
+    expect(
+      (await post("/v1/batches", JSON.stringify({ id: "cli-resume", pipeline: "demo", open: true }))).status,
+    ).toBe(201);
+    const first = await post(
+      "/v1/batches/cli-resume:append?offset=0",
+      `${rows.slice(0, 12).join("\n")}\n`,
+      "application/x-ndjson",
+    );
+    expect(first.status).toBe(200);
+
+    const r = await tally(
+      "submit",
+      "--file",
+      file,
+      "--pipeline",
+      "demo",
+      "--id",
+      "cli-resume",
+      "--resume",
+      "--watch",
+      "--interval",
+      "0.2",
+    );
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")[0]).toMatch(
+      /^batch cli-resume resumed at item 12: pipeline demo, 30 items, (running|finalizing|succeeded)$/,
+    );
+    expect(lastLine(r.stdout)).toMatch(/^batch cli-resume: succeeded — total 30, succeeded 30, failed 0/);
+    const { entries } = await deps.ledger.listItems("cli-resume", { limit: 100 });
+    expect(entries.map((it) => it.itemId)).toEqual(rows.map((_, i) => `r${i}`));
+
+    // Sealed and finished: a further --resume has nothing to send.
+    const again = await tally(
+      "submit",
+      "--file",
+      file,
+      "--pipeline",
+      "demo",
+      "--id",
+      "cli-resume",
+      "--resume",
+    );
+    expect(again.code).toBe(0);
+    expect(again.stdout.split("\n")[0]).toBe(
+      "batch cli-resume resumed at item 30: pipeline demo, 30 items, succeeded",
+    );
   });
 
   it("cancel ends a live batch as cancelled (exit 3 once final)", async () => {

@@ -10,7 +10,9 @@ import {
   renderOutcomeLine,
   renderPlainLine,
   renderStackedBar,
+  renderSubmitLine,
   renderTtyLines,
+  SubmitProgressView,
   segmentWidths,
   visibleWidth,
 } from "../../local/cli/progressBar";
@@ -141,5 +143,55 @@ describe("demo items", () => {
     expect(transient).toHaveLength(50);
     expect(new Set(transient.map((i) => i.payload.failTimes))).toEqual(new Set([1, 2]));
     expect(items.filter((i) => i.payload.crash === 1)).toHaveLength(10);
+  });
+});
+
+describe("the submission line", () => {
+  it("says items stored, of how many, rate, bytes and time; a resumed run says where it started", () => {
+    const base = {
+      batchId: "b1",
+      phase: "appending" as const,
+      stored: 120_000,
+      total: 1_000_000,
+      startedAt: 0,
+      bytesSent: 41.2 * 2 ** 20,
+      itemsPerSecond: 3400,
+      elapsedMs: 35_300,
+    };
+    expect(renderSubmitLine(base)).toBe(
+      "submitting b1: 120,000/1,000,000 items stored (12%) — 3,400 items/s, 41.2 MiB sent, 35.3 s",
+    );
+    expect(renderSubmitLine({ ...base, total: null, startedAt: 50_000, itemsPerSecond: null })).toBe(
+      "submitting b1: 120,000 items stored, resumed at 50,000 — – items/s, 41.2 MiB sent, 35.3 s",
+    );
+  });
+
+  it("redraws in place on a terminal and erases itself when done; elsewhere stays quiet for a short run", () => {
+    const writes: string[] = [];
+    const tty = new SubmitProgressView(
+      { write: (s: string) => writes.push(s), isTTY: true, columns: 120 },
+      { env: {} },
+    );
+    const p = {
+      batchId: "b1",
+      phase: "appending" as const,
+      stored: 10,
+      total: 20,
+      startedAt: 0,
+      bytesSent: 0,
+      itemsPerSecond: 5,
+      elapsedMs: 2000,
+    };
+    tty.update(p);
+    tty.update({ ...p, phase: "done" });
+    expect(writes[0]?.startsWith("\r\x1b[2Ksubmitting b1: 10/20 items stored (50%)")).toBe(true);
+    expect(writes[1]).toBe("\r\x1b[2K");
+    const plain: string[] = [];
+    const pipe = new SubmitProgressView(
+      { write: (s: string) => plain.push(s) },
+      { env: {}, plainEveryMs: 10_000 },
+    );
+    pipe.update(p);
+    expect(plain).toEqual([]);
   });
 });

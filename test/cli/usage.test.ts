@@ -105,6 +105,11 @@ describe("tally usage", () => {
     },
     { args: ["submit", "--pipeline"], message: "tally: --pipeline needs a value", usage: false },
     {
+      args: ["submit", "--demo", "3", "--resume"],
+      message: "tally: --resume needs --id: the batch to go on with (the ID the interrupted run printed)",
+      usage: false,
+    },
+    {
       args: ["items", "b1", "--status", "done"],
       message: "tally: --status must be one of pending, running, succeeded, failed",
       usage: false,

@@ -89,7 +89,8 @@ export async function appendToBatch(
     );
   }
   const parsed = await parseAppend(env, batch, req, query);
-  if (!parsed.problems.empty) throw parsed.problems.toError();
+  if (!parsed.problems.empty)
+    throw refusalFor(parsed.problems.toError(`nothing of this append was stored`), batch);
   const { offset, items } = parsed;
   const end = offset + items.length;
   const log = env.log;
