@@ -1,8 +1,9 @@
-// Phase 1 — submission (DESIGN.md §9): items/s through the coordinator (real HTTP, one NDJSON
-// stream) into the ledger and onto the work topic, at each size, beside the raw limit measured in
-// the same run (bench/baselines/rawSubmission.ts); and the coordinator's peak RSS at each size,
-// read from /proc/PID/status (VmHWM) of the coordinator's own process — it must not grow with the
-// batch (F4).
+// Phase 1 — submission (DESIGN.md §9): items/s through the deployed path — the coordinator under
+// the Functions Framework (which buffers every body), fed by the typed client with open / append /
+// seal in requests under Cloud Run's 32 MiB cap — into the ledger and onto the work topic, at each
+// size, beside the raw limit measured in the same run (bench/baselines/rawSubmission.ts); and the
+// coordinator's peak RSS at each size, read from /proc/PID/status (VmHWM) of the coordinator's own
+// process — it must not grow with the batch (F4).
 //
 // Conditions: each size runs on a fresh project of the shared emulators; the work topic has no
 // subscription in either run (messages are accepted and dropped by the emulator, the cheapest
@@ -12,8 +13,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../functions/config";
+import { TallyClient } from "../local/client/tallyClient";
 import { clearFirestore, startFirestoreEmulator } from "../local/emulators";
 import { provisionTopics } from "../local/provisionTopology";
+import { itemIdFor } from "./baselines/itemDocShape";
 import {
   bulkWriterUpTo,
   measureRawSubmission,
@@ -29,7 +32,6 @@ import {
   pubsubClient,
 } from "./support/clients";
 import { compileBenchChild } from "./support/compiledChild";
-import { submitNdjson } from "./support/ndjsonSubmit";
 import { cpuSeconds, currentRss, trackPeakRss } from "./support/procStats";
 import type { Progress } from "./support/progress";
 import { perSecond, ratio } from "./support/stats";
@@ -46,7 +48,7 @@ export interface SubmissionSize {
     idleRssMiB: number | null;
     /** CPU seconds the coordinator process used per item. */
     cpuSecondsPerItem: number | null;
-    /** The coordinator's own account of where the time went (its `batch.submitted` log line). */
+    /** The coordinator's own account of where the time went (its `batch.appended` log lines, summed). */
     coordinatorTimings: Record<string, unknown> | null;
     status: number;
     batchStatus: string | null;
@@ -65,20 +67,28 @@ export interface SubmissionResult {
   notes: string[];
 }
 
-function pickTimings(line: Record<string, unknown> | null): Record<string, unknown> | null {
-  if (!line) return null;
-  const keys = [
-    "durationMs",
-    "storeMs",
-    "publishMs",
-    "compareMs",
-    "cursorWrites",
-    "cursorMs",
-    "windowWaitMs",
-    "stored",
-    "published",
-  ];
-  return Object.fromEntries(keys.filter((k) => k in line).map((k) => [k, line[k]]));
+/** The coordinator's `batch.appended` lines of one batch, summed. */
+function sumAppends(lines: Record<string, unknown>[]): Record<string, unknown> | null {
+  if (lines.length === 0) return null;
+  const sum = (k: string) => lines.reduce((n, l) => n + (typeof l[k] === "number" ? (l[k] as number) : 0), 0);
+  return {
+    appends: lines.length,
+    appendMs: sum("durationMs"),
+    slowestAppendMs: Math.max(...lines.map((l) => (typeof l.durationMs === "number" ? l.durationMs : 0))),
+    stored: sum("stored"),
+    published: sum("published"),
+  };
+}
+
+/** Submits `n` items (ids and payloads as the raw baseline writes them) with open/append/seal. */
+async function submitThroughFramework(coordinatorUrl: string, batchId: string, n: number) {
+  const t0 = performance.now();
+  const client = new TallyClient({ baseUrl: coordinatorUrl });
+  const items = function* () {
+    for (let i = 0; i < n; i++) yield { id: itemIdFor(i), payload: {} };
+  };
+  const r = await client.submit({ id: batchId, pipeline: "demo" }, items());
+  return { ms: performance.now() - t0, batch: r.batch, requests: r.requests };
 }
 
 const mib = (b: number | null) => (b === null ? null : Math.round((b / 2 ** 20) * 10) / 10);
@@ -139,7 +149,7 @@ async function measureTally(opts: {
   try {
     await provisionTopics(pubsub, config.topology);
     let port = 0;
-    let submitted: Record<string, unknown> | null = null;
+    let appended: Record<string, unknown>[] = [];
     const coordinator = await spawnTs(opts.coordinatorScript, {
       env,
       readyLine: (l) => {
@@ -148,9 +158,9 @@ async function measureTally(opts: {
         return m !== null;
       },
       onStdoutLine: (l) => {
-        if (!l.includes('"batch.submitted"')) return;
+        if (!l.includes('"batch.appended"')) return;
         try {
-          submitted = JSON.parse(l);
+          appended.push(JSON.parse(l));
         } catch {
           /* not a log line */
         }
@@ -159,37 +169,36 @@ async function measureTally(opts: {
     try {
       // A warm instance, as one that has served a request: its modules are loaded and its
       // Firestore and Pub/Sub channels open (the first request pays ~0.7 s of module loading).
-      const warm = await submitNdjson({
-        coordinatorUrl: `http://127.0.0.1:${port}`,
-        batchId: `warmup-${n}-${Date.now().toString(36)}`,
-        items: 10,
-      });
-      if (warm.status !== 201) throw new Error(`the warm-up submission answered ${warm.status}`);
-      submitted = null;
+      const warm = await submitThroughFramework(
+        `http://127.0.0.1:${port}`,
+        `warmup-${n}-${Date.now().toString(36)}`,
+        10,
+      );
+      if (warm.batch.status !== "running") throw new Error(`the warm-up batch is ${warm.batch.status}`);
+      appended = [];
       const idle = currentRss(coordinator.pid);
       const cpuBefore = cpuSeconds(coordinator.pid);
       const peak = trackPeakRss(coordinator.pid);
       opts.progress(
-        `Tally: streaming ${n} items to the coordinator (pid ${coordinator.pid}${opts.nodeOptions ? `, ${opts.nodeOptions}` : ""})`,
+        `Tally: ${n} items to the coordinator under the Functions Framework, open/append/seal (pid ${coordinator.pid}${opts.nodeOptions ? `, ${opts.nodeOptions}` : ""})`,
       );
       const batchId = `submit-${n}-${Date.now().toString(36)}`;
-      const res = await submitNdjson({ coordinatorUrl: `http://127.0.0.1:${port}`, batchId, items: n });
+      const res = await submitThroughFramework(`http://127.0.0.1:${port}`, batchId, n);
       const peakBytes = peak.stop();
       const cpuAfter = cpuSeconds(coordinator.pid);
-      const body = res.body as { status?: string; submission?: { items?: number } };
-      if (res.status !== 201 || body.submission?.items !== n)
-        throw new Error(
-          `submission of ${n} items answered ${res.status}: ${JSON.stringify(res.body).slice(0, 500)}`,
-        );
+      if (res.batch.status !== "running" || res.batch.total !== n)
+        throw new Error(`submission of ${n} items ended ${JSON.stringify(res.batch).slice(0, 500)}`);
+      const ownStored = appended.reduce((k, l) => k + (typeof l.stored === "number" ? l.stored : 0), 0);
+      if (ownStored !== n) throw new Error(`the coordinator logged ${ownStored} items stored, not ${n}`);
       const tally: TallyRun = {
         ms: res.ms,
         itemsPerSecond: perSecond(n, res.ms),
         peakRssMiB: mib(peakBytes),
         idleRssMiB: mib(idle),
         cpuSecondsPerItem: cpuBefore === null || cpuAfter === null ? null : (cpuAfter - cpuBefore) / n,
-        coordinatorTimings: pickTimings(submitted),
-        status: res.status,
-        batchStatus: body.status ?? null,
+        coordinatorTimings: sumAppends(appended),
+        status: 200,
+        batchStatus: res.batch.status,
       };
       opts.progress(
         `Tally: ${n} items in ${Math.round(res.ms)} ms (${Math.round(tally.itemsPerSecond)}/s), batch ${tally.batchStatus}, coordinator peak RSS ${tally.peakRssMiB} MiB (idle ${tally.idleRssMiB} MiB)`,
@@ -379,7 +388,7 @@ export async function runSubmission(opts: {
     notes: [
       `Both emulators are warmed up first with ${warmupItems.toLocaleString("en-US")} raw item writes and publishes (not counted, then cleared): measured here, a freshly started Firestore emulator spends about twice the CPU per write until its JVM has compiled the commit path, and the first measured run — Tally's — would otherwise pay for that alone.`,
       `Above ${freshEmulatorAbove.toLocaleString("en-US")} items every pass — Tally's and each raw write pass — runs on a freshly started Firestore emulator, warmed up the same way: the emulator does not give back the memory of cleared documents (12 GB after three million-document passes, then commits stalled past their 60 s deadline).`,
-      "Tally: one NDJSON stream over real HTTP to the coordinator (own process running the compiled bundle under plain node, as deployed; streaming server; warmed up by a 10-item submission), timed until its 201 answer (every item stored, published, batch running).",
+      "Tally: the deployed path — the coordinator in its own process running the compiled bundle under plain node, registered with the Functions Framework and served by the framework's Express server (every body buffered, as on Cloud Run), warmed up by a 10-item submission; the typed client (local/client/tallyClient.ts) submits with open, appends of ≤ 10,000 items / 8 MiB (one in flight while the next is built) and seal, over real HTTP; timed from the open to the seal's answer (every item stored, published, batch running).",
       `Raw limit: the same count of item documents (same fields) created with WriteBatch commits of 500 (8 in flight) and, up to ${bulkWriterUpTo.toLocaleString("en-US")} items, with BulkWriter (throttling off), the faster one counted; and the same count of doorbells published with the work queue's batching settings; sequential and overlapped, the faster schedule counted.`,
       "The work topic has no subscription in either run.",
       ...(capped === null
