@@ -168,6 +168,32 @@ describe("open / append / seal", () => {
     await runToCompletion("oas-1", 50);
   });
 
+  it("an open batch with dependencies: appends are stored unpublished, the seal records the total, the reconciler starts it", async () => {
+    const opened = await post("/v1/batches", {
+      id: "oas-dep",
+      pipeline: "demo",
+      dependsOn: ["oas-1"],
+      open: true,
+    });
+    expect(opened.status).toBe(201);
+    expect(opened.body.status).toBe("blocked");
+    const a = await post("/v1/batches/oas-dep:append", { offset: 0, items: items(0, 6) });
+    expect(a.status).toBe(200);
+    expect(a.body.append).toMatchObject({ stored: 6, published: 0, received: 6 });
+    const sealed = await post("/v1/batches/oas-dep:seal", { total: 6 });
+    expect(sealed.status).toBe(200);
+    expect(sealed.body).toMatchObject({
+      status: "blocked",
+      total: 6,
+      progress: { submissionComplete: true },
+    });
+    // oas-1 (the dependency) finished in the test above: the next tick starts this batch.
+    const tick = await reconcileTick(h.deps);
+    expect(tick.errors).toBe(0);
+    expect((await h.ledger.getBatch("oas-dep"))?.status).toBe("running");
+    await runToCompletion("oas-dep", 6);
+  });
+
   it("a gap is a 409 naming the expected offset; a conflicting item a 409 naming its position; neither stores anything", async () => {
     expect((await post("/v1/batches", { id: "oas-2", pipeline: "demo", open: true })).status).toBe(201);
     expect((await post("/v1/batches/oas-2:append", { offset: 0, items: items(0, 10) })).status).toBe(200);
