@@ -58,7 +58,7 @@ import type {
   NewItem,
   ResultRow,
 } from "../core/model";
-import { errorKinds, isFinalBatchStatus } from "../core/model";
+import { errorKinds } from "../core/model";
 import type {
   CreateBatchResult,
   ItemRef,

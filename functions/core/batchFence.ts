@@ -43,22 +43,23 @@ function describe(b: Batch): string {
  */
 export function mayCreateItems(b: Batch): FenceDecision {
   if (b.status !== "submitting" && b.status !== "blocked")
-    return refuse(`batch ${b.batchId} is ${describe(b)}: it accepts no more items`);
-  if (b.terminateAs !== null) return refuse(`batch ${b.batchId} is ${describe(b)}: it accepts no more items`);
+    return refuse(`batch "${b.batchId}" is ${describe(b)}: it accepts no more items`);
+  if (b.terminateAs !== null)
+    return refuse(`batch "${b.batchId}" is ${describe(b)}: it accepts no more items`);
   if (b.submissionComplete)
-    return refuse(`batch ${b.batchId} was sealed with ${b.total ?? "its"} items: it accepts no more`);
+    return refuse(`batch "${b.batchId}" was sealed with ${b.total ?? "its"} items: it accepts no more`);
   if (b.generation !== 1)
-    return refuse(`batch ${b.batchId} is retrying generation ${b.generation}: it accepts no new items`);
+    return refuse(`batch "${b.batchId}" is retrying generation ${b.generation}: it accepts no new items`);
   return { ok: true };
 }
 
 /** May an operator retry reset failed items into `generation`? Only while that retry is submitting. */
 export function mayResetItems(b: Batch, generation: number): FenceDecision {
   if (b.generation !== generation)
-    return refuse(`batch ${b.batchId} is at generation ${b.generation}, not ${generation}`);
+    return refuse(`batch "${b.batchId}" is at generation ${b.generation}, not ${generation}`);
   if (generation < 2) return refuse(`generation ${generation} is not a retry`);
   if (b.status !== "submitting" || b.terminateAs !== null)
-    return refuse(`batch ${b.batchId} is ${describe(b)}: its retry accepts no more items`);
+    return refuse(`batch "${b.batchId}" is ${describe(b)}: its retry accepts no more items`);
   return { ok: true };
 }
 
@@ -73,16 +74,16 @@ export function mayClaimFinalization(b: Batch, now: number, staleFinalizingMs: n
   if (b.status === "finalizing") {
     if (b.exportFailedAt != null)
       return refuse(
-        `batch ${b.batchId}'s export failed ${b.exportAttempts ?? 0} times: an operator must re-export it`,
+        `batch "${b.batchId}"'s export failed ${b.exportAttempts ?? 0} times: an operator must re-export it`,
       );
     if (b.nextExportAt != null && now < b.nextExportAt)
       return refuse(
-        `batch ${b.batchId}'s export is backing off until ${new Date(b.nextExportAt).toISOString()}`,
+        `batch "${b.batchId}"'s export is backing off until ${new Date(b.nextExportAt).toISOString()}`,
       );
     if ((b.finalizingAt ?? 0) < now - staleFinalizingMs) return { ok: true };
-    return refuse(`batch ${b.batchId} is being finalized`);
+    return refuse(`batch "${b.batchId}" is being finalized`);
   }
-  return refuse(`batch ${b.batchId} is ${describe(b)}`);
+  return refuse(`batch "${b.batchId}" is ${describe(b)}`);
 }
 
 /**
@@ -90,9 +91,9 @@ export function mayClaimFinalization(b: Batch, now: number, staleFinalizingMs: n
  * finalization was claimed: the claim found nothing live, and its outcome is being written.
  */
 export function mayRequestTermination(b: Batch): FenceDecision {
-  if (isFinalBatchStatus(b.status)) return refuse(`batch ${b.batchId} is already ${b.status}`);
+  if (isFinalBatchStatus(b.status)) return refuse(`batch "${b.batchId}" is already ${b.status}`);
   if (b.status === "finalizing")
-    return refuse(`batch ${b.batchId} is finalizing: every item has ended, its outcome is being recorded`);
+    return refuse(`batch "${b.batchId}" is finalizing: every item has ended, its outcome is being recorded`);
   return { ok: true };
 }
 
@@ -103,20 +104,20 @@ export function mayRequestTermination(b: Batch): FenceDecision {
  */
 export function mayBeginRetry(b: Batch): FenceDecision {
   if (!isFinalBatchStatus(b.status))
-    return refuse(`batch ${b.batchId} is ${b.status}; only a final batch can be retried`);
+    return refuse(`batch "${b.batchId}" is ${b.status}; only a final batch can be retried`);
   if (b.terminateAs !== null || b.status === "cancelled")
     return refuse(
-      `batch ${b.batchId} ended ${b.status}${b.reason ? ` (${b.reason})` : ""}; only a batch that ran to its outcome can be retried: submit it again under a new id`,
+      `batch "${b.batchId}" ended ${b.status}${b.reason ? ` (${b.reason})` : ""}; only a batch that ran to its outcome can be retried: submit it again under a new id`,
     );
   if (!b.summary || b.summary.counts.failed === 0)
-    return refuse(`batch ${b.batchId} has no failed items to retry`);
+    return refuse(`batch "${b.batchId}" has no failed items to retry`);
   return { ok: true };
 }
 
 /** May an operator re-export a batch whose export failed its last allowed attempt? */
 export function mayReExport(b: Batch): FenceDecision {
   if (b.status !== "finalizing" || b.exportFailedAt == null)
-    return refuse(`batch ${b.batchId} is ${b.status}; only a batch whose export failed can be re-exported`);
+    return refuse(`batch "${b.batchId}" is ${b.status}; only a batch whose export failed can be re-exported`);
   return { ok: true };
 }
 

@@ -161,7 +161,7 @@ describe("open / append / seal", () => {
       code: "batch_closed",
       batch: { id: "oas-1", status: "running" },
     });
-    expect(late.body.error.message).toMatch(/batch oas-1 is running: it accepts no more items/);
+    expect(late.body.error.message).toMatch(/batch "oas-1" is running: it accepts no more items/);
     expect((await post("/v1/batches/oas-1:append", { offset: 0, items: items(0, 5) })).status).toBe(200);
     expect(await h.ledger.countItems("oas-1")).toMatchObject({ total: 50 });
 

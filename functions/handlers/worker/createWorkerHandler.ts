@@ -95,7 +95,7 @@ const errorReply = (status: number, code: string, message: string, details?: unk
 
 export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions = {}): WorkerHandler {
   const { config, ledger, clock } = deps;
-  const { delivery: settings, reconcile } = config.topology;
+  const { delivery: settings } = config.topology;
   const log = deps.log.child({ component: "worker" });
   const lookupPipeline = opts.pipelines ?? getPipeline;
   if (opts.crashAt) assertCrashPointsAllowed();

@@ -1,7 +1,7 @@
 // Operator actions mid-run: cancel a running batch (pending items → failed(cancelled), running ones
-// finish), then retry its failed items (a new generation). And retry a partial batch whose failures
-// are permanent (they fail again). Through all of it the sink keeps exactly one row per succeeded
-// item: rows of items that succeeded in generation 1 stay as exported, retried items add theirs.
+// finish); a retry of the cancelled batch is refused and changes nothing (issue #15 item 10). And
+// retry a partial batch whose failures are permanent (they fail again, generation 2). Through all of
+// it the sink keeps exactly one row per succeeded item, and generation-1 rows stay as exported.
 import {
   assertInvariant,
   check,
@@ -68,12 +68,21 @@ export const cancelAndRetry: Scenario = {
     await waitFinal(env, permanent.id, finalDeadlineMs(40));
     await assertInvariant(env, permanent.id, permanentIds);
 
-    // Retry both.
-    await env.api.retry(cancelled.id);
+    // A cancelled batch is not retried (issue #15 item 10): the operator ended it, a retry would
+    // revive it behind its dependents' backs. The refusal changes nothing.
+    const refused = await env.api.retryRefused(cancelled.id);
+    check(
+      refused.status === 409 && /submit it again/.test(refused.message),
+      () =>
+        `retry of the cancelled batch answered ${refused.status} ${refused.message}; expected 409 naming how to go on`,
+    );
     await env.api.retry(permanent.id);
-    const retried = await waitFinal(env, cancelled.id, finalDeadlineMs(n));
     const retriedPartial = await waitFinal(env, permanent.id, finalDeadlineMs(40));
-    check(retried.status === "succeeded", `the retried batch is ${retried.status}; expected succeeded`);
+    const stillCancelled = await waitFinal(env, cancelled.id, finalDeadlineMs(n));
+    check(
+      stillCancelled.status === "cancelled" && stillCancelled.generation === 1,
+      `after the refused retry the cancelled batch is ${stillCancelled.status} generation ${stillCancelled.generation}; expected cancelled, generation 1`,
+    );
     if (retriedPartial.status !== "partial") {
       // Say what the ledger holds: the two permanently failing items, and the batch's summary.
       const byId = await itemsById(env, permanent.id);
@@ -88,43 +97,51 @@ export const cancelAndRetry: Scenario = {
         `the retried partial batch is ${retriedPartial.status}; expected partial. Summary ${JSON.stringify(retriedPartial.summary)}; items ${states.join("; ")}`,
       );
     }
-    check(retried.generation === 2, `the retried batch has generation ${retried.generation}; expected 2`);
+    check(
+      retriedPartial.generation === 2,
+      `the retried batch has generation ${retriedPartial.generation}; expected 2`,
+    );
     await assertInvariant(env, cancelled.id, cancelledIds);
     await assertInvariant(env, permanent.id, permanentIds);
 
-    // One row per succeeded item; generation-1 rows untouched, retried items in generation 2.
+    // One row per succeeded item: the cancelled batch's generation-1 rows only, the partial
+    // batch's rows untouched by its retry (whose two items failed again).
     const rows = await sinkRows(env, cancelled.id);
     const rowsById = new Map(rows.map((r) => [r.item_id, r]));
     const problems: string[] = [];
-    if (rows.length !== n)
-      problems.push(`the sink has ${rows.length} rows for ${cancelled.id}; expected ${n}`);
+    if (rows.length !== succeededInGen1.length)
+      problems.push(
+        `the sink has ${rows.length} rows for ${cancelled.id}; expected ${succeededInGen1.length} (its succeeded items)`,
+      );
     for (const id of succeededInGen1)
       if (rowsById.get(id)?.generation !== 1)
         problems.push(
           `${id}: succeeded in generation 1, sink row generation ${rowsById.get(id)?.generation}`,
         );
     for (const id of cancelledItems)
-      if (rowsById.get(id)?.generation !== 2)
-        problems.push(`${id}: retried, sink row generation ${rowsById.get(id)?.generation}; expected 2`);
+      if (rowsById.has(id)) problems.push(`${id}: cancelled, yet the sink has a row for it`);
     const partialRows = await sinkRows(env, permanent.id);
     if (partialRows.length !== 38 || partialRows.some((r) => r.generation !== 1))
       problems.push(
         `${permanent.id}: ${partialRows.length} rows (generations ${[...new Set(partialRows.map((r) => r.generation))].join(", ")}); expected 38 from generation 1`,
       );
-    for (const id of [cancelled.id, permanent.id]) {
+    for (const [id, expected] of [
+      [cancelled.id, "1"],
+      [permanent.id, "1,2"],
+    ] as const) {
       const markers = await exportMarkers(env, id);
-      if (markers.map((m) => m.generation).join(",") !== "1,2")
+      if (markers.map((m) => m.generation).join(",") !== expected)
         problems.push(
-          `${id}: export markers for generations ${markers.map((m) => m.generation).join(",")}; expected 1,2`,
+          `${id}: export markers for generations ${markers.map((m) => m.generation).join(",")}; expected ${expected}`,
         );
     }
     checkNone(problems, "sink problem(s) after cancel and retry");
     say(
-      `cancelled with ${succeededInGen1.length} succeeded / ${cancelledItems.length} cancelled (final ${cancelMs} ms after the request); retry finished all ${n}; partial batch retried: still 38 rows`,
+      `cancelled with ${succeededInGen1.length} succeeded / ${cancelledItems.length} cancelled (final ${cancelMs} ms after the request); its retry refused (409); partial batch retried: still 38 rows`,
     );
     return {
       items: n + 40,
-      outcome: `cancelled → ${retried.status}; partial → ${retriedPartial.status}`,
+      outcome: `cancelled (retry refused); partial → ${retriedPartial.status}`,
       recoveryMs: cancelMs,
       recovery: "cancel request → batch final (cancelled)",
       figures: {

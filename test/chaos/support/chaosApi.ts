@@ -104,6 +104,17 @@ export class ChaosApi {
     ).body;
   }
 
+  /** A retry expected to be refused: its status and error message. */
+  async retryRefused(id: string): Promise<{ status: number; message: string }> {
+    const { status, body } = await this.call<{ error?: { message?: string } }>(
+      `POST ${id}:retry`,
+      `${this.batchUrl(id)}:retry`,
+      { method: "POST" },
+      [409, 422],
+    );
+    return { status, message: body?.error?.message ?? "" };
+  }
+
   async retry(id: string): Promise<BatchJson> {
     return (await this.call<BatchJson>(`POST ${id}:retry`, `${this.batchUrl(id)}:retry`, { method: "POST" }))
       .body;
