@@ -262,12 +262,14 @@ describe("counts and finalization", () => {
     const attempts = await Promise.all(
       Array.from({ length: 20 }, () => ledger.beginFinalizing(batchId, T0 + 1, 60_000)),
     );
-    expect(attempts.filter((a) => a !== null)).toHaveLength(1);
+    const claims = attempts.filter((a) => a !== null);
+    expect(claims).toHaveLength(1);
     const rows: unknown[] = [];
     for await (const page of ledger.streamResults(batchId, 1, 1)) rows.push(...page);
     expect(rows).toHaveLength(2);
     const fin = await ledger.finishBatch(
       batchId,
+      claims[0]!,
       {
         outcome: "failed",
         counts: await ledger.countItems(batchId),
@@ -279,7 +281,7 @@ describe("counts and finalization", () => {
       T0 + 2,
     );
     expect(fin?.status).toBe("failed");
-    expect(await ledger.finishBatch(batchId, fin!.summary!, T0 + 3)).toBeNull();
+    expect(await ledger.finishBatch(batchId, claims[0]!, fin!.summary!, T0 + 3)).toBeNull();
     // A stale finalizing claim is taken over, a fresh one is not.
   });
 
@@ -317,6 +319,7 @@ describe("operator actions", () => {
     const claim = await ledger.beginFinalizing(batchId, T0 + 4, 60_000);
     const fin = await ledger.finishBatch(
       batchId,
+      claim!,
       {
         outcome: "failed",
         counts: await ledger.countItems(batchId),
@@ -345,10 +348,11 @@ describe("operator actions", () => {
       else await ledger.failItem(ref(id), { kind: "permanent", message: "x" }, T0, { owner: "w" });
     }
     await expect(ledger.beginRetry(batchId, T0)).rejects.toThrow(/only a final batch/);
-    await ledger.beginFinalizing(batchId, T0, 60_000);
+    const claim = await ledger.beginFinalizing(batchId, T0, 60_000);
     const counts = await ledger.countItems(batchId);
     await ledger.finishBatch(
       batchId,
+      claim!,
       { outcome: "failed", counts, failedByKind: {}, exportId: null, exportedRows: 1, durationMs: 1 },
       T0,
     );
@@ -382,9 +386,11 @@ describe("operator actions", () => {
     await ledger.failItem(ref("i1"), { kind: "permanent", message: "x" }, T0, { owner: "w" });
     // A late finalizer: its "anything left?" said no while every item was terminal…
     expect(await ledger.hasLiveItems(batchId)).toBe(false);
-    expect(await ledger.beginFinalizing(batchId, T0 + 1, 60_000)).not.toBeNull();
+    const claim = await ledger.beginFinalizing(batchId, T0 + 1, 60_000);
+    expect(claim).not.toBeNull();
     await ledger.finishBatch(
       batchId,
+      claim!,
       {
         outcome: "partial",
         counts: await ledger.countItems(batchId),

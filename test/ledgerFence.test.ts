@@ -252,6 +252,7 @@ describe("termination and finalization", () => {
     expect(await ledger.requestTermination(batchId, "cancelled", "cancelled by operator", T0 + 3)).toBeNull();
     await ledger.finishBatch(
       batchId,
+      claim!,
       summary({ counts: await ledger.countItems(batchId), exportedRows: 1 }),
       T0 + 4,
     );

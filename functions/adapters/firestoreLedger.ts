@@ -26,9 +26,11 @@ import {
 import {
   exportBackoffMs,
   type FenceDecision,
+  type FinalizationClaim,
   mayBeginRetry,
   mayClaimFinalization,
   mayCreateItems,
+  mayFinishBatch,
   mayReExport,
   mayRequestTermination,
   mayResetItems,
@@ -1011,24 +1013,32 @@ export class FirestoreLedger implements Ledger {
     }
   }
 
-  async finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null> {
+  async finishBatch(
+    batchId: string,
+    claim: FinalizationClaim,
+    summary: BatchSummary,
+    now: number,
+  ): Promise<Batch | null> {
     return this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
       const b = FirestoreLedger.toBatch(await tx.get(ref));
       this.ops.reads++;
-      if (!b || b.status !== "finalizing") return null;
+      if (!b || !mayFinishBatch(b, claim).ok) return null;
+      // The sealed total stays (the finalizer verified the ledger holds it); a batch that ended
+      // before it was sealed takes the count it holds.
+      const total = b.total ?? summary.counts.total;
       const status: BatchStatus =
         b.terminateAs === "cancelled" ? "cancelled" : b.terminateAs === "failed" ? "failed" : summary.outcome;
       tx.update(ref, {
         status,
         summary,
-        total: summary.counts.total,
+        total,
         finishedAt: now,
         updatedAt: now,
         progressAt: now,
       });
       this.ops.writes++;
-      return { ...b, status, summary, total: summary.counts.total, finishedAt: now, updatedAt: now };
+      return { ...b, status, summary, total, finishedAt: now, updatedAt: now };
     });
   }
 

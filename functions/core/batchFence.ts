@@ -86,6 +86,25 @@ export function mayClaimFinalization(b: Batch, now: number, staleFinalizingMs: n
   return refuse(`batch "${b.batchId}" is ${describe(b)}`);
 }
 
+/** The finalization claim a finalizer holds: the `finalizingAt` it wrote (or renewed) and the generation it exported. */
+export type FinalizationClaim = Pick<Batch, "finalizingAt" | "generation">;
+
+/**
+ * May this finalizer record the outcome? Only while its own claim stands (not taken over by another
+ * finalizer after it went stale, not released) and on the generation it exported: a finalizer that
+ * froze after its export must not finish a later generation with an earlier one's summary.
+ */
+export function mayFinishBatch(b: Batch, claim: FinalizationClaim): FenceDecision {
+  if (b.status !== "finalizing") return refuse(`batch "${b.batchId}" is ${describe(b)}, not finalizing`);
+  if (claim.finalizingAt === null || b.finalizingAt !== claim.finalizingAt)
+    return refuse(`batch "${b.batchId}"'s finalization claim is no longer the caller's`);
+  if (b.generation !== claim.generation)
+    return refuse(
+      `batch "${b.batchId}" is at generation ${b.generation}; the caller exported generation ${claim.generation}`,
+    );
+  return { ok: true };
+}
+
 /**
  * May the batch be told to end early (cancel, failed dependency, incomplete submission)? Not once
  * finalization was claimed: the claim found nothing live, and its outcome is being written.

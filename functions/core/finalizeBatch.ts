@@ -102,7 +102,12 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
     exportedRows: exported.rows,
     durationMs: now - (claimed.startedAt ?? claimed.createdAt),
   };
-  const finished = await ledger.finishBatch(batchId, summary, now);
+  const finished = await ledger.finishBatch(
+    batchId,
+    { finalizingAt: claim.current, generation: claimed.generation },
+    summary,
+    now,
+  );
   if (finished) {
     log.info("batch.finalized", `batch ${batchId} finalized as ${finished.status}`, {
       batchId,

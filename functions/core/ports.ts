@@ -1,5 +1,6 @@
 // The core's ports. Adapters (functions/adapters/) implement them for Firestore, Pub/Sub, BigQuery
 // and DuckDB; the core and the handlers depend only on these interfaces.
+import type { FinalizationClaim } from "./batchFence";
 import type {
   Batch,
   BatchCounts,
@@ -197,8 +198,17 @@ export interface Ledger {
   reExport(batchId: string, now: number): Promise<Batch>;
   /** Succeeded items of one generation (one count() aggregation): the finalizer's check of the export. */
   countSucceeded(batchId: string, generation: number): Promise<number>;
-  /** `finalizing` → the outcome (or `cancelled` when cancel was requested), with the summary. */
-  finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null>;
+  /**
+   * `finalizing` → the outcome (or the termination's status), with the summary: only under the
+   * caller's own claim and generation (batchFence.mayFinishBatch), else null. A sealed `total` is
+   * kept; the derived count fills it only for a batch that never recorded one.
+   */
+  finishBatch(
+    batchId: string,
+    claim: FinalizationClaim,
+    summary: BatchSummary,
+    now: number,
+  ): Promise<Batch | null>;
   /** Succeeded items of one generation, paged, for the sink export. */
   streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]>;
 

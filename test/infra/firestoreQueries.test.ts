@@ -147,7 +147,8 @@ async function exerciseEveryQuery(ledger: FirestoreLedger): Promise<void> {
   expect(await ledger.countFinishedBetween("b1", [T0, T0 + 100, T0 + 100_000])).toEqual([2, 2]);
   expect(await ledger.countSucceeded("b1", 1)).toBe(1);
   expect(await ledger.hasLiveItems("b1")).toBe(false);
-  expect((await ledger.beginFinalizing("b1", T0 + 70_000, 60_000))?.status).toBe("finalizing");
+  const claim = await ledger.beginFinalizing("b1", T0 + 70_000, 60_000);
+  expect(claim?.status).toBe("finalizing");
   let rows = 0;
   for await (const page of ledger.streamResults("b1", 1, 1)) rows += page.length; // pages of one: a cursor
   expect(rows).toBe(1);
@@ -159,7 +160,7 @@ async function exerciseEveryQuery(ledger: FirestoreLedger): Promise<void> {
     exportedRows: 1,
     durationMs: 70_000,
   };
-  expect((await ledger.finishBatch("b1", summary, T0 + 70_001))?.status).toBe("partial");
+  expect((await ledger.finishBatch("b1", claim!, summary, T0 + 70_001))?.status).toBe("partial");
 
   // Operator actions: retry b1's failed items, cancel b2's pending ones.
   expect((await ledger.beginRetry("b1", T0 + 80_000)).generation).toBe(2);

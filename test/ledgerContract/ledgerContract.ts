@@ -88,7 +88,7 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
       expect(claimed?.status).toBe("finalizing");
       const counts = await ledger.countItems(id);
       const outcome = counts.failed === 0 ? "succeeded" : "failed";
-      return ledger.finishBatch(id, summaryOf({ outcome, counts }), at + 1);
+      return ledger.finishBatch(id, claimed!, summaryOf({ outcome, counts }), at + 1);
     }
 
     beforeAll(async () => {
@@ -714,14 +714,24 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         const id = await runningBatch(2, "finish");
         await succeed(ref(id, "i0"));
         await fail(ref(id, "i1"));
-        expect(await ledger.finishBatch(id, summaryOf(), T0 + 500)).toBeNull();
-        await ledger.beginFinalizing(id, T0 + 500, STALE);
+        expect(
+          await ledger.finishBatch(id, { finalizingAt: T0 + 500, generation: 1 }, summaryOf(), T0 + 500),
+        ).toBeNull();
+        const claim = (await ledger.beginFinalizing(id, T0 + 500, STALE))!;
+        // Only under the caller's own claim and generation (a frozen finalizer's old claim, or an
+        // export of another generation, finishes nothing).
+        expect(
+          await ledger.finishBatch(id, { finalizingAt: T0 + 499, generation: 1 }, summaryOf(), T0 + 550),
+        ).toBeNull();
+        expect(
+          await ledger.finishBatch(id, { finalizingAt: T0 + 500, generation: 2 }, summaryOf(), T0 + 550),
+        ).toBeNull();
         const counts = { total: 2, pending: 0, running: 0, succeeded: 1, failed: 1 };
         const summary = summaryOf({ outcome: "failed", counts, exportId: "x", exportedRows: 1 });
-        const done = await ledger.finishBatch(id, summary, T0 + 600);
+        const done = await ledger.finishBatch(id, claim, summary, T0 + 600);
         expect(done).toMatchObject({ status: "failed", total: 2, finishedAt: T0 + 600 });
         expect(await ledger.getBatch(id)).toMatchObject({ status: "failed", summary, finishedAt: T0 + 600 });
-        expect(await ledger.finishBatch(id, summaryOf(), T0 + 700)).toBeNull();
+        expect(await ledger.finishBatch(id, claim, summaryOf(), T0 + 700)).toBeNull();
 
         const cancelled = await batchWith(1, "finish-cancel");
         await succeed(ref(cancelled, "i0"));
@@ -751,10 +761,11 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
 
         const finalizing = await runningBatch(1, "terminate-finalizing");
         await succeed(ref(finalizing, "i0"));
-        await ledger.beginFinalizing(finalizing, T0 + 100, STALE);
+        const claim = (await ledger.beginFinalizing(finalizing, T0 + 100, STALE))!;
         expect(await ledger.requestTermination(finalizing, "cancelled", "too late", T0 + 101)).toBeNull();
         await ledger.finishBatch(
           finalizing,
+          claim,
           summaryOf({ counts: await ledger.countItems(finalizing) }),
           T0 + 102,
         );

@@ -1,6 +1,6 @@
-// npm run simulate -- --seed N [--no-fence] [--known-bugs] [--trace-size 5000] [--all]
+// npm run simulate -- --seed N [--no-fence] [--no-freezes] [--trace-size 5000] [--all]
 //   Replays one seed exactly and prints its violations and trace (the line a failing test prints).
-// npm run simulate -- --from N --count K [--no-fence] [--known-bugs]
+// npm run simulate -- --from N --count K [--no-fence] [--no-freezes]
 //   Runs seeds N … N+K-1 and prints the failing ones.
 // npm run simulate -- --find item1|item2|item2Cancel [--from N] [--count K]
 //   Searches seeds without the fence until one reproduces issue #15 item 1 or 2, then checks that the
@@ -15,7 +15,7 @@ const flag = (name: string) => process.argv.includes(`--${name}`);
 
 async function main(): Promise<number> {
   const fence = !flag("no-fence");
-  const knownBugs = flag("known-bugs");
+  const freezesAndDependencies = !flag("no-freezes");
   const traceSize = Number(arg("trace-size") ?? 200);
   const seed = arg("seed");
   if (seed !== undefined) {
@@ -23,7 +23,7 @@ async function main(): Promise<number> {
       seed: Number(seed),
       fence,
       traceSize,
-      knownBugs,
+      freezesAndDependencies,
       stopAtFirstViolation: !flag("all"),
     });
     console.log(formatResult(r));
@@ -46,7 +46,7 @@ async function main(): Promise<number> {
       );
       return fenced.violations.length === 0 ? 0 : 1;
     }
-    const r = await simulate({ seed: s, fence, knownBugs });
+    const r = await simulate({ seed: s, fence, freezesAndDependencies });
     if (r.violations.length > 0) {
       failing++;
       console.log(formatResult(r));

@@ -12,9 +12,11 @@ import { RetryRefusedError } from "../../functions/adapters/firestoreLedger";
 import {
   exportBackoffMs,
   type FenceDecision,
+  type FinalizationClaim,
   mayBeginRetry,
   mayClaimFinalization,
   mayCreateItems,
+  mayFinishBatch,
   mayReExport,
   mayRequestTermination,
   mayResetItems,
@@ -927,24 +929,32 @@ export class MemoryLedger implements Ledger {
     }
   }
 
-  async finishBatch(batchId: string, summary: BatchSummary, now: number): Promise<Batch | null> {
+  async finishBatch(
+    batchId: string,
+    claim: FinalizationClaim,
+    summary: BatchSummary,
+    now: number,
+  ): Promise<Batch | null> {
     return this.tx(async (tx) => {
       const path = batchPath(batchId);
       const b = toBatch((await tx.get(path)).data);
       this.ops.reads++;
-      if (!b || b.status !== "finalizing") return null;
+      if (!b || !mayFinishBatch(b, claim).ok) return null;
+      // The sealed total stays (the finalizer verified the ledger holds it); a batch that ended
+      // before it was sealed takes the count it holds.
+      const total = b.total ?? summary.counts.total;
       const status: BatchStatus =
         b.terminateAs === "cancelled" ? "cancelled" : b.terminateAs === "failed" ? "failed" : summary.outcome;
       tx.update(path, {
         status,
         summary,
-        total: summary.counts.total,
+        total,
         finishedAt: now,
         updatedAt: now,
         progressAt: now,
       });
       this.ops.writes++;
-      return { ...b, status, summary, total: summary.counts.total, finishedAt: now, updatedAt: now };
+      return { ...b, status, summary, total, finishedAt: now, updatedAt: now };
     });
   }
 

@@ -50,35 +50,39 @@ describe("deterministic simulation of the batch lifecycle", () => {
     }
   });
 
-  // Two real bugs the simulator found in the fenced code, reported rather than fixed here (the files
-  // are not the simulator's). They show only with the faults `knownBugs` turns on, so the sweep above
-  // keeps checking every other rule. Each `it.fails` holds while its bug stands: when one starts
-  // passing, its fix landed (make it a plain `it`, and turn `knownBugs` on in the sweep), or a change
-  // moved its interleaving to another seed (`npm run simulate -- --known-bugs --from 1 --count 15000`).
+  // Two bugs the simulator found in the fenced code, fixed, kept as regression seeds (the sweep above
+  // runs with the same faults: processes frozen for minutes, dependent batches).
   //
-  // Seed 5142: `Ledger.finishBatch` is conditioned only on the batch being `finalizing`, not on the
-  // caller's claim or generation. A reconciler re-runs a stale generation-1 claim, exports and
-  // verifies, then freezes for minutes before finishBatch; meanwhile its claim is taken over,
-  // generation 1 is finalized, an operator retries (generation 2), and generation 2's claim is
-  // released after a failed export (`finalizing`, backing off). The frozen finalizer wakes and
-  // finishes generation 2 with generation 1's summary: generation 1's outcome, counts and exported
-  // rows, whether or not generation 2's export ever committed (seed 8786: a cancelled retry whose
-  // generation had no export at all).
-  it.fails("seed 5142: a frozen generation-1 finalizer finishes generation 2 (finishBatch ignores the claim)", async () => {
-    const r = await simulate({ seed: 5142, knownBugs: true });
-    expect(r.violations.map((v) => v.code)).toEqual([]);
-  });
-
-  // Seed 13: SubmissionWriter.writeChunk starts the cursor write beside the stores even when the
-  // batch is not being published (blocked on a dependency): `publishedUpTo` moves over stored chunks
-  // whose publish was skipped, so a stream slower than cursorIntervalMs writes the cursor past items
-  // that were never published. When the batch is unblocked, publishFromCursor starts at that cursor;
-  // the items before it were stored unpublishable (pendingSince null), so the stale-pending sweep
-  // never finds them either: the batch stays `running` with pending items for ever.
-  it.fails("seed 13: a blocked stream's cursor passes unpublished items, which are never run", async () => {
-    const r = await simulate({ seed: 13, knownBugs: true });
-    expect(r.violations.map((v) => v.code)).toEqual([]);
-  });
+  // Seed 5142: `Ledger.finishBatch` was conditioned only on the batch being `finalizing`, not on the
+  // caller's claim or generation. A reconciler re-ran a stale generation-1 claim, exported and
+  // verified, then froze for minutes before finishBatch; meanwhile its claim was taken over,
+  // generation 1 finalized, an operator retried (generation 2), and generation 2's claim was
+  // released after a failed export (`finalizing`, backing off). The frozen finalizer woke and
+  // finished generation 2 with generation 1's summary (seed 8786: a cancelled retry whose generation
+  // had no export at all). Now finishBatch takes the claim and generation (batchFence.mayFinishBatch).
+  //
+  // Seed 13: SubmissionWriter.writeChunk started the cursor write even when the batch was not being
+  // published (blocked on a dependency): the cursor moved over stored items whose publish was
+  // skipped, and once the batch was unblocked publishFromCursor started past them; stored
+  // unpublishable (pendingSince null), the stale-pending sweep never found them either, and the
+  // batch stayed `running` for ever. Now only a publishing writer moves the cursor.
+  //
+  // Seed 199 (found once the sweep ran with these faults): a blocked batch's coordinator died after
+  // storing items; the batch was started; the client's re-submission published the stored items,
+  // one doorbell was lost, and the item, stored unpublishable (pendingSince null), was never found by
+  // the stale-pending sweep. Now a re-submission marks the items it publishes but did not store.
+  for (const [seed, what] of [
+    [5142, "a frozen generation-1 finalizer cannot finish generation 2"],
+    [8786, "a frozen finalizer cannot finish a cancelled retry that was never exported"],
+    [13, "a blocked stream's cursor stays behind its unpublished items, which run once unblocked"],
+    [199, "a re-submission's publish of items stored while blocked survives a lost doorbell"],
+  ] as const) {
+    it(`seed ${seed}: ${what}`, async () => {
+      const r = await simulate({ seed });
+      expect(r.violations.map((v) => v.code)).toEqual([]);
+      expect(r.ended).toBe("settled");
+    });
+  }
 
   for (const item of ["item1", "item2", "item2Cancel"] as const) {
     it(`finds issue #15 ${item} without the fence (seed ${kept[item]}); the fenced run of that seed holds`, async () => {

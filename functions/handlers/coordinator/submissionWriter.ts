@@ -208,7 +208,9 @@ export class SubmissionWriter {
     // document takes as long as a chunk's commit when Firestore is busy, and awaiting it here
     // stalled the intake about once a second. Its failure surfaces on the next chunk.
     await this.settleCursorWrite(false);
-    if (!this.stopped && !this.cursorWrite) {
+    // Only a batch being published has a cursor to move: a blocked batch's stored items were not
+    // published, and a cursor past them would make publishFromCursor skip them once it is unblocked.
+    if (this.publishing && !this.stopped && !this.cursorWrite) {
       const write = { done: false, promise: this.writeCursor(false) };
       write.promise.then(
         () => (write.done = true),
@@ -419,6 +421,11 @@ export class SubmissionWriter {
       if (from + i >= this.cursorAtStart) refs.push({ batchId: this.batchId, itemId: it.itemId, generation });
     });
     const t0 = Date.now();
+    // A re-submission publishes items an earlier request stored, perhaps while the batch was blocked
+    // (unpublishable, no pendingSince): mark them first, so a lost publish is still found by the
+    // stale-pending sweep. A new batch's items were stored publishable.
+    if (refs.length > 0 && !this.fresh)
+      await this.env.deps.ledger.touchPending(refs, this.env.deps.clock.now());
     if (refs.length > 0) await this.env.deps.queue.publish(refs);
     this.timings.publishMs += Date.now() - t0;
     this.published += refs.length;
