@@ -25,6 +25,8 @@ export const monitoredEvents = {
   batchFinalized: "batch.finalized",
   reconcileSummary: "reconcile.summary",
   poison: "message.poison",
+  exportGaveUp: "batch.export_gave_up",
+  finalizeRefused: "batch.finalize_refused",
 } as const;
 
 export type LogMetricKey =
@@ -34,7 +36,9 @@ export type LogMetricKey =
   | "leasesRedriven"
   | "reconcilerErrors"
   | "poisonMessages"
-  | "reconcileTicks";
+  | "reconcileTicks"
+  | "exportGaveUp"
+  | "finalizeRefused";
 
 export interface LogMetricSpec {
   suffix: string;
@@ -84,6 +88,18 @@ export function logMetricSpecs(cfg: InfraConfig): Record<LogMetricKey, LogMetric
       suffix: "reconcile-ticks",
       description: "Completed reconciler ticks (their absence means the scheduler or the reconciler is down)",
       filter: eventFilter(t, monitoredEvents.reconcileSummary),
+    },
+    exportGaveUp: {
+      suffix: "export-gave-up",
+      description:
+        "Batches whose result export failed its last allowed attempt: they wait in finalizing for an operator's re-export",
+      filter: eventFilter(t, monitoredEvents.exportGaveUp),
+    },
+    finalizeRefused: {
+      suffix: "finalize-refused",
+      description:
+        "Finalizations refused by the finalizer's check (live items, export rows not equal to succeeded items, or a sealed total not held)",
+      filter: eventFilter(t, monitoredEvents.finalizeRefused),
     },
   };
 }
@@ -348,6 +364,20 @@ export function createMonitoring(
       ],
       "Many worker deliveries end in 5xx. Transient pipeline errors answer 5xx by design (Pub/Sub redelivers with backoff), so a high share means a dependency is failing or workers are overloaded.",
       "WARNING",
+    ),
+    exportGaveUp: alert(
+      "export-gave-up",
+      "result export gave up",
+      [logCountAbove("batches whose export gave up > 0", metricName("exportGaveUp"))],
+      "A batch's result export failed its last allowed attempt (attempts persist on the batch, with backoff between them). The batch stays finalizing with exportFailedAt and exportError set (GET /v1/batches/{id} shows exportFailure), and its dependents wait. Fix the cause named in exportError (BigQuery permissions, schema, quota), then POST /v1/batches/{id}:export to re-export.",
+      "ERROR",
+    ),
+    finalizeRefused: alert(
+      "finalize-refused",
+      "finalization refused by its check",
+      [logCountAbove("finalizations refused > 0", metricName("finalizeRefused"))],
+      "A finalizer found, after its export, that the batch still had live items, that the export did not hold exactly the generation's succeeded items, or that the ledger did not hold the sealed total. It released its claim instead of recording an outcome; the next finalizer tries again. Repeated firing for one batch means the ledger and the sink disagree: read the event's problems field and the batch's items before anything else.",
+      "ERROR",
     ),
     poisonMessages: alert(
       "poison-messages",

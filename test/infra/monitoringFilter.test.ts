@@ -141,7 +141,7 @@ describe("every Monitoring filter the program emits", () => {
     const all = emitted();
     // 7 policies: 9 conditions, one with a denominator; 10 charts.
     expect(all.filter((f) => f.where.startsWith("dashboard"))).toHaveLength(10);
-    expect(all.filter((f) => !f.where.startsWith("dashboard"))).toHaveLength(10);
+    expect(all.filter((f) => !f.where.startsWith("dashboard"))).toHaveLength(12);
     expect(all.map((f) => [f.where, checkTimeSeriesFilter(f.filter)])).toEqual(all.map((f) => [f.where, []]));
     // Sets of values are one_of, as Monitoring wants.
     expect(all.some((f) => f.filter.includes("one_of("))).toBe(true);
@@ -154,7 +154,7 @@ describe("every Monitoring filter the program emits", () => {
       ...withSink.ofType("gcp:logging/metric:Metric").map((m) => m.props.filter as string),
       ...withSink.ofType("gcp:logging/projectSink:ProjectSink").map((s) => s.props.filter as string),
     ];
-    expect(logging.length).toBe(8);
+    expect(logging.length).toBe(10);
     for (const f of logging) expect(ok(f), f).toBe(false);
     // …and the rules pass anyway: they only look at alert conditions and dashboards.
     expect(checkAll(withSink.resources).filter((v) => v.rule === "monitoring-filters-valid")).toEqual([]);

@@ -58,9 +58,9 @@ describe("the stack under mocks", () => {
     expect(count("gcp:firestore/field:Field")).toBe(firestoreTtlFields.length);
     expect(count("gcp:bigquery/dataset:Dataset")).toBe(1);
     expect(count("gcp:bigquery/table:Table")).toBe(1);
-    expect(count("gcp:logging/metric:Metric")).toBe(7);
-    expect(count(types.alertPolicy)).toBe(7);
-    expect(count(types.metricReadiness)).toBe(7);
+    expect(count("gcp:logging/metric:Metric")).toBe(9);
+    expect(count(types.alertPolicy)).toBe(9);
+    expect(count(types.metricReadiness)).toBe(9);
     expect(count(types.propagationWait)).toBe(1);
     expect(count(types.projectCustomRole)).toBe(1);
     expect(count(types.notificationChannel)).toBe(1);
