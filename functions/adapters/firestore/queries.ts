@@ -1,0 +1,248 @@
+// The ledger's queries and counts: batch listings and sweeps, items by position, the reconciler's
+// collection-group sweeps (expired leases, stale pending items), count() aggregations for progress,
+// and the paged result stream the finalizer exports. Every query here is served by an index the
+// stack declares (firestoreIndexes.ts; test/infra/firestoreQueries.test.ts checks each shape).
+import type { Query } from "@google-cloud/firestore";
+import type {
+  Batch,
+  BatchCounts,
+  BatchStatus,
+  ErrorKind,
+  Item,
+  ItemStatus,
+  ResultRow,
+} from "../../core/model";
+import { errorKinds } from "../../core/model";
+import type { ItemRef, Page } from "../../core/ports";
+import { batchesCollection, itemsCollection } from "../firestoreIndexes";
+import { decodeToken, encodeToken, InvalidPageTokenError, LedgerPart, toBatch, toItem } from "./storage";
+
+export class FirestoreLedgerQueries extends LedgerPart {
+  async listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>> {
+    let q: Query = this.db.collection(batchesCollection);
+    if (opts.status) q = q.where("status", "==", opts.status);
+    q = q.orderBy("createdAt", "desc").orderBy("batchId", "desc");
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
+    if (after) q = q.startAfter(after[0], after[1]);
+    const snap = await q.limit(opts.limit + 1).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    const all = snap.docs.map((d) => toBatch(d)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return {
+      entries,
+      nextPageToken:
+        all.length > opts.limit && last ? encodeToken([last.createdAt, last.batchId]) : undefined,
+    };
+  }
+
+  async findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]> {
+    let q: Query = this.db.collection(batchesCollection).where("status", "==", opts.status);
+    if (opts.progressBefore !== undefined) q = q.where("progressAt", "<", opts.progressBefore);
+    const snap = await q.orderBy("progressAt").limit(opts.limit).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => toBatch(d)!);
+  }
+
+  async findDependents(batchId: string, limit: number): Promise<Batch[]> {
+    // array-contains is served by the automatic single-field (array) index on dependsOn; the
+    // status is checked here rather than in the query, so no composite index is needed.
+    const snap = await this.db
+      .collection(batchesCollection)
+      .where("dependsOn", "array-contains", batchId)
+      .limit(limit)
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => toBatch(d)!).filter((b) => b.status === "blocked");
+  }
+
+  async getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]> {
+    if (count <= 0) return [];
+    const snap = await this.items(batchId)
+      .where("seq", ">=", fromSeq)
+      .where("seq", "<", fromSeq + count)
+      .orderBy("seq")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => toItem(d)!);
+  }
+
+  async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
+    if (count <= 0) return [];
+    const snap = await this.items(batchId)
+      .where("seq", ">=", fromSeq)
+      .orderBy("seq")
+      .limit(count)
+      .select("itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({ batchId, itemId: d.get("itemId"), generation: d.get("generation") }));
+  }
+
+  async getItem(batchId: string, itemId: string): Promise<Item | null> {
+    this.ops.reads++;
+    return toItem(await this.itemRef(batchId, itemId).get());
+  }
+
+  async listItems(
+    batchId: string,
+    opts: { status?: ItemStatus; limit: number; pageToken?: string },
+  ): Promise<Page<Item>> {
+    let q: Query = this.items(batchId);
+    if (opts.status) q = q.where("status", "==", opts.status);
+    q = q.orderBy("seq");
+    const after = decodeToken<number>(opts.pageToken);
+    if (opts.pageToken && typeof after !== "number")
+      throw new InvalidPageTokenError("pageToken is not valid");
+    if (after !== undefined) q = q.startAfter(after);
+    const snap = await q.limit(opts.limit + 1).get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    const all = snap.docs.map((d) => toItem(d)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return { entries, nextPageToken: all.length > opts.limit && last ? encodeToken(last.seq) : undefined };
+  }
+
+  async findExpiredLeases(now: number, limit: number): Promise<ItemRef[]> {
+    const snap = await this.db
+      .collectionGroup(itemsCollection)
+      .where("status", "==", "running")
+      .where("leaseUntil", "<", now)
+      .orderBy("leaseUntil")
+      .limit(limit)
+      .select("batchId", "itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({
+      batchId: d.get("batchId"),
+      itemId: d.get("itemId"),
+      generation: d.get("generation"),
+    }));
+  }
+
+  async findStalePending(before: number, limit: number): Promise<ItemRef[]> {
+    const snap = await this.db
+      .collectionGroup(itemsCollection)
+      .where("status", "==", "pending")
+      .where("pendingSince", "<", before)
+      .orderBy("pendingSince")
+      .limit(limit)
+      .select("batchId", "itemId", "generation")
+      .get();
+    this.ops.queries++;
+    this.ops.reads += snap.size;
+    return snap.docs.map((d) => ({
+      batchId: d.get("batchId"),
+      itemId: d.get("itemId"),
+      generation: d.get("generation"),
+    }));
+  }
+
+  async countItems(batchId: string): Promise<BatchCounts> {
+    const count = async (status: ItemStatus) => {
+      const snap = await this.items(batchId).where("status", "==", status).count().get();
+      this.ops.aggregations++;
+      return snap.data().count;
+    };
+    const [pending, running, succeeded, failed] = await Promise.all([
+      count("pending"),
+      count("running"),
+      count("succeeded"),
+      count("failed"),
+    ]);
+    return { total: pending + running + succeeded + failed, pending, running, succeeded, failed };
+  }
+
+  async countFailedByKind(batchId: string): Promise<Partial<Record<ErrorKind, number>>> {
+    const out: Partial<Record<ErrorKind, number>> = {};
+    await Promise.all(
+      errorKinds.map(async (kind) => {
+        const snap = await this.items(batchId)
+          .where("status", "==", "failed")
+          .where("error.kind", "==", kind)
+          .count()
+          .get();
+        this.ops.aggregations++;
+        const n = snap.data().count;
+        if (n > 0) out[kind] = n;
+      }),
+    );
+    return out;
+  }
+
+  async countFinishedBetween(batchId: string, edges: number[]): Promise<number[]> {
+    // A range on one field is served by Firestore's automatic single-field index.
+    return Promise.all(
+      edges.slice(1).map(async (to, i) => {
+        const snap = await this.items(batchId)
+          .where("finishedAt", ">=", edges[i]!)
+          .where("finishedAt", "<", to)
+          .count()
+          .get();
+        this.ops.aggregations++;
+        return snap.data().count;
+      }),
+    );
+  }
+
+  async countSucceeded(batchId: string, generation: number): Promise<number> {
+    const snap = await this.items(batchId)
+      .where("status", "==", "succeeded")
+      .where("generation", "==", generation)
+      .count()
+      .get();
+    this.ops.aggregations++;
+    return snap.data().count;
+  }
+
+  async hasLiveItems(batchId: string): Promise<boolean> {
+    if (this.skipFinalizeRate > 0 && Math.random() < this.skipFinalizeRate) return true;
+    return this.liveItemExists(batchId);
+  }
+
+  /** Is any item of the batch pending or running? (hasLiveItems without the fault injection.) */
+  async liveItemExists(batchId: string): Promise<boolean> {
+    const snap = await this.items(batchId)
+      .where("status", "in", ["pending", "running"])
+      .limit(1)
+      .select()
+      .get();
+    this.ops.queries++;
+    this.ops.reads += Math.max(1, snap.size);
+    return !snap.empty;
+  }
+
+  async *streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]> {
+    let after: number | undefined;
+    for (;;) {
+      let q = this.items(batchId)
+        .where("status", "==", "succeeded")
+        .where("generation", "==", generation)
+        .orderBy("seq")
+        .select("itemId", "seq", "result", "finishedAt", "attempt");
+      if (after !== undefined) q = q.startAfter(after);
+      const snap = await q.limit(pageSize).get();
+      this.ops.queries++;
+      this.ops.reads += snap.size;
+      if (snap.empty) return;
+      yield snap.docs.map((d) => ({
+        batchId,
+        itemId: d.get("itemId"),
+        generation,
+        result: d.get("result") ?? null,
+        finishedAt: d.get("finishedAt"),
+        attempts: d.get("attempt"),
+      }));
+      after = snap.docs[snap.docs.length - 1]!.get("seq");
+      if (snap.size < pageSize) return;
+    }
+  }
+}
