@@ -72,11 +72,52 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
  * `afterCompletionCommit`: a worker's completion (result + succeeded) committed, then the process
  * "died": no settle, no answer but a 500.
  */
-export const crashPoints = ["beforeCursorWrite", "afterExportBeforeFinish", "afterCompletionCommit"] as const;
+/**
+ * `afterChunkStore`: a chunk's items are stored (pending, publishable) but nothing is published for
+ * that chunk and the cursor does not move past it — the doorbells are lost with the process.
+ * `afterPublish`: a chunk's items are stored and their doorbells published, but the cursor write
+ * that would record it does not happen. Both are asked once per chunk, by the submission writer
+ * (NDJSON, JSON, append); once one is reached the request writes nothing more.
+ */
+export const crashPoints = [
+  "beforeCursorWrite",
+  "afterExportBeforeFinish",
+  "afterCompletionCommit",
+  "afterChunkStore",
+  "afterPublish",
+] as const;
 export type CrashPoint = (typeof crashPoints)[number];
 
-/** Says whether the process should "die" at `point` for this batch (the test counts its hits). */
-export type CrashSwitch = (point: CrashPoint, batchId: string) => boolean;
+/**
+ * Says whether the process should "die" at `point` for this batch (the test counts its hits).
+ * `points`: the opt-in points (below) this switch wants to be asked about.
+ */
+export type CrashSwitch = ((point: CrashPoint, batchId: string) => boolean) & {
+  points?: readonly CrashPoint[];
+};
+
+/**
+ * Points asked once per chunk, added after switches were written that answer true whatever the
+ * point (they arm a batch, not a point): such a switch is asked about these only when it lists them
+ * in `points`, so it keeps stopping where it stopped before. Build one with `crashSwitch`.
+ */
+export const optInCrashPoints: readonly CrashPoint[] = ["afterChunkStore", "afterPublish"];
+
+/** Is `sw` asked about `point`? Every point but the opt-in ones, and those the switch lists. */
+export function crashSwitchAsks(sw: CrashSwitch | undefined, point: CrashPoint): sw is CrashSwitch {
+  if (!sw) return false;
+  return !optInCrashPoints.includes(point) || (sw.points?.includes(point) ?? false);
+}
+
+/** A switch asked about `points` (opt-in ones included) and nothing else. */
+export function crashSwitch(
+  points: readonly CrashPoint[],
+  decide: (point: CrashPoint, batchId: string) => boolean,
+): CrashSwitch {
+  const sw: CrashSwitch = (point, batchId) => points.includes(point) && decide(point, batchId);
+  sw.points = points;
+  return sw;
+}
 
 /** The error a crash point throws: nothing after it runs in this request. */
 export class CrashPointReached extends Error {

@@ -36,7 +36,7 @@ import { settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import type { Batch, Item, NewItem } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
-import { type CrashPoint, CrashPointReached } from "../../faults";
+import { type CrashPoint, CrashPointReached, crashSwitchAsks } from "../../faults";
 import { finalizeDepsFor } from "../finalizeDeps";
 import { sameContent } from "./contentHash";
 import type { CoordinatorSettings } from "./coordinatorOptions";
@@ -123,6 +123,8 @@ export class SubmissionWriter {
   /** Problems were found (conflict, duplicate id) or the batch was terminated: write nothing more. */
   private stopped = false;
   private terminated: Batch | null = null;
+  /** A test's crash point was reached: this request is "dead" and writes nothing more. */
+  private crashedAt: CrashPoint | null = null;
 
   /**
    * `created`: this request created the batch; `exists`: a re-submission of a whole batch (every
@@ -159,7 +161,17 @@ export class SubmissionWriter {
 
   /** A test's crash point (functions/faults.ts): stop here as if the process had been killed. */
   private crash(point: CrashPoint): void {
-    if (this.env.settings.crashAt?.(point, this.batchId)) throw new CrashPointReached(point, this.batchId);
+    this.assertAlive();
+    const sw = this.env.settings.crashAt;
+    if (!crashSwitchAsks(sw, point) || !sw(point, this.batchId)) return;
+    this.crashedAt = point;
+    this.stopped = true;
+    throw new CrashPointReached(point, this.batchId);
+  }
+
+  /** After a crash point nothing of this request runs on (its other chunks, the cursor, the settle). */
+  private assertAlive(): void {
+    if (this.crashedAt) throw new CrashPointReached(this.crashedAt, this.batchId);
   }
 
   /** The stored batch (as read when the request started). */
@@ -189,6 +201,7 @@ export class SubmissionWriter {
    * ids) or the batch was cancelled.
    */
   async writeChunk(items: ChunkItem[], problems: ProblemList): Promise<boolean> {
+    this.assertAlive();
     const window = this.concurrentStores ? this.env.settings.chunksInFlight : 2;
     const w0 = Date.now();
     // The window counts stores, not publishes (a chunk's slot is free once its commit is back, as
@@ -237,7 +250,9 @@ export class SubmissionWriter {
     stored.then(storeDone, storeDone);
     const task = stored.then(async (ok) => {
       if (!ok) return null;
+      this.crash("afterChunkStore");
       await this.publishChunk(items, from);
+      this.crash("afterPublish");
       return to;
     });
     const entry = { settled: false, promise: task };
@@ -263,6 +278,7 @@ export class SubmissionWriter {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    if (this.crashedAt) return;
     try {
       await this.drain();
       await this.settleCursorWrite(true);
@@ -414,6 +430,7 @@ export class SubmissionWriter {
 
   /** Publishes a stored chunk's doorbells: only now do its items exist for a worker to read. */
   private async publishChunk(items: ChunkItem[], from: number): Promise<void> {
+    this.assertAlive();
     if (!this.publishing) return;
     const generation = this.batch.generation;
     const refs: ItemRef[] = [];
@@ -438,6 +455,7 @@ export class SubmissionWriter {
    * chunk in flight has settled: call stop() then, which records what was stored.
    */
   async flush(): Promise<Batch | null> {
+    this.assertAlive();
     await this.drain();
     await this.settleCursorWrite(true);
     this.crash("beforeCursorWrite");
@@ -449,6 +467,7 @@ export class SubmissionWriter {
   /** Ends the submission of `total` items: the batch starts (or records its total while blocked) and settles. */
   async finish(total: number, problems: ProblemList): Promise<FinishOutcome | null> {
     const { ledger, clock } = this.env.deps;
+    this.assertAlive();
     await this.drain();
     await this.settleCursorWrite(true);
     if (this.stopped && !this.terminated) return null;
@@ -580,6 +599,7 @@ export class SubmissionWriter {
   }
 
   private async writeCursor(force: boolean): Promise<void> {
+    if (this.crashedAt) return;
     const now = this.env.deps.clock.now();
     // Chunks keep finishing while the write is under way: record what this write says.
     const upTo = this.publishedUpTo;
