@@ -217,16 +217,14 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
   const deliveries: Delivery[] = [];
   const doorbells: Array<ItemRef & { at: number }> = [];
   const sentinels = new Set<string>();
-  /** Batches whose doorbells are held (not delivered) until released. */
-  const held = new Map<string, Message[]>();
+  /**
+   * Batches whose doorbells are held (not delivered) until released. A held doorbell is acked at
+   * once (held messages would otherwise fill the pull's flow control) and pushed on release.
+   */
+  const held = new Map<string, ItemRef[]>();
   const holding = new Set<string>();
   const pumpFailures: Error[] = [];
-  const deliver = async (m: Message) => {
-    const ref = {
-      batchId: m.attributes.batchId!,
-      itemId: m.attributes.itemId!,
-      generation: Number(m.attributes.generation),
-    };
+  const push = async (ref: ItemRef, messageId: string): Promise<number> => {
     let status = 0;
     try {
       const res = await fetch(`${worker.url}/`, {
@@ -234,9 +232,9 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({
           message: {
-            attributes: m.attributes,
+            attributes: { batchId: ref.batchId, itemId: ref.itemId, generation: String(ref.generation) },
             data: "",
-            messageId: m.id,
+            messageId,
             publishTime: new Date().toISOString(),
           },
           subscription: `projects/${projectId}/subscriptions/pump`,
@@ -248,6 +246,15 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
       pumpFailures.push(err as Error);
     }
     deliveries.push({ ...ref, at: Date.now(), status });
+    return status;
+  };
+  const refOf = (m: Message): ItemRef => ({
+    batchId: m.attributes.batchId!,
+    itemId: m.attributes.itemId!,
+    generation: Number(m.attributes.generation),
+  });
+  const deliver = async (m: Message) => {
+    const status = await push(refOf(m), m.id);
     if (status >= 200 && status < 300) m.ack();
     else m.nack();
   };
@@ -269,7 +276,8 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
       at: Date.now(),
     });
     if (holding.has(batchId)) {
-      held.set(batchId, [...(held.get(batchId) ?? []), m]);
+      held.set(batchId, [...(held.get(batchId) ?? []), refOf(m)]);
+      m.ack();
       return;
     }
     void deliver(m);
@@ -334,7 +342,7 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
       holding.delete(batchId);
       const waiting = held.get(batchId) ?? [];
       held.delete(batchId);
-      for (const m of waiting) void deliver(m);
+      for (const ref of waiting) void push(ref, `held-${randomUUID()}`);
     },
     heldCount: (batchId: string) => held.get(batchId)?.length ?? 0,
     doorbellsFor: (batchId: string) => doorbells.filter((d) => d.batchId === batchId),
