@@ -8,7 +8,7 @@ import { BatchFencedError } from "../functions/core/errors";
 import { finalizeBatch } from "../functions/core/finalizeBatch";
 import { createLogger } from "../functions/core/logger";
 import type { BatchSummary, NewBatch, ResultRow } from "../functions/core/model";
-import type { ExportResult, ItemRef, ResultSink } from "../functions/core/ports";
+import type { ExportResult, ExportTarget, ItemRef, ResultSink } from "../functions/core/ports";
 import { testFirestore, uniqueProjectId } from "./support/cloud";
 
 const db = testFirestore(uniqueProjectId("fence"));
@@ -45,11 +45,8 @@ class RecordingSink implements ResultSink {
   rows = new Map<string, ResultRow>();
   operations = 0;
   failures = 0;
-  async exportBatch(
-    id: string,
-    generation: number,
-    pages: AsyncIterable<ResultRow[]>,
-  ): Promise<ExportResult> {
+  async exportBatch(target: ExportTarget, pages: AsyncIterable<ResultRow[]>): Promise<ExportResult> {
+    const { batchId: id, generation } = target;
     this.operations++;
     if (this.failures > 0) {
       this.failures--;
@@ -266,7 +263,7 @@ describe("termination and finalization", () => {
     await completeAll(["i0", "i1", "i2"]);
     const lossy: ResultSink = {
       operations: 0,
-      async exportBatch(id, generation, pages) {
+      async exportBatch({ batchId: id, generation }, pages) {
         let n = 0;
         for await (const page of pages) n += page.length;
         return { exportId: `${id}-g${generation}`, rows: n - 1 }; // one row lost

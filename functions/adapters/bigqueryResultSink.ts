@@ -35,7 +35,7 @@ import { finished } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { BigQuery, TableField } from "@google-cloud/bigquery";
 import type { ResultRow } from "../core/model";
-import type { ExportResult, ResultSink } from "../core/ports";
+import type { ExportResult, ExportTarget, ResultSink } from "../core/ports";
 import { exportIdFor } from "./resultExportId";
 
 // --- the results table: declared once, here; infra/ declares the table from these --------------
@@ -60,6 +60,15 @@ export const resultsTableSchema: TableField[] = [
     description: "Export (load job) that wrote the row",
   },
   { name: "exported_at", type: "TIMESTAMP", mode: "REQUIRED", description: "When the export ran" },
+  {
+    // NULLABLE: BigQuery adds only nullable columns to an existing table (rows exported before the
+    // column existed have none). Every export writes it.
+    name: "batch_created_at",
+    type: "TIMESTAMP",
+    mode: "NULLABLE",
+    description:
+      "When the batch was created: tells apart two batches that used the same id (the first deleted by retention)",
+  },
 ];
 
 /** One partition per export day: an export touches one partition (see the quota arithmetic). */
@@ -240,12 +249,9 @@ export class BigQueryResultSink implements ResultSink {
     };
   }
 
-  async exportBatch(
-    batchId: string,
-    generation: number,
-    rows: AsyncIterable<ResultRow[]>,
-  ): Promise<ExportResult> {
-    const exportId = exportIdFor(batchId, generation);
+  async exportBatch(target: ExportTarget, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult> {
+    const { batchId, generation } = target;
+    const exportId = exportIdFor(target);
     const { maxAttempts } = this.opts;
     let staged: { file: string; rows: number } | null = null;
     const failures: string[] = [];
@@ -261,7 +267,7 @@ export class BigQueryResultSink implements ResultSink {
             throw new Error(
               `export ${exportId} of batch ${batchId} generation ${generation} to ${this.tableRef} failed after ${maxAttempts} load jobs: ${failures.join("; ")}`,
             );
-          staged ??= await this.stage(exportId, batchId, generation, rows);
+          staged ??= await this.stage(exportId, target, rows);
           // Nothing to load: no job, no table operation. (Same batch + generation → same rows, so
           // no earlier attempt can have loaded any.)
           if (staged.rows === 0) return { exportId, rows: 0 };
@@ -369,8 +375,7 @@ export class BigQueryResultSink implements ResultSink {
   /** Streams the pages into a gzip NDJSON file (bounded memory whatever the batch size). */
   private async stage(
     exportId: string,
-    batchId: string,
-    generation: number,
+    target: ExportTarget,
     pages: AsyncIterable<ResultRow[]>,
   ): Promise<{ file: string; rows: number }> {
     const file = join(this.opts.stagingDir, `tally-${exportId}-${randomUUID().slice(0, 8)}.ndjson.gz`);
@@ -383,7 +388,7 @@ export class BigQueryResultSink implements ResultSink {
       for await (const page of pages) {
         let chunk = "";
         for (const row of page) {
-          chunk += `${JSON.stringify(toTableRow(row, batchId, generation, exportId, exportedAt))}\n`;
+          chunk += `${JSON.stringify(toTableRow(row, target, exportId, exportedAt))}\n`;
           rows++;
         }
         if (!gzip.write(chunk)) await new Promise((r) => gzip.once("drain", r));
@@ -404,11 +409,11 @@ export class BigQueryResultSink implements ResultSink {
 /** One NDJSON line: the table's columns. `result` is written as a JSON value into the JSON column. */
 export function toTableRow(
   row: ResultRow,
-  batchId: string,
-  generation: number,
+  target: ExportTarget,
   exportId: string,
   exportedAtIso: string,
 ): Record<string, unknown> {
+  const { batchId, generation } = target;
   if (row.batchId !== batchId || row.generation !== generation)
     throw new Error(
       `export of ${batchId} generation ${generation} was given a row of ${row.batchId} generation ${row.generation} (item ${row.itemId})`,
@@ -422,6 +427,7 @@ export function toTableRow(
     attempts: row.attempts,
     export_id: exportId,
     exported_at: exportedAtIso,
+    batch_created_at: new Date(target.batchCreatedAt).toISOString(),
   };
 }
 

@@ -1,9 +1,11 @@
 // The local result sink (DESIGN.md §2.4): one DuckDB file under the local data folder, with the same
 // columns as the BigQuery results table, queryable by the user.
 //
-// Idempotency: one export of (batch, generation) is one transaction on the file that upserts its
-// rows (primary key batch_id + item_id) and records an `exports` marker keyed by the export id. A
-// re-run finds the marker and writes nothing; a crash mid-export leaves nothing half-written.
+// Idempotency: one export of (batch incarnation, generation) is one transaction on the file that
+// upserts its rows (primary key batch_id + batch_created_at + item_id) and records an `exports`
+// marker keyed by the export id. A re-run finds the marker and writes nothing; a crash mid-export
+// leaves nothing half-written. `batch_created_at` keeps a batch that reuses a TTL-deleted
+// predecessor's id apart from it: its export id, marker and rows are its own (issue #15 item 5).
 //
 // Concurrency: a DuckDB file can be opened read-write by only one process at a time, and the local
 // stack runs several worker processes plus the reconciler, any of which may finalize a batch. So the
@@ -16,7 +18,7 @@ import { mkdir } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { type DuckDBConnection, DuckDBInstance } from "@duckdb/node-api";
 import type { ResultRow } from "../core/model";
-import type { ExportResult, ResultSink } from "../core/ports";
+import type { ExportResult, ExportTarget, ResultSink } from "../core/ports";
 import { exportIdFor } from "./resultExportId";
 
 export interface DuckDBResultSinkOptions {
@@ -39,14 +41,27 @@ const schemaSql = [
      attempts INTEGER,
      export_id VARCHAR NOT NULL,
      exported_at TIMESTAMP NOT NULL,
-     PRIMARY KEY (batch_id, item_id))`,
+     batch_created_at TIMESTAMP NOT NULL,
+     PRIMARY KEY (batch_id, batch_created_at, item_id))`,
   `CREATE TABLE IF NOT EXISTS results.exports (
      export_id VARCHAR PRIMARY KEY,
      batch_id VARCHAR NOT NULL,
      generation INTEGER NOT NULL,
      rows BIGINT NOT NULL,
-     exported_at TIMESTAMP NOT NULL)`,
+     exported_at TIMESTAMP NOT NULL,
+     batch_created_at TIMESTAMP NOT NULL)`,
 ];
+
+/** A results file written before exports were keyed by batch incarnation cannot take new rows. */
+async function assertCurrentSchema(conn: DuckDBConnection, path: string): Promise<void> {
+  const r = await conn.runAndReadAll(
+    "SELECT 1 FROM duckdb_columns() WHERE database_name = 'results' AND table_name = 'item_results' AND column_name = 'batch_created_at'",
+  );
+  if (r.currentRowCount === 0)
+    throw new Error(
+      `the results file ${path} predates the batch_created_at column (exports keyed by batch incarnation): move it aside or delete it, and the next export creates a new one`,
+    );
+}
 
 export class DuckDBResultSink implements ResultSink {
   readonly path: string;
@@ -63,12 +78,9 @@ export class DuckDBResultSink implements ResultSink {
     return this.ops;
   }
 
-  async exportBatch(
-    batchId: string,
-    generation: number,
-    rows: AsyncIterable<ResultRow[]>,
-  ): Promise<ExportResult> {
-    const exportId = exportIdFor(batchId, generation);
+  async exportBatch(target: ExportTarget, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult> {
+    const { batchId, generation, batchCreatedAt } = target;
+    const exportId = exportIdFor(target);
     const staging = await DuckDBInstance.create(":memory:");
     try {
       const conn = await staging.connect();
@@ -88,6 +100,7 @@ export class DuckDBResultSink implements ResultSink {
           this.ops++;
           try {
             for (const sql of schemaSql) await conn.run(sql);
+            await assertCurrentSchema(conn, this.path);
             await conn.run("BEGIN TRANSACTION");
             try {
               const marker = await conn.runAndReadAll(
@@ -103,23 +116,20 @@ export class DuckDBResultSink implements ResultSink {
               await conn.run(
                 `INSERT INTO results.item_results
                    SELECT batch_id, item_id, generation, result::JSON, epoch_ms(finished_at_ms), attempts,
-                          $1, epoch_ms($2::BIGINT)
+                          $1, epoch_ms($2::BIGINT), epoch_ms($3::BIGINT)
                    FROM staging
                    QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY finished_at_ms DESC) = 1
-                 ON CONFLICT (batch_id, item_id) DO UPDATE SET
+                 ON CONFLICT (batch_id, batch_created_at, item_id) DO UPDATE SET
                    generation = excluded.generation, result = excluded.result,
                    finished_at = excluded.finished_at, attempts = excluded.attempts,
                    export_id = excluded.export_id, exported_at = excluded.exported_at
                  WHERE excluded.generation >= item_results.generation`,
-                [exportId, exportedAtMs],
+                [exportId, exportedAtMs, batchCreatedAt],
               );
-              await conn.run("INSERT INTO results.exports VALUES ($1, $2, $3, $4, epoch_ms($5::BIGINT))", [
-                exportId,
-                batchId,
-                generation,
-                staged,
-                exportedAtMs,
-              ]);
+              await conn.run(
+                "INSERT INTO results.exports VALUES ($1, $2, $3, $4, epoch_ms($5::BIGINT), epoch_ms($6::BIGINT))",
+                [exportId, batchId, generation, staged, exportedAtMs, batchCreatedAt],
+              );
               await conn.run("COMMIT");
               return { exportId, rows: staged };
             } catch (err) {
@@ -138,21 +148,25 @@ export class DuckDBResultSink implements ResultSink {
     }
   }
 
+  /** Rows of the batch id's latest incarnation (a reused id's predecessor keeps its own rows). */
   async countRows(batchId: string): Promise<number> {
     const rows = await this.read(
-      "SELECT count(*) AS n FROM results.item_results WHERE batch_id = $1",
+      `SELECT count(*) AS n FROM results.item_results WHERE batch_id = $1 AND batch_created_at =
+         (SELECT max(batch_created_at) FROM results.item_results WHERE batch_id = $1)`,
       [batchId],
       (conn) => tableExists(conn, "item_results"),
     );
     return rows === null ? 0 : Number(rows[0]?.n ?? 0);
   }
 
-  /** Rows of one batch, ordered by item id (for tests, the CLI and the invariant checker). */
+  /** Rows of one batch (its id's latest incarnation), ordered by item id (tests, CLI, invariant checker). */
   async readRows(batchId: string): Promise<ResultRow[]> {
     const rows = await this.read(
       `SELECT batch_id, item_id, generation, CAST(result AS VARCHAR) AS result,
               epoch_ms(finished_at) AS finished_at_ms, attempts
-       FROM results.item_results WHERE batch_id = $1 ORDER BY item_id`,
+       FROM results.item_results WHERE batch_id = $1 AND batch_created_at =
+         (SELECT max(batch_created_at) FROM results.item_results WHERE batch_id = $1)
+       ORDER BY item_id`,
       [batchId],
       (conn) => tableExists(conn, "item_results"),
     );

@@ -48,8 +48,7 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
   try {
     exported = await claim.during(() =>
       deps.sink.exportBatch(
-        batchId,
-        claimed.generation,
+        { batchId, generation: claimed.generation, batchCreatedAt: claimed.createdAt },
         ledger.streamResults(batchId, claimed.generation, deps.exportPageSize ?? 1000),
       ),
     );

@@ -257,12 +257,23 @@ export interface ExportResult {
   rows: number;
 }
 
+/**
+ * What one export writes: a generation of one incarnation of a batch id. A batch id can be used
+ * again once TTL deleted its predecessor; `batchCreatedAt` (the batch document's creation time) tells
+ * the two apart, so the new batch's export is never mistaken for the old one's (issue #15 item 5).
+ */
+export interface ExportTarget {
+  batchId: string;
+  generation: number;
+  batchCreatedAt: number;
+}
+
 export interface ResultSink {
   /**
-   * Exports the succeeded results of one batch generation. Idempotent: running the same export
-   * again leaves exactly one row per item.
+   * Exports the succeeded results of one generation of one batch incarnation. Idempotent: running
+   * the same export again leaves exactly one row per item.
    */
-  exportBatch(batchId: string, generation: number, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult>;
+  exportBatch(target: ExportTarget, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult>;
   /** Rows currently in the sink for the batch (for the invariant checker). */
   countRows(batchId: string): Promise<number>;
   readonly operations: number;

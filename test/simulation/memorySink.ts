@@ -6,7 +6,7 @@
 // load job succeeds and its answer is lost).
 import { exportIdFor } from "../../functions/adapters/resultExportId";
 import type { ResultRow } from "../../functions/core/model";
-import type { ExportResult, ResultSink } from "../../functions/core/ports";
+import type { ExportResult, ExportTarget, ResultSink } from "../../functions/core/ports";
 import type { Gate } from "./memoryStore";
 
 export type ExportFault = "before_commit" | "after_commit" | null;
@@ -44,12 +44,9 @@ export class MemoryResultSink implements ResultSink {
     return this.store.operations;
   }
 
-  async exportBatch(
-    batchId: string,
-    generation: number,
-    rows: AsyncIterable<ResultRow[]>,
-  ): Promise<ExportResult> {
-    const exportId = exportIdFor(batchId, generation);
+  async exportBatch(target: ExportTarget, rows: AsyncIterable<ResultRow[]>): Promise<ExportResult> {
+    const { batchId, generation } = target;
+    const exportId = exportIdFor(target);
     // Stage every row first (the ledger's pages), then commit the export in one step.
     const staged = new Map<string, ResultRow>();
     for await (const page of rows) for (const r of page) staged.set(r.itemId, r);

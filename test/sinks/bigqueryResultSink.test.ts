@@ -18,6 +18,7 @@ import {
 } from "../../functions/adapters/bigqueryResultSink";
 import { exportIdFor } from "../../functions/adapters/resultExportId";
 import type { ResultRow } from "../../functions/core/model";
+import { exportTarget, testBatchCreatedAt } from "../support/exportTarget";
 import { runResultSinkContract } from "./resultSinkContract";
 import { FakeBigQueryClient, otherFinalizerEmail } from "./support/fakeBigQueryClient";
 import { pages, resultRows } from "./support/resultRows";
@@ -83,8 +84,8 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
   it("one export is one load job: deterministic id, NDJSON append into the declared table", async () => {
     const { fake, sink } = fakeSink(undefined, { now: () => Date.parse("2025-03-04T05:06:07.890Z") });
     const rows = resultRows("batch-1", 2, 3);
-    const result = await sink.exportBatch("batch-1", 2, pages(rows, 2));
-    const exportId = exportIdFor("batch-1", 2);
+    const result = await sink.exportBatch(exportTarget("batch-1", 2), pages(rows, 2));
+    const exportId = exportIdFor(exportTarget("batch-1", 2));
     expect(result).toEqual({ exportId, rows: 3 });
     expect(fake.inserted).toHaveLength(1);
     expect(fake.inserted[0]!.request).toEqual({
@@ -113,6 +114,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       attempts: rows[1]!.attempts,
       export_id: exportId,
       exported_at: "2025-03-04T05:06:07.890Z",
+      batch_created_at: new Date(testBatchCreatedAt).toISOString(),
     });
     expect(new Set(fake.inserted[0]!.lines.map((l) => l.exported_at)).size).toBe(1);
     expect(sink.operations).toBe(1);
@@ -132,14 +134,17 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       ["attempts", "INTEGER"],
       ["export_id", "STRING"],
       ["exported_at", "TIMESTAMP"],
+      ["batch_created_at", "TIMESTAMP"],
     ]);
+    // A column added to an existing table must be NULLABLE (BigQuery refuses a new REQUIRED one).
+    expect(resultsTableSpec.schema.find((f) => f.name === "batch_created_at")?.mode).toBe("NULLABLE");
   });
 
   it("a re-run finds the finished job by its id and neither reads the rows nor inserts a job", async () => {
     const { fake, sink } = fakeSink();
-    await sink.exportBatch("again", 1, pages(resultRows("again", 1, 4)));
-    const again = await sink.exportBatch("again", 1, unreadable());
-    expect(again).toEqual({ exportId: exportIdFor("again", 1), rows: 4 });
+    await sink.exportBatch(exportTarget("again", 1), pages(resultRows("again", 1, 4)));
+    const again = await sink.exportBatch(exportTarget("again", 1), unreadable());
+    expect(again).toEqual({ exportId: exportIdFor(exportTarget("again", 1)), rows: 4 });
     expect(fake.inserted).toHaveLength(1);
     expect(fake.tableRows).toHaveLength(4);
   });
@@ -147,7 +152,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
   it("a duplicate job id (another finalizer won the race) is treated as the export, after waiting for its job", async () => {
     const { fake, sink } = fakeSink();
     const rows = resultRows("race", 1, 5);
-    const exportId = exportIdFor("race", 1);
+    const exportId = exportIdFor(exportTarget("race", 1));
     // Between the sink's lookup and its insert, another finalizer inserts the same job id; it is still running.
     fake.afterMissingLookup = (jobId) => {
       fake.afterMissingLookup = null;
@@ -157,7 +162,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
         { kind: "run", polls: 3 },
       );
     };
-    const result = await sink.exportBatch("race", 1, pages(rows));
+    const result = await sink.exportBatch(exportTarget("race", 1), pages(rows));
     expect(result).toEqual({ exportId, rows: 5 });
     expect(fake.inserted).toHaveLength(0); // its own insert was rejected as a duplicate
     expect(fake.tableRows).toHaveLength(5); // the rows landed once, by the other job
@@ -166,15 +171,15 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
 
   it("a job that exists but failed is followed by the next id of the ladder; rows land once", async () => {
     const { fake, sink } = fakeSink();
-    const exportId = exportIdFor("flaky", 1);
+    const exportId = exportIdFor(exportTarget("flaky", 1));
     fake.willRun({ kind: "fail", reason: "backendError", message: "try again" }, { kind: "succeed" });
-    const result = await sink.exportBatch("flaky", 1, pages(resultRows("flaky", 1, 6)));
+    const result = await sink.exportBatch(exportTarget("flaky", 1), pages(resultRows("flaky", 1, 6)));
     expect(result).toEqual({ exportId, rows: 6 });
     expect(fake.inserted.map((j) => j.request.jobReference.jobId)).toEqual([exportId, `${exportId}-r1`]);
     expect(fake.tableRows).toHaveLength(6);
     expect(sink.operations).toBe(2);
     // A later run walks the same ladder: attempt 0 failed, attempt 1 succeeded → nothing inserted.
-    expect(await sink.exportBatch("flaky", 1, unreadable())).toEqual({ exportId, rows: 6 });
+    expect(await sink.exportBatch(exportTarget("flaky", 1), unreadable())).toEqual({ exportId, rows: 6 });
     expect(fake.inserted).toHaveLength(2);
     expect(fake.tableRows).toHaveLength(6);
   });
@@ -182,13 +187,15 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
   it("a failure that needs a person (missing table) stops with a clear error; a later run takes the next attempt", async () => {
     const { fake, sink } = fakeSink();
     fake.tableExists = false;
-    const exportId = exportIdFor("no-table", 1);
-    await expect(sink.exportBatch("no-table", 1, pages(resultRows("no-table", 1, 2)))).rejects.toThrow(
+    const exportId = exportIdFor(exportTarget("no-table", 1));
+    await expect(
+      sink.exportBatch(exportTarget("no-table", 1), pages(resultRows("no-table", 1, 2))),
+    ).rejects.toThrow(
       `export ${exportId} of batch no-table generation 1 to tally-test.tally_results.item_results failed: load job ${exportId} notFound: Not found: Table item_results. A later run retries as ${exportId}-r1.`,
     );
     expect(fake.inserted).toHaveLength(1);
     fake.tableExists = true;
-    expect(await sink.exportBatch("no-table", 1, pages(resultRows("no-table", 1, 2)))).toEqual({
+    expect(await sink.exportBatch(exportTarget("no-table", 1), pages(resultRows("no-table", 1, 2)))).toEqual({
       exportId,
       rows: 2,
     });
@@ -202,8 +209,10 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       { kind: "fail", reason: "backendError", message: "first" },
       { kind: "fail", reason: "internalError", message: "second" },
     );
-    const exportId = exportIdFor("doomed", 1);
-    await expect(sink.exportBatch("doomed", 1, pages(resultRows("doomed", 1, 1)))).rejects.toThrow(
+    const exportId = exportIdFor(exportTarget("doomed", 1));
+    await expect(
+      sink.exportBatch(exportTarget("doomed", 1), pages(resultRows("doomed", 1, 1))),
+    ).rejects.toThrow(
       `failed after 2 load jobs: ${exportId} failed (backendError: first); ${exportId}-r1 failed (internalError: second)`,
     );
     expect(fake.tableRows).toHaveLength(0);
@@ -211,8 +220,8 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
 
   it("an empty export inserts no job (no table operation)", async () => {
     const { fake, sink } = fakeSink();
-    expect(await sink.exportBatch("nothing", 1, pages([]))).toEqual({
-      exportId: exportIdFor("nothing", 1),
+    expect(await sink.exportBatch(exportTarget("nothing", 1), pages([]))).toEqual({
+      exportId: exportIdFor(exportTarget("nothing", 1)),
       rows: 0,
     });
     expect(fake.inserted).toHaveLength(0);
@@ -221,7 +230,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
 
   it("one load job whatever the batch size: 0 table operations per item", async () => {
     const { fake, sink } = fakeSink();
-    await sink.exportBatch("big", 1, pages(resultRows("big", 1, 20_000), 1_000));
+    await sink.exportBatch(exportTarget("big", 1), pages(resultRows("big", 1, 20_000), 1_000));
     expect(fake.inserted).toHaveLength(1);
     expect(fake.inserted[0]!.lines).toHaveLength(20_000);
     expect(sink.operations).toBe(1);
@@ -247,7 +256,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       outcome = { kind: "run" as const, polls: 2 },
     ) {
       const project = new FakeBigQueryClient(a);
-      const exportId = exportIdFor(batchId, 1);
+      const exportId = exportIdFor(exportTarget(batchId, 1));
       project.seedJob(
         exportId,
         rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
@@ -262,7 +271,10 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       const { project, exportId } = await startedByA("takeover", rows);
       const asB = project.as(b(bigqueryExportPermissions));
       const { sink } = fakeSink(asB);
-      expect(await sink.exportBatch("takeover", 1, unreadable())).toEqual({ exportId, rows: 4 });
+      expect(await sink.exportBatch(exportTarget("takeover", 1), unreadable())).toEqual({
+        exportId,
+        rows: 4,
+      });
       expect(project.creatorOf(exportId)).toBe(a.email);
       expect(project.inserted).toHaveLength(0);
       expect(project.tableRows).toHaveLength(4);
@@ -275,11 +287,11 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
       // The fake refuses the way BigQuery does.
       await expect(asB.getJob(exportId, "EU")).rejects.toMatchObject({ code: 403 });
       const { sink } = fakeSink(asB);
-      const attempt = sink.exportBatch("stuck", 1, pages(rows));
+      const attempt = sink.exportBatch(exportTarget("stuck", 1), pages(rows));
       await expect(attempt).rejects.toThrow(
         `BigQuery refused to read load job ${exportId} in project tally-test (403: Access Denied: Job EU.${exportId}: User does not have bigquery.jobs.get permission for Job EU.${exportId}.)`,
       );
-      await expect(sink.exportBatch("stuck", 1, pages(rows))).rejects.toThrow(
+      await expect(sink.exportBatch(exportTarget("stuck", 1), pages(rows))).rejects.toThrow(
         "grant the exporting identities bigquery.jobs.create and bigquery.jobs.get",
       );
       // Nothing was loaded twice, and nothing was silently reported as exported.
@@ -288,7 +300,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
 
     it("losing the insert race to another identity is the same take-over: B needs bigquery.jobs.get to wait for A's job", async () => {
       const rows = resultRows("race-id", 1, 2);
-      const exportId = exportIdFor("race-id", 1);
+      const exportId = exportIdFor(exportTarget("race-id", 1));
       const withGet = new FakeBigQueryClient(b(bigqueryExportPermissions));
       withGet.afterMissingLookup = (jobId) => {
         withGet.afterMissingLookup = null;
@@ -297,7 +309,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
           rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
         );
       };
-      expect(await fakeSink(withGet).sink.exportBatch("race-id", 1, pages(rows))).toEqual({
+      expect(await fakeSink(withGet).sink.exportBatch(exportTarget("race-id", 1), pages(rows))).toEqual({
         exportId,
         rows: 2,
       });
@@ -311,16 +323,16 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
           rows.map((r) => ({ batch_id: r.batchId, item_id: r.itemId })),
         );
       };
-      await expect(fakeSink(withoutGet).sink.exportBatch("race-id", 1, pages(rows))).rejects.toThrow(
-        /403.*bigquery\.jobs\.get/,
-      );
+      await expect(
+        fakeSink(withoutGet).sink.exportBatch(exportTarget("race-id", 1), pages(rows)),
+      ).rejects.toThrow(/403.*bigquery\.jobs\.get/);
     });
 
     it("the creator reads its own job with bigquery.jobs.create alone", async () => {
       const own = new FakeBigQueryClient(b(["bigquery.jobs.create"]));
       const { sink } = fakeSink(own);
-      expect(await sink.exportBatch("own", 1, pages(resultRows("own", 1, 2)))).toEqual({
-        exportId: exportIdFor("own", 1),
+      expect(await sink.exportBatch(exportTarget("own", 1), pages(resultRows("own", 1, 2)))).toEqual({
+        exportId: exportIdFor(exportTarget("own", 1)),
         rows: 2,
       });
     });
@@ -328,7 +340,7 @@ describe("BigQueryResultSink requests (FakeBigQueryClient)", () => {
 
   it("counts rows with one parameterized query on the table", async () => {
     const { fake, sink } = fakeSink();
-    await sink.exportBatch("counted", 1, pages(resultRows("counted", 1, 7)));
+    await sink.exportBatch(exportTarget("counted", 1), pages(resultRows("counted", 1, 7)));
     expect(await sink.countRows("counted")).toBe(7);
     expect(fake.queries.at(-1)).toEqual({
       sql: "SELECT COUNT(*) AS n FROM `tally-test.tally_results.item_results` WHERE batch_id = @batchId",

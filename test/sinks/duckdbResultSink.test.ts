@@ -10,6 +10,7 @@ import { DuckDBResultSink, queryResults } from "../../functions/adapters/duckdbR
 import { exportIdFor } from "../../functions/adapters/resultExportId";
 import type { ResultRow } from "../../functions/core/model";
 import { waitFor } from "../../local/waitFor";
+import { exportTarget } from "../support/exportTarget";
 import { runResultSinkContract } from "./resultSinkContract";
 import { pages, resultRows } from "./support/resultRows";
 
@@ -27,7 +28,7 @@ describe("DuckDBResultSink", () => {
     const sink = new DuckDBResultSink(path);
     expect(await sink.countRows("b")).toBe(0);
     expect(existsSync(path)).toBe(false); // reading never creates the file
-    await sink.exportBatch("b", 1, pages(resultRows("b", 1, 2)));
+    await sink.exportBatch(exportTarget("b", 1), pages(resultRows("b", 1, 2)));
     expect(existsSync(path)).toBe(true);
     const columns = await queryResults(
       path,
@@ -44,14 +45,35 @@ describe("DuckDBResultSink", () => {
       ["attempts", "INTEGER"],
       ["export_id", "VARCHAR"],
       ["exported_at", "TIMESTAMP"],
+      ["batch_created_at", "TIMESTAMP"],
     ]);
     const exports = await queryResults(path, "SELECT export_id, batch_id, generation, rows FROM exports");
-    expect(exports).toEqual([{ export_id: exportIdFor("b", 1), batch_id: "b", generation: 1, rows: 2 }]);
+    expect(exports).toEqual([
+      { export_id: exportIdFor(exportTarget("b", 1)), batch_id: "b", generation: 1, rows: 2 },
+    ]);
     const perBatch = await queryResults(
       path,
       "SELECT batch_id, count(*) AS n, max(result->>'text') AS last FROM item_results GROUP BY batch_id",
     );
     expect(perBatch).toEqual([{ batch_id: "b", n: 2, last: "result 1" }]);
+  });
+
+  it("a results file from before exports were keyed by incarnation is refused with a clear message, and left as it was", async () => {
+    const path = join(root, "old-schema", "results.duckdb");
+    await new DuckDBResultSink(path).exportBatch(exportTarget("seed", 1), pages(resultRows("seed", 1, 1)));
+    // Rebuild the file the way the previous schema had it (no batch_created_at).
+    rmSync(path);
+    const db = await DuckDBInstance.create(path);
+    const conn = await db.connect();
+    await conn.run(
+      "CREATE TABLE item_results (batch_id VARCHAR NOT NULL, item_id VARCHAR NOT NULL, generation INTEGER NOT NULL, result JSON, finished_at TIMESTAMP, attempts INTEGER, export_id VARCHAR NOT NULL, exported_at TIMESTAMP NOT NULL, PRIMARY KEY (batch_id, item_id))",
+    );
+    conn.closeSync();
+    db.closeSync();
+    await expect(
+      new DuckDBResultSink(path).exportBatch(exportTarget("new", 1), pages(resultRows("new", 1, 2))),
+    ).rejects.toThrow(/predates the batch_created_at column .*move it aside or delete it/);
+    expect(await queryResults(path, "SELECT count(*) AS n FROM item_results")).toEqual([{ n: 0 }]);
   });
 
   it("an export that fails midway leaves nothing half-written, and its re-run exports everything", async () => {
@@ -63,10 +85,12 @@ describe("DuckDBResultSink", () => {
       yield rows.slice(100, 200);
       throw new Error("ledger read failed");
     }
-    await expect(sink.exportBatch("crash", 1, failingAfterTwoPages())).rejects.toThrow("ledger read failed");
+    await expect(sink.exportBatch(exportTarget("crash", 1), failingAfterTwoPages())).rejects.toThrow(
+      "ledger read failed",
+    );
     expect(await sink.countRows("crash")).toBe(0);
-    expect(await sink.exportBatch("crash", 1, pages(rows))).toEqual({
-      exportId: exportIdFor("crash", 1),
+    expect(await sink.exportBatch(exportTarget("crash", 1), pages(rows))).toEqual({
+      exportId: exportIdFor(exportTarget("crash", 1)),
       rows: 500,
     });
     expect(await sink.countRows("crash")).toBe(500);
@@ -76,7 +100,7 @@ describe("DuckDBResultSink", () => {
     const sink = new DuckDBResultSink(join(root, "inproc", "results.duckdb"));
     const batches = ["p0", "p1", "p2", "p3", "p4"];
     const results = await Promise.all(
-      batches.map((b) => sink.exportBatch(b, 1, pages(resultRows(b, 1, 200)))),
+      batches.map((b) => sink.exportBatch(exportTarget(b, 1), pages(resultRows(b, 1, 200)))),
     );
     expect(results.map((r) => r.rows)).toEqual([200, 200, 200, 200, 200]);
     for (const b of batches) expect(await sink.countRows(b)).toBe(200);
@@ -84,7 +108,7 @@ describe("DuckDBResultSink", () => {
 
   it("two processes exporting to the same file while it is locked both wait, then both succeed", async () => {
     const path = join(root, "multiproc", "results.duckdb");
-    await new DuckDBResultSink(path).exportBatch("seed", 1, pages(resultRows("seed", 1, 1)));
+    await new DuckDBResultSink(path).exportBatch(exportTarget("seed", 1), pages(resultRows("seed", 1, 1)));
     // This process holds the file read-write, as another worker mid-export would.
     const holder = await DuckDBInstance.create(path);
     const children = [runChild(path, "proc-a", 20_000), runChild(path, "proc-b", 15_000)];
@@ -113,7 +137,7 @@ describe("DuckDBResultSink", () => {
 
   it("gives up with a clear error when the file stays locked past the deadline", async () => {
     const path = join(root, "timeout", "results.duckdb");
-    await new DuckDBResultSink(path).exportBatch("seed", 1, pages(resultRows("seed", 1, 1)));
+    await new DuckDBResultSink(path).exportBatch(exportTarget("seed", 1), pages(resultRows("seed", 1, 1)));
     const holder = await DuckDBInstance.create(path);
     try {
       const child = runChild(path, "never", 10, 400);
@@ -133,7 +157,7 @@ describe("DuckDBResultSink", () => {
     const sink = new DuckDBResultSink(join(root, "bulk", "results.duckdb"));
     const rows = resultRows("bulk", 1, 100_000);
     const started = performance.now();
-    const e = await sink.exportBatch("bulk", 1, pages(rows, 1_000));
+    const e = await sink.exportBatch(exportTarget("bulk", 1), pages(rows, 1_000));
     const ms = performance.now() - started;
     console.log(`DuckDB sink: exported 100,000 rows in ${Math.round(ms)} ms (${sink.operations} operation)`);
     expect(e.rows).toBe(100_000);

@@ -17,7 +17,7 @@ import { PubSubWorkQueue } from "../../../functions/adapters/pubsubWorkQueue";
 import { loadConfig, type TallyConfig } from "../../../functions/config";
 import { createLogger } from "../../../functions/core/logger";
 import type { Batch, NewBatch } from "../../../functions/core/model";
-import type { ExportResult, ItemRef, ResultSink } from "../../../functions/core/ports";
+import type { ExportResult, ExportTarget, ItemRef, ResultSink } from "../../../functions/core/ports";
 import { systemClock } from "../../../functions/core/ports";
 import {
   createReconcilerHandler,
@@ -33,12 +33,11 @@ export class CountingSink implements ResultSink {
   exports: Array<{ batchId: string; generation: number }> = [];
   constructor(readonly inner: DuckDBResultSink) {}
   exportBatch(
-    batchId: string,
-    generation: number,
+    target: ExportTarget,
     rows: AsyncIterable<import("../../../functions/core/model").ResultRow[]>,
   ): Promise<ExportResult> {
-    this.exports.push({ batchId, generation });
-    return this.inner.exportBatch(batchId, generation, rows);
+    this.exports.push({ batchId: target.batchId, generation: target.generation });
+    return this.inner.exportBatch(target, rows);
   }
   countRows(batchId: string) {
     return this.inner.countRows(batchId);

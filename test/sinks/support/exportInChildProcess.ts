@@ -2,6 +2,7 @@
 // argv: <duckdb path> <batch id> <row count> [lock timeout ms]. Prints one JSON line per event on
 // stdout: {"event":"lock_wait"} the first time the file is found locked, then {"event":"exported",…}.
 import { DuckDBResultSink } from "../../../functions/adapters/duckdbResultSink";
+import { exportTarget } from "../../support/exportTarget";
 import { pages, resultRows } from "./resultRows";
 
 async function main() {
@@ -16,7 +17,10 @@ async function main() {
       announced = true;
     },
   });
-  const result = await sink.exportBatch(batchId, 1, pages(resultRows(batchId, 1, Number(count)), 1_000));
+  const result = await sink.exportBatch(
+    exportTarget(batchId, 1),
+    pages(resultRows(batchId, 1, Number(count)), 1_000),
+  );
   console.log(JSON.stringify({ event: "exported", ...result }));
 }
 
