@@ -231,6 +231,7 @@ export class SubmissionWriter {
       );
       this.cursorWrite = write;
     }
+    this.assertAlive(); // a chunk in flight reached a crash point while this one waited
     if (this.stopped) return false;
     const from = this.nextSeq;
     const to = from + items.length;

@@ -149,7 +149,14 @@ export interface LifecycleOptions {
 export async function startLifecycle(opts: LifecycleOptions = {}) {
   const projectId = uniqueProjectId("life");
   const prefix = `l${randomUUID().slice(0, 6)}`;
-  const config = loadConfig({ GOOGLE_CLOUD_PROJECT: projectId, TALLY_PREFIX: prefix, ...opts.env });
+  const config = loadConfig({
+    GOOGLE_CLOUD_PROJECT: projectId,
+    TALLY_PREFIX: prefix,
+    // Headroom between ledger attempts and Pub/Sub deliveries, as the topology requires.
+    TALLY_MAX_ITEM_ATTEMPTS: "3",
+    TALLY_MAX_DELIVERY_ATTEMPTS: "5",
+    ...opts.env,
+  });
   const db = testFirestore(projectId);
   const pubsub = testPubSub(projectId);
   const ledger = new FirestoreLedger(db);
