@@ -79,7 +79,7 @@ describe("cancel in the middle of a submission", () => {
     const publishing = gate();
     h.coordinatorQueue.hook = async (refs) => {
       if (refs[0]?.batchId === id) await publishing.pass();
-      return "publish";
+      return "publish" as const;
     };
     const append = h.post(`/v1/batches/${id}:append`, { offset: 0, items: items(0, 500) });
     await publishing.reached;

@@ -40,7 +40,7 @@ function gateFirstRetryPage(id: string) {
   const g = gate();
   h.coordinatorQueue.hook = async (refs) => {
     if (refs[0]?.batchId === id && refs[0].generation === 2 && g.hits === 0) await g.pass();
-    return "publish";
+    return "publish" as const;
   };
   return g;
 }
