@@ -3,6 +3,7 @@
 // Also the final table printed at the end of a run.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { type CapacityModel, renderCapacityModel } from "./capacityModel";
 import type { CostModel } from "./costModel";
 import type { EndToEndRun } from "./endToEnd";
 import type { OpCounts, OpsPerItemResult } from "./opsPerItem";
@@ -35,6 +36,8 @@ export interface BenchReport {
     scaling: PhaseOutcome<ScalingResult>;
     peer: PhaseOutcome<PeerResult>;
   };
+  /** Production ceilings modelled from the declared Firestore layout (not measured; issue #16). */
+  capacity?: CapacityModel;
   totalMs: number;
 }
 
@@ -379,6 +382,12 @@ export function renderMarkdown(r: BenchReport): string {
       ...pe.notes.map((n) => `- ${n}`),
     ];
   });
+  if (r.capacity) {
+    out.push("## 7. Capacity model (production Firestore, modelled, not measured)");
+    out.push("");
+    out.push(renderCapacityModel(r.capacity));
+    out.push("");
+  }
   out.push("## Settings");
   out.push("");
   out.push("```json", JSON.stringify(r.settings, null, 2), "```", "");

@@ -14,6 +14,7 @@
 import { loadavg, totalmem } from "node:os";
 import type { OpMix } from "./baselines/rawOpMix";
 import { rawPublishes, writeBatchWrites } from "./baselines/rawSubmission";
+import { buildCapacityModel, renderCapacityModel } from "./capacityModel";
 import { buildCostModel } from "./costModel";
 import { type EndToEndRun, endToEndNotes, measureEndToEnd } from "./endToEnd";
 import { type OpsPerItemResult, runOpsPerItem } from "./opsPerItem";
@@ -314,6 +315,11 @@ async function main(): Promise<number> {
       coordinatorCpuSecondsPerItem: coord && coord.length > 0 ? coord[coord.length - 1]! : null,
     });
   }
+  // The production capacity model (issue #16): from the declared layout and Firestore's published
+  // limits, with the operations per item this run counted (quick and full runs alike).
+  const counted = report.phases.ops.result?.perItem;
+  report.capacity = buildCapacityModel(counted ? { opsPerItem: counted.reads + counted.writes } : {});
+  process.stdout.write(`\n${renderCapacityModel(report.capacity)}\n`);
   machine.loadAverageAtEnd = loadavg().map((v) => Math.round(v * 100) / 100);
   report.totalMs = performance.now() - started;
   const { md, json } = writeReport(report, o.outDir);

@@ -10,6 +10,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { bigqueryExportPermissions, resultsTableSpec } from "../functions/adapters/bigqueryResultSink";
 import {
   type CompositeIndex,
+  firestoreIndexExemptions,
   firestoreIndexes,
   firestoreTtlFields,
 } from "../functions/adapters/firestoreIndexes";
@@ -30,6 +31,8 @@ export interface Storage {
   database?: gcp.firestore.Database;
   indexes: gcp.firestore.Index[];
   ttlFields: gcp.firestore.Field[];
+  /** Single-field index exemptions: fields no query needs an automatic index of (issue #16). */
+  indexExemptions: gcp.firestore.Field[];
   resultsDataset: gcp.bigquery.Dataset;
   resultsTable: gcp.bigquery.Table;
   logSink?: gcp.logging.ProjectSink;
@@ -112,6 +115,24 @@ export function createStorage(
           ttlConfig: {},
           // No single-field index on the expiry timestamp: nothing queries it, and an index on a
           // monotonically increasing value hotspots writes.
+          indexConfig: {},
+        },
+        { parent, dependsOn: firestoreReady },
+      ),
+  );
+  // Every field no query needs is exempt from Firestore's automatic single-field indexes: an index
+  // over a time or position the ledger writes in increasing order caps its collection at 500 writes/s,
+  // and every index entry is a write more per document write (functions/adapters/firestoreIndexes.ts).
+  const indexExemptions = firestoreIndexExemptions.map(
+    (ex) =>
+      new gcp.firestore.Field(
+        `${p}-noindex-${ex.collection}-${ex.field.replace(/[^a-zA-Z0-9]/g, "-")}`,
+        {
+          project: a.project,
+          database: firestoreDatabase,
+          // Like the TTL fields: the collection group, every `items` subcollection at once.
+          collection: ex.collection,
+          field: ex.field,
           indexConfig: {},
         },
         { parent, dependsOn: firestoreReady },
@@ -252,5 +273,5 @@ export function createStorage(
     );
   }
 
-  return { database, indexes, ttlFields, resultsDataset, resultsTable, logSink };
+  return { database, indexes, ttlFields, indexExemptions, resultsDataset, resultsTable, logSink };
 }

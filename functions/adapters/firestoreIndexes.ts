@@ -26,29 +26,46 @@ const asc = (fieldPath: string): IndexField => ({ fieldPath, order: "ASCENDING" 
 const desc = (fieldPath: string): IndexField => ({ fieldPath, order: "DESCENDING" });
 
 export const firestoreIndexes: CompositeIndex[] = [
+  // Every index over an item's time or position field starts with a spread prefix (`shard`, one of
+  // firestore/layout.ts itemShards values) so its writes land at the tails of that many ranges, not
+  // one (500 writes/s each); the queries carry `shard in [every shard]` (issue #16).
   {
-    purpose: "reconciler: running items whose lease lapsed, across batches (findExpiredLeases)",
+    purpose: "reconciler: running items whose lease lapsed, across batches, every shard (findExpiredLeases)",
     collection: itemsCollection,
     queryScope: "COLLECTION_GROUP",
-    fields: [asc("status"), asc("leaseUntil")],
+    fields: [asc("status"), asc("shard"), asc("leaseUntil")],
   },
   {
-    purpose: "reconciler: pending items whose doorbell may be lost, across batches (findStalePending)",
+    purpose:
+      "reconciler: pending items whose doorbell may be lost, across batches, every shard (findStalePending)",
     collection: itemsCollection,
     queryScope: "COLLECTION_GROUP",
-    fields: [asc("status"), asc("pendingSince")],
+    fields: [asc("status"), asc("shard"), asc("pendingSince")],
   },
   {
-    purpose: "API: a batch's items filtered by status, in submission order (listItems)",
+    purpose:
+      "submission and API: a batch's items by position, every shard (getItemsBySeq, readItemRefs, listItems)",
     collection: itemsCollection,
     queryScope: "COLLECTION",
-    fields: [asc("status"), asc("seq")],
+    fields: [asc("shard"), asc("seq")],
   },
   {
-    purpose: "finalization: succeeded items of one generation, in order (streamResults)",
+    purpose: "API: a batch's items filtered by status, in submission order, every shard (listItems)",
     collection: itemsCollection,
     queryScope: "COLLECTION",
-    fields: [asc("status"), asc("generation"), asc("seq")],
+    fields: [asc("status"), asc("shard"), asc("seq")],
+  },
+  {
+    purpose: "finalization: succeeded items of one generation, in order, every shard (streamResults)",
+    collection: itemsCollection,
+    queryScope: "COLLECTION",
+    fields: [asc("status"), asc("generation"), asc("shard"), asc("seq")],
+  },
+  {
+    purpose: "progress: items finished in a time window, every shard (countFinishedBetween)",
+    collection: itemsCollection,
+    queryScope: "COLLECTION",
+    fields: [asc("shard"), asc("finishedAt")],
   },
   {
     purpose: "operator retry: items failed in an earlier generation (resetFailedItems)",
@@ -77,6 +94,62 @@ export const firestoreIndexes: CompositeIndex[] = [
     queryScope: "COLLECTION",
     fields: [asc("status"), asc("progressAt")],
   },
+];
+
+/**
+ * Single-field index exemptions (gcp.firestore.Field with an empty indexConfig): every field no query
+ * needs an automatic index of. Firestore indexes every field by default; an index over a field the
+ * ledger writes in increasing order (a time, a position, a client id) caps the collection's writes
+ * at 500/s, and every index entry is one more write per document write. Kept indexed: items.status,
+ * items.generation, items.error.kind (count() aggregations merge them) and batches.dependsOn
+ * (findDependents' array-contains), batches.status; everything a composite serves needs no
+ * single-field index. The TTL fields (firestoreTtlFields) are exempted with their TTL policy.
+ */
+export const firestoreIndexExemptions: Array<{ collection: string; field: string }> = [
+  ...[
+    "shard",
+    "batchId",
+    "itemId",
+    "seq",
+    "payload",
+    "attempt",
+    "leaseOwner",
+    "leaseUntil",
+    "heartbeatAt",
+    "steps",
+    "result",
+    "error.message",
+    "lastError",
+    "createdAt",
+    "updatedAt",
+    "startedAt",
+    "finishedAt",
+    "pendingSince",
+  ].map((field) => ({ collection: itemsCollection, field })),
+  ...[
+    "batchId",
+    "pipeline",
+    "total",
+    "received",
+    "cursor",
+    "submissionComplete",
+    "failureThreshold",
+    "contentHash",
+    "generation",
+    "reason",
+    "terminateAs",
+    "createdAt",
+    "updatedAt",
+    "progressAt",
+    "startedAt",
+    "finalizingAt",
+    "finishedAt",
+    "summary",
+    "exportAttempts",
+    "exportError",
+    "exportFailedAt",
+    "nextExportAt",
+  ].map((field) => ({ collection: batchesCollection, field })),
 ];
 
 /** Firestore TTL policies: documents are deleted after `expireAt` (set at creation from the retention). */

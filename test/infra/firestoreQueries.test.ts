@@ -13,7 +13,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Firestore, Transaction } from "@google-cloud/firestore";
 import { beforeAll, describe, expect, it } from "vitest";
-import { firestoreIndexes } from "../../functions/adapters/firestoreIndexes";
+import {
+  firestoreIndexExemptions,
+  firestoreIndexes,
+  firestoreTtlFields,
+} from "../../functions/adapters/firestoreIndexes";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import type { BatchSummary, NewBatch } from "../../functions/core/model";
 import type { ItemRef } from "../../functions/core/ports";
@@ -218,10 +222,12 @@ describe("the ledger's queries against the program's indexes", () => {
         .sort();
     expect(normalized(declared.indexes)).toEqual(normalized(firestoreIndexes));
     expect(validateIndexDefinitions(declared.indexes)).toEqual([]);
-    // The TTL fields are exempt from single-field indexing (nothing queries them).
+    // The TTL fields and every field no query needs are exempt from single-field indexing (issue #16).
     expect(
       declared.overrides.map((o) => `${o.collection}.${o.field} ${JSON.stringify(o.indexes)}`).sort(),
-    ).toEqual(["batches.expireAt []", "items.expireAt []"]);
+    ).toEqual(
+      [...firestoreIndexExemptions, ...firestoreTtlFields].map((f) => `${f.collection}.${f.field} []`).sort(),
+    );
   });
 
   it("finds the ledger's query sites in its source", () => {

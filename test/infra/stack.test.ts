@@ -7,7 +7,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { bigqueryExportPermissions } from "../../functions/adapters/bigqueryResultSink";
-import { firestoreIndexes, firestoreTtlFields } from "../../functions/adapters/firestoreIndexes";
+import {
+  firestoreIndexExemptions,
+  firestoreIndexes,
+  firestoreTtlFields,
+} from "../../functions/adapters/firestoreIndexes";
 import { loadConfig } from "../../functions/config";
 import { requiredApis } from "../../infra/apis";
 import { checkAll, exportPermissions, type ResourceRecord, types } from "../../infra/policy/rules";
@@ -55,7 +59,9 @@ describe("the stack under mocks", () => {
     expect(count("gcp:storage/bucketObject:BucketObject")).toBe(1);
     expect(count("gcp:firestore/database:Database")).toBe(1);
     expect(count("gcp:firestore/index:Index")).toBe(firestoreIndexes.length);
-    expect(count("gcp:firestore/field:Field")).toBe(firestoreTtlFields.length);
+    expect(count("gcp:firestore/field:Field")).toBe(
+      firestoreTtlFields.length + firestoreIndexExemptions.length,
+    );
     expect(count("gcp:bigquery/dataset:Dataset")).toBe(1);
     expect(count("gcp:bigquery/table:Table")).toBe(1);
     expect(count("gcp:logging/metric:Metric")).toBe(9);
@@ -210,7 +216,7 @@ describe("the stack under mocks", () => {
     expect(loaded.topology.workSubscription).toBe(run.outputs.workSubscription);
     expect(loaded.topology.delivery).toEqual({
       ackDeadlineSeconds: 600,
-      maxDeliveryAttempts: 5,
+      maxDeliveryAttempts: 10,
       minimumBackoffSeconds: 10,
       maximumBackoffSeconds: 300,
       leaseSeconds: 120,
@@ -321,6 +327,7 @@ describe("the stack under mocks", () => {
     for (const i of run.ofType("gcp:firestore/index:Index")) expect(i.props.database).toBe("(default)");
     const ttl = run
       .ofType("gcp:firestore/field:Field")
+      .filter((f) => f.props.ttlConfig !== undefined)
       .map((f) => [f.props.collection, f.props.field, f.props.ttlConfig]);
     expect(ttl.sort()).toEqual(firestoreTtlFields.map((t) => [t.collection, t.field, {}]).sort());
     expect(run.ofType("gcp:firestore/database:Database")[0]!.props).toMatchObject({

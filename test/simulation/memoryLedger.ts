@@ -8,6 +8,7 @@
 // `{ fence: false }` drops the fence write (the no-op batch-document write preconditioned on the
 // read that admitted an item-creating or item-resetting commit) and nothing else, so the simulator
 // can show what the fence prevents (issue #15 items 1 and 2).
+import { allItemShards, itemKey } from "../../functions/adapters/firestore/layout";
 import { RetryRefusedError } from "../../functions/adapters/firestoreLedger";
 import {
   exportBackoffMs,
@@ -80,13 +81,17 @@ export const batchesCollection = "batches";
 export const itemsCollection = "items";
 export const reconcilerStateCollection = "reconcilerState";
 export const batchPath = (batchId: string) => `${batchesCollection}/${batchId}`;
+/** FirestoreLedger's item document: its id spreads across the key space (firestore/layout.ts itemKey). */
 export const itemPath = (batchId: string, itemId: string) =>
-  `${batchesCollection}/${batchId}/${itemsCollection}/${itemId}`;
+  `${batchesCollection}/${batchId}/${itemsCollection}/${itemKey(batchId, itemId).docId}`;
+/** Every shard, as FirestoreLedger's `in` filter on the sharded indexes. */
+const everyShard: ["shard", "in", readonly number[]] = ["shard", "in", allItemShards];
 
 /** The stored item document (FirestoreLedger's ItemDoc; `expireAt` as epoch ms). */
 export interface ItemDoc {
   batchId: string;
   itemId: string;
+  shard: number;
   seq: number;
   generation: number;
   status: ItemStatus;
@@ -280,10 +285,7 @@ export class MemoryLedger implements Ledger {
     if (count <= 0) return [];
     const snap = await this.db.query({
       ...this.items(batchId),
-      where: [
-        ["seq", ">=", fromSeq],
-        ["seq", "<", fromSeq + count],
-      ],
+      where: [everyShard, ["seq", ">=", fromSeq], ["seq", "<", fromSeq + count]],
       orderBy: [["seq", "asc"]],
     });
     this.ops.queries++;
@@ -305,6 +307,7 @@ export class MemoryLedger implements Ledger {
         const doc: ItemDoc = {
           batchId,
           itemId: it.itemId,
+          shard: itemKey(batchId, it.itemId).shard,
           seq: fromSeq + i,
           generation: 1,
           status: "pending",
@@ -439,7 +442,7 @@ export class MemoryLedger implements Ledger {
     if (count <= 0) return [];
     const snap = await this.db.query({
       ...this.items(batchId),
-      where: [["seq", ">=", fromSeq]],
+      where: [everyShard, ["seq", ">=", fromSeq]],
       orderBy: [["seq", "asc"]],
       limit: count,
     });
@@ -517,22 +520,29 @@ export class MemoryLedger implements Ledger {
     batchId: string,
     opts: { status?: ItemStatus; limit: number; pageToken?: string },
   ): Promise<Page<Item>> {
-    const after = decodeToken<number>(opts.pageToken);
-    if (opts.pageToken && typeof after !== "number")
-      throw new InvalidPageTokenError("pageToken is not valid");
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
+    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
+    const items = this.items(batchId);
     const snap = await this.db.query({
-      ...this.items(batchId),
-      where: opts.status ? [["status", "==", opts.status]] : [],
-      orderBy: [["seq", "asc"]],
-      startAfter: after !== undefined ? [after] : undefined,
+      ...items,
+      where: opts.status ? [everyShard, ["status", "==", opts.status]] : [everyShard],
+      orderBy: [
+        ["seq", "asc"],
+        ["__name__", "asc"],
+      ],
+      startAfter: after && valid ? [after[0], `${items.parent}/${items.collection}/${after[1]}`] : undefined,
       limit: opts.limit + 1,
     });
     this.ops.queries++;
     this.ops.reads += snap.length;
-    const all = snap.map((d) => toItem(d.data)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return { entries, nextPageToken: all.length > opts.limit && last ? encodeToken(last.seq) : undefined };
+    const docs = snap.slice(0, opts.limit);
+    const entries = docs.map((d) => toItem(d.data)!);
+    const last = docs[docs.length - 1];
+    return {
+      entries,
+      nextPageToken: snap.length > opts.limit && last ? encodeToken([last.data!.seq, last.id]) : undefined,
+    };
   }
 
   /** Reads an item inside a transaction; the shared first step of every item transition. */
@@ -713,10 +723,7 @@ export class MemoryLedger implements Ledger {
     const snap = await this.db.query({
       collection: itemsCollection,
       group: true,
-      where: [
-        ["status", "==", "running"],
-        ["leaseUntil", "<", now],
-      ],
+      where: [["status", "==", "running"], everyShard, ["leaseUntil", "<", now]],
       orderBy: [["leaseUntil", "asc"]],
       limit,
     });
@@ -738,10 +745,7 @@ export class MemoryLedger implements Ledger {
     const snap = await this.db.query({
       collection: itemsCollection,
       group: true,
-      where: [
-        ["status", "==", "pending"],
-        ["pendingSince", "<", before],
-      ],
+      where: [["status", "==", "pending"], everyShard, ["pendingSince", "<", before]],
       orderBy: [["pendingSince", "asc"]],
       limit,
     });
@@ -796,10 +800,7 @@ export class MemoryLedger implements Ledger {
       edges.slice(1).map(async (to, i) => {
         const n = await this.db.count({
           ...this.items(batchId),
-          where: [
-            ["finishedAt", ">=", edges[i]!],
-            ["finishedAt", "<", to],
-          ],
+          where: [everyShard, ["finishedAt", ">=", edges[i]!], ["finishedAt", "<", to]],
         });
         this.ops.aggregations++;
         return n;
@@ -959,16 +960,17 @@ export class MemoryLedger implements Ledger {
   }
 
   async *streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]> {
-    let after: number | undefined;
+    // FirestoreLedger pages on (position, document id): two items can share a position.
+    let after: [number, string] | undefined;
     for (;;) {
       const snap = await this.db.query({
         ...this.items(batchId),
-        where: [
-          ["status", "==", "succeeded"],
-          ["generation", "==", generation],
+        where: [["status", "==", "succeeded"], ["generation", "==", generation], everyShard],
+        orderBy: [
+          ["seq", "asc"],
+          ["__name__", "asc"],
         ],
-        orderBy: [["seq", "asc"]],
-        startAfter: after !== undefined ? [after] : undefined,
+        startAfter: after,
         limit: pageSize,
       });
       this.ops.queries++;
@@ -982,7 +984,8 @@ export class MemoryLedger implements Ledger {
         finishedAt: d.data!.finishedAt as number,
         attempts: d.data!.attempt as number,
       }));
-      after = snap[snap.length - 1]!.data!.seq as number;
+      const last = snap[snap.length - 1]!;
+      after = [last.data!.seq as number, last.path];
       if (snap.length < pageSize) return;
     }
   }

@@ -22,7 +22,8 @@
 // - Batched writes (the BulkWriter): each write applies, or fails, on its own.
 // - Queries are strongly consistent: equality, range, `in` and `array-contains` filters, orderBy
 //   (documents without the ordered field are left out; ties ordered by document name in the last
-//   order's direction), startAfter on a prefix of the order, limit, count(). Range filters match
+//   order's direction; `__name__` orders by document path), startAfter on a prefix of the order,
+//   limit, count(). Range filters match
 //   values of the same type only, and a filter never matches a document without the field.
 //
 // The store is synchronous; `StoreClient` is the asynchronous view a ledger uses, and awaits a gate
@@ -225,7 +226,8 @@ export class MemoryStore {
       const keys: unknown[] = [];
       let ordered = true;
       for (const o of orders) {
-        const v = getField(doc.data, o.path);
+        // __name__ orders by the document's path (a cursor on it carries the path).
+        const v = o.path.length === 1 && o.path[0] === "__name__" ? path : getField(doc.data, o.path);
         if (v === undefined) {
           ordered = false;
           break;

@@ -4,6 +4,7 @@
 // dead-lettering, duplicate deliveries, heartbeats, poison, the unwrapped push form and shutdown.
 import type { Message } from "@google-cloud/pubsub";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { itemKey } from "../../functions/adapters/firestore/layout";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import { PubSubWorkQueue } from "../../functions/adapters/pubsubWorkQueue";
 import type { Item } from "../../functions/core/model";
@@ -364,7 +365,7 @@ describe("leases", () => {
       await waitFor("leased", async () => (await item(batchId, "stolen")).status === "running");
       // Another holder takes the item (as a redrive + redelivery would).
       await db
-        .doc(`batches/${batchId}/items/stolen`)
+        .doc(`batches/${batchId}/items/${itemKey(batchId, "stolen").docId}`)
         .update({ leaseOwner: "someone-else", leaseUntil: Date.now() + 60_000 });
       const res = await answer;
       expect(res.status).toBe(503);

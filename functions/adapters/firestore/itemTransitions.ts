@@ -18,6 +18,7 @@ import {
 } from "../../core/itemTransitions";
 import type { Batch, Item, ItemError, NewItem } from "../../core/model";
 import type { ItemRef, LeaseResult, RedriveResult, TransitionResult } from "../../core/ports";
+import { itemKey } from "./layout";
 import {
   commitGroups,
   type ItemDoc,
@@ -43,6 +44,7 @@ export class FirestoreItemTransitions extends LedgerPart {
         const doc: ItemDoc = {
           batchId,
           itemId: it.itemId,
+          shard: itemKey(batchId, it.itemId).shard,
           seq: fromSeq + i,
           generation: 1,
           status: "pending",
@@ -121,7 +123,7 @@ export class FirestoreItemTransitions extends LedgerPart {
           });
         } catch (err) {
           if (!isAlreadyExists(err)) throw err;
-          existing.push(d.ref.id);
+          existing.push(d.doc.itemId);
         }
       }
     };

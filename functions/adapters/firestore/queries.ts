@@ -2,7 +2,7 @@
 // collection-group sweeps (expired leases, stale pending items), count() aggregations for progress,
 // and the paged result stream the finalizer exports. Every query here is served by an index the
 // stack declares (firestoreIndexes.ts; test/infra/firestoreQueries.test.ts checks each shape).
-import type { Query } from "@google-cloud/firestore";
+import { FieldPath, type Query } from "@google-cloud/firestore";
 import type {
   Batch,
   BatchCounts,
@@ -15,6 +15,7 @@ import type {
 import { errorKinds } from "../../core/model";
 import type { ItemRef, Page } from "../../core/ports";
 import { batchesCollection, itemsCollection } from "../firestoreIndexes";
+import { allItemShards } from "./layout";
 import { decodeToken, encodeToken, InvalidPageTokenError, LedgerPart, toBatch, toItem } from "./storage";
 
 export class FirestoreLedgerQueries extends LedgerPart {
@@ -63,6 +64,7 @@ export class FirestoreLedgerQueries extends LedgerPart {
   async getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]> {
     if (count <= 0) return [];
     const snap = await this.items(batchId)
+      .where("shard", "in", allItemShards)
       .where("seq", ">=", fromSeq)
       .where("seq", "<", fromSeq + count)
       .orderBy("seq")
@@ -75,6 +77,7 @@ export class FirestoreLedgerQueries extends LedgerPart {
   async readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
     if (count <= 0) return [];
     const snap = await this.items(batchId)
+      .where("shard", "in", allItemShards)
       .where("seq", ">=", fromSeq)
       .orderBy("seq")
       .limit(count)
@@ -94,26 +97,32 @@ export class FirestoreLedgerQueries extends LedgerPart {
     batchId: string,
     opts: { status?: ItemStatus; limit: number; pageToken?: string },
   ): Promise<Page<Item>> {
-    let q: Query = this.items(batchId);
+    let q: Query = this.items(batchId).where("shard", "in", allItemShards);
     if (opts.status) q = q.where("status", "==", opts.status);
-    q = q.orderBy("seq");
-    const after = decodeToken<number>(opts.pageToken);
-    if (opts.pageToken && typeof after !== "number")
-      throw new InvalidPageTokenError("pageToken is not valid");
-    if (after !== undefined) q = q.startAfter(after);
+    // Position, then document id: two items can share a position (a race of two submissions), and a
+    // cursor on the position alone would skip one of them.
+    q = q.orderBy("seq").orderBy(FieldPath.documentId());
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
+    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
+    if (after && valid) q = q.startAfter(after[0], after[1]);
     const snap = await q.limit(opts.limit + 1).get();
     this.ops.queries++;
     this.ops.reads += snap.size;
-    const all = snap.docs.map((d) => toItem(d)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return { entries, nextPageToken: all.length > opts.limit && last ? encodeToken(last.seq) : undefined };
+    const docs = snap.docs.slice(0, opts.limit);
+    const entries = docs.map((d) => toItem(d)!);
+    const last = docs[docs.length - 1];
+    return {
+      entries,
+      nextPageToken: snap.size > opts.limit && last ? encodeToken([last.get("seq"), last.id]) : undefined,
+    };
   }
 
   async findExpiredLeases(now: number, limit: number): Promise<ItemRef[]> {
     const snap = await this.db
       .collectionGroup(itemsCollection)
       .where("status", "==", "running")
+      .where("shard", "in", allItemShards)
       .where("leaseUntil", "<", now)
       .orderBy("leaseUntil")
       .limit(limit)
@@ -132,6 +141,7 @@ export class FirestoreLedgerQueries extends LedgerPart {
     const snap = await this.db
       .collectionGroup(itemsCollection)
       .where("status", "==", "pending")
+      .where("shard", "in", allItemShards)
       .where("pendingSince", "<", before)
       .orderBy("pendingSince")
       .limit(limit)
@@ -183,6 +193,7 @@ export class FirestoreLedgerQueries extends LedgerPart {
     return Promise.all(
       edges.slice(1).map(async (to, i) => {
         const snap = await this.items(batchId)
+          .where("shard", "in", allItemShards)
           .where("finishedAt", ">=", edges[i]!)
           .where("finishedAt", "<", to)
           .count()
@@ -221,14 +232,18 @@ export class FirestoreLedgerQueries extends LedgerPart {
   }
 
   async *streamResults(batchId: string, generation: number, pageSize: number): AsyncIterable<ResultRow[]> {
-    let after: number | undefined;
+    // Pages on (position, document id): two items can share a position (two racing submissions
+    // with the same header), and a cursor on the position alone skipped one of them (issue #15 item 10).
+    let after: [number, string] | undefined;
     for (;;) {
       let q = this.items(batchId)
         .where("status", "==", "succeeded")
         .where("generation", "==", generation)
+        .where("shard", "in", allItemShards)
         .orderBy("seq")
+        .orderBy(FieldPath.documentId())
         .select("itemId", "seq", "result", "finishedAt", "attempt");
-      if (after !== undefined) q = q.startAfter(after);
+      if (after !== undefined) q = q.startAfter(after[0], after[1]);
       const snap = await q.limit(pageSize).get();
       this.ops.queries++;
       this.ops.reads += snap.size;
@@ -241,7 +256,8 @@ export class FirestoreLedgerQueries extends LedgerPart {
         finishedAt: d.get("finishedAt"),
         attempts: d.get("attempt"),
       }));
-      after = snap.docs[snap.docs.length - 1]!.get("seq");
+      const last = snap.docs[snap.docs.length - 1]!;
+      after = [last.get("seq"), last.id];
       if (snap.size < pageSize) return;
     }
   }

@@ -16,6 +16,7 @@ import { BatchFencedError } from "../../core/errors";
 import type { Batch, Item, ItemError, ItemStatus } from "../../core/model";
 import type { LedgerOpCounts } from "../../core/ports";
 import { batchesCollection, defaultRetentionDays, itemsCollection } from "../firestoreIndexes";
+import { itemKey } from "./layout";
 
 export interface FirestoreLedgerOptions {
   /** Documents expire (TTL policy) this many days after creation. */
@@ -44,6 +45,8 @@ export interface FirestoreLedgerOptions {
 export interface ItemDoc {
   batchId: string;
   itemId: string;
+  /** The spread prefix of every index over a time or position (firestore/layout.ts itemKey). */
+  shard: number;
   seq: number;
   generation: number;
   status: ItemStatus;
@@ -138,8 +141,9 @@ export class LedgerStorage {
   items(batchId: string): CollectionReference {
     return this.batchRef(batchId).collection(itemsCollection);
   }
+  /** An item's document: its id spreads across the key space (firestore/layout.ts itemKey). */
   itemRef(batchId: string, itemId: string): DocumentReference {
-    return this.items(batchId).doc(itemId);
+    return this.items(batchId).doc(itemKey(batchId, itemId).docId);
   }
   expireAt(now: number): Timestamp {
     return Timestamp.fromMillis(now + this.retentionMs);
