@@ -2,10 +2,12 @@
 // and the local stack (local/) set these variables; defaults suit the local stack.
 import { z } from "zod";
 import { limits } from "./core/limits";
-import { buildTopology, type Topology } from "./topology";
+import { buildTopology, defaultDelivery, type Topology } from "./topology";
 
 const intFrom = (def: number) => z.coerce.number().int().positive().default(def);
 
+// Delivery defaults come from the topology's, so a handler with no variables set runs what the
+// stack declares.
 const envSchema = z.object({
   TALLY_PREFIX: z
     .string()
@@ -16,13 +18,13 @@ const envSchema = z.object({
   TALLY_DUCKDB_PATH: z.string().default(".tally/results.duckdb"),
   TALLY_BIGQUERY_DATASET: z.string().default("tally_results"),
   TALLY_BIGQUERY_LOCATION: z.string().default("US"),
-  TALLY_LEASE_SECONDS: intFrom(120),
-  TALLY_ACK_DEADLINE_SECONDS: intFrom(600),
-  TALLY_MAX_DELIVERY_ATTEMPTS: intFrom(5),
-  TALLY_MAX_ITEM_ATTEMPTS: intFrom(5),
-  TALLY_WORKER_TIMEOUT_SECONDS: intFrom(540),
-  TALLY_MIN_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(10),
-  TALLY_MAX_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(300),
+  TALLY_LEASE_SECONDS: intFrom(defaultDelivery.leaseSeconds),
+  TALLY_ACK_DEADLINE_SECONDS: intFrom(defaultDelivery.ackDeadlineSeconds),
+  TALLY_MAX_DELIVERY_ATTEMPTS: intFrom(defaultDelivery.maxDeliveryAttempts),
+  TALLY_MAX_ITEM_ATTEMPTS: intFrom(defaultDelivery.maxItemAttempts),
+  TALLY_WORKER_TIMEOUT_SECONDS: intFrom(defaultDelivery.workerTimeoutSeconds),
+  TALLY_MIN_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(defaultDelivery.minimumBackoffSeconds),
+  TALLY_MAX_BACKOFF_SECONDS: z.coerce.number().int().min(0).default(defaultDelivery.maximumBackoffSeconds),
   TALLY_STALE_SUBMISSION_SECONDS: intFrom(120),
   TALLY_STALE_PENDING_SECONDS: intFrom(900),
   TALLY_STALE_FINALIZING_SECONDS: intFrom(120),

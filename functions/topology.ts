@@ -12,7 +12,7 @@ export interface DeliverySettings {
   maximumBackoffSeconds: number;
   /** How long a delivery owns an item before the reconciler may redrive it. Heartbeats extend it. */
   leaseSeconds: number;
-  /** Ledger attempts before an item fails `attempts_exhausted` (≤ maxDeliveryAttempts). */
+  /** Ledger attempts before an item fails `attempts_exhausted` (< maxDeliveryAttempts: see the headroom note). */
   maxItemAttempts: number;
   /** Handler request timeout on Cloud Run; must fit inside the ack deadline. */
   workerTimeoutSeconds: number;
@@ -50,7 +50,10 @@ export interface Topology {
 
 export const defaultDelivery: DeliverySettings = {
   ackDeadlineSeconds: 600,
-  maxDeliveryAttempts: 5,
+  // Headroom over maxItemAttempts: deliveries that end before the lease (429 at the instance limit,
+  // a cold start's 5xx) or in a shutdown release use a Pub/Sub delivery but no ledger attempt, and
+  // must not dead-letter an item the ledger would still retry (issue #15 item 10).
+  maxDeliveryAttempts: 10,
   minimumBackoffSeconds: 10,
   maximumBackoffSeconds: 300,
   leaseSeconds: 120,
@@ -116,9 +119,9 @@ export function validateDelivery(d: DeliverySettings): string[] {
     problems.push(
       `workerTimeoutSeconds (${d.workerTimeoutSeconds}) must fit inside ackDeadlineSeconds (${d.ackDeadlineSeconds}): for push the ack deadline is the request timeout`,
     );
-  if (d.maxItemAttempts > d.maxDeliveryAttempts)
+  if (d.maxItemAttempts >= d.maxDeliveryAttempts)
     problems.push(
-      `maxItemAttempts (${d.maxItemAttempts}) must not exceed maxDeliveryAttempts (${d.maxDeliveryAttempts}), or Pub/Sub dead-letters items the ledger would still retry`,
+      `maxItemAttempts (${d.maxItemAttempts}) must be less than maxDeliveryAttempts (${d.maxDeliveryAttempts}): deliveries refused before the lease (instance limit, cold start) or ended by a shutdown use a delivery but no ledger attempt, and with no headroom Pub/Sub dead-letters items the ledger would still retry`,
     );
   return problems;
 }

@@ -17,9 +17,10 @@ export const configKeys = {
   alertEmail: "e-mail address for alert notifications (optional; no channel when unset)",
   reconcileSchedule: 'reconciler cron schedule (default "* * * * *", every minute)',
   timeZone: 'time zone of the schedule (default "Etc/UTC")',
-  maxDeliveryAttempts: "Pub/Sub deliveries before dead-lettering (5..100, default 5)",
+  maxDeliveryAttempts:
+    "Pub/Sub deliveries before dead-lettering (5..100, more than maxItemAttempts, default 10)",
   maxItemAttempts:
-    "ledger attempts before an item fails attempts_exhausted (1..maxDeliveryAttempts, default 5)",
+    "ledger attempts before an item fails attempts_exhausted (1..maxDeliveryAttempts-1, default 5)",
   ackDeadlineSeconds: "work subscription ack deadline = push request timeout (10..600, default 600)",
   minimumBackoffSeconds: "retry policy minimum backoff (0..600, default 10)",
   maximumBackoffSeconds: "retry policy maximum backoff (0..600, default 300)",
@@ -178,7 +179,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
   const deliveryStart = problems.length;
   const delivery: DeliverySettings = {
     ackDeadlineSeconds: int("ackDeadlineSeconds", 600, 10, 600, " (Pub/Sub's limit for push)"),
-    maxDeliveryAttempts: int("maxDeliveryAttempts", 5, 5, 100),
+    maxDeliveryAttempts: int("maxDeliveryAttempts", 10, 5, 100),
     minimumBackoffSeconds: int("minimumBackoffSeconds", 10, 0, 600),
     maximumBackoffSeconds: int("maximumBackoffSeconds", 300, 0, 600),
     leaseSeconds: int(

@@ -165,8 +165,9 @@ export function resolveDelivery(opts: LocalStackOptions): DeliverySettings {
   // timeout follows the deadline unless it was set explicitly.
   if (given.workerTimeoutSeconds === undefined)
     merged.workerTimeoutSeconds = Math.min(defaultDelivery.workerTimeoutSeconds, merged.ackDeadlineSeconds);
+  // Item attempts keep their headroom under a lowered delivery limit (the topology refuses none).
   if (given.maxItemAttempts === undefined)
-    merged.maxItemAttempts = Math.min(defaultDelivery.maxItemAttempts, merged.maxDeliveryAttempts);
+    merged.maxItemAttempts = Math.min(defaultDelivery.maxItemAttempts, merged.maxDeliveryAttempts - 1);
   return merged;
 }
 

@@ -220,7 +220,7 @@ describe("the built bundle under the Functions Framework", () => {
       const [coordinator, worker, reconciler] = await Promise.all(functionTargets.map(start));
 
       const health = await fetch(`${coordinator!.base}/healthz`);
-      expect(health.status).toBe(200);
+      expect(health.status, `${await health.text()}\n${coordinator!.output.join("")}`).toBe(200);
 
       // A push envelope with no message: the worker answers with JSON, and never a 5xx (which
       // would make Pub/Sub redeliver a message that can never succeed).

@@ -144,7 +144,12 @@ describe("stack configuration", () => {
 
   it("more ledger attempts than Pub/Sub deliveries is refused", () => {
     const [problem] = problemsOf({ maxDeliveryAttempts: "5", maxItemAttempts: "7" });
-    expect(problem).toContain("tally:maxItemAttempts (7) must not exceed tally:maxDeliveryAttempts (5)");
+    expect(problem).toContain("tally:maxItemAttempts (7) must be less than tally:maxDeliveryAttempts (5)");
+  });
+
+  it("as many ledger attempts as Pub/Sub deliveries is refused: no headroom for refusals before the lease", () => {
+    const [problem] = problemsOf({ maxDeliveryAttempts: "5", maxItemAttempts: "5" });
+    expect(problem).toContain("tally:maxItemAttempts (5) must be less than tally:maxDeliveryAttempts (5)");
   });
 
   it("malformed schedules name tally:reconcileSchedule and what is wrong", () => {

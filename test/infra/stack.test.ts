@@ -100,7 +100,7 @@ describe("the stack under mocks", () => {
       retryPolicy: { minimumBackoff: "10s", maximumBackoff: "300s" },
       deadLetterPolicy: {
         deadLetterTopic: `projects/${P}/topics/tally-dev-work-dead-letter`,
-        maxDeliveryAttempts: 5,
+        maxDeliveryAttempts: 10,
       },
       pushConfig: {
         pushEndpoint: `${workerUrl}/`,
@@ -117,7 +117,7 @@ describe("the stack under mocks", () => {
       retryPolicy: { minimumBackoff: "10s", maximumBackoff: "300s" },
       deadLetterPolicy: {
         deadLetterTopic: `projects/${P}/topics/tally-dev-work-dead-letter-parked`,
-        maxDeliveryAttempts: 5,
+        maxDeliveryAttempts: 10,
       },
       pushConfig: {
         pushEndpoint: `${reconcilerUrl}/dead-letter`,
@@ -357,6 +357,7 @@ describe("the stack under mocks", () => {
       "attempts:INTEGER",
       "export_id:STRING",
       "exported_at:TIMESTAMP",
+      "batch_created_at:TIMESTAMP",
     ]);
     expect(run.ofType("gcp:bigquery/dataset:Dataset")[0]!.props).toMatchObject({
       datasetId: "tally_dev_results",

@@ -169,7 +169,7 @@ describe("local stack", () => {
       `UPDATE item_results SET result = '{"value":0}'::JSON WHERE batch_id = 'stack-200' AND item_id = 'i-002'`,
     );
     await conn.run(
-      "INSERT INTO item_results SELECT batch_id, 'i-050', generation, result, finished_at, attempts, export_id, exported_at FROM item_results WHERE batch_id = 'stack-200' AND item_id = 'i-003'",
+      "INSERT INTO item_results SELECT batch_id, 'i-050', generation, result, finished_at, attempts, export_id, exported_at, batch_created_at FROM item_results WHERE batch_id = 'stack-200' AND item_id = 'i-003'",
     );
     conn.closeSync();
     db.closeSync();

@@ -81,7 +81,7 @@ describe("push relay", async () => {
     const [meta] = await pubsub.subscription(topology.workSubscription).getMetadata();
     expect(meta.pushConfig?.pushEndpoint ?? "").toBe("");
     expect(meta.ackDeadlineSeconds).toBe(20);
-    expect(meta.deadLetterPolicy?.maxDeliveryAttempts).toBe(5);
+    expect(meta.deadLetterPolicy?.maxDeliveryAttempts).toBe(topology.delivery.maxDeliveryAttempts);
   });
 
   it("pushes the envelope with up to `concurrency` requests in flight, acks 2xx, redelivers a refusal", async () => {

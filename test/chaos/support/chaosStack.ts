@@ -38,7 +38,7 @@ export const chaosSettings = {
   minimumBackoffSeconds: 1,
   maximumBackoffSeconds: 2,
   ackDeadlineSeconds: 60,
-  maxDeliveryAttempts: 5,
+  maxDeliveryAttempts: 6,
   maxItemAttempts: 5,
   staleFinalizingSeconds: 5,
   staleSubmissionSeconds: 300,
