@@ -72,11 +72,24 @@ export const coordinatorKilled: Scenario = {
       env.stack.coordinator.kill("SIGKILL");
       const killedAt = Date.now();
       const firstOutcome = await first;
-      check(
-        firstOutcome.kind === "error",
-        `the first submission should have failed with the coordinator killed; it answered ${JSON.stringify(firstOutcome).slice(0, 500)}`,
-      );
+      // Whatever the first request's fate, the stack gets its coordinator back before anything else
+      // (the scenarios after this one share it).
       await env.stack.coordinator.waitForRestart(pid, 60_000);
+      if (firstOutcome.kind === "response") {
+        // The answer was on its way before the signal landed (the last chunk was stored between
+        // our look and the kill): the kill hit an idle coordinator. Not the interleaving under
+        // test; give this batch up like one that completed before the look.
+        check(
+          firstOutcome.status === 201,
+          `the first submission answered ${JSON.stringify(firstOutcome).slice(0, 500)}; expected a failure or, had it completed before the kill, 201`,
+        );
+        say(
+          `batch ${batchId} (${n} items) answered 201 before the kill landed; cancelled, trying ${n * 2} items`,
+        );
+        await env.api.cancel(batchId);
+        await waitFinal(env, batchId, finalDeadlineMs(n));
+        continue;
+      }
       // What the killed coordinator left (nothing changes it until the client re-sends).
       const atKill = await env.api.getBatch(batchId);
       const storedAtKill = (await env.api.allItems(batchId)).length;
