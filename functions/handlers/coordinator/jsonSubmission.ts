@@ -60,7 +60,7 @@ export async function submitJson(env: SubmissionEnv, req: HttpRequest): Promise<
   for (let at = 0; at < total; at += settings.chunkItems) {
     if (!(await writer.writeChunk(items.slice(at, at + settings.chunkItems), problems))) {
       await writer.stop();
-      if (problems.empty) throw terminatedDuringSubmission(batch.batchId);
+      if (problems.empty) throw terminatedDuringSubmission(batch.batchId, writer.terminatedAs ?? undefined);
       throw problems.toError();
     }
   }

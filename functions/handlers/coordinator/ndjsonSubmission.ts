@@ -166,7 +166,7 @@ export async function submitNdjson(env: SubmissionEnv, req: HttpRequest): Promis
     }
   }
   const w = writer as SubmissionWriter | null;
-  if (terminated && w) throw terminatedDuringSubmission(w.batchId);
+  if (terminated && w) throw terminatedDuringSubmission(w.batchId, w.terminatedAs ?? undefined);
   if (!w) throw problems.toError();
   // Part of the batch is stored: say which batch keeps it and how to finish it.
   const stored = (await env.deps.ledger.getBatch(w.batchId)) ?? w.storedBatch;

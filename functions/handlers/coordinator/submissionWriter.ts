@@ -123,6 +123,12 @@ export class SubmissionWriter {
   /** Problems were found (conflict, duplicate id) or the batch was terminated: write nothing more. */
   private stopped = false;
   private terminated: Batch | null = null;
+  /** How the batch was ended, once a chunk was refused because it was: the refusal names it. */
+  get terminatedAs(): "cancelled" | "failed" | null {
+    const b = this.terminated;
+    if (!b) return null;
+    return b.terminateAs ?? (b.status === "failed" ? "failed" : "cancelled");
+  }
   /** A test's crash point was reached: this request is "dead" and writes nothing more. */
   private crashedAt: CrashPoint | null = null;
 

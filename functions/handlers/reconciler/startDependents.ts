@@ -7,6 +7,7 @@
 // a started batch is `submitting` with a cursor that says what is left.
 import type { Batch } from "../../core/model";
 import type { HandlerDeps } from "../../runtime";
+import { mapLimited } from "./mapLimited";
 import { createReconcileContext } from "./reconcileContext";
 import { type DependencySummary, lookUpDependencies, settleBlocked } from "./sweepBlockedBatches";
 
@@ -18,6 +19,8 @@ export async function startDependents(deps: HandlerDeps, parent: Batch): Promise
   const dependents = await deps.ledger.findDependents(parent.batchId, maxDependents);
   if (dependents.length === 0) return summary;
   const ctx = createReconcileContext(deps, {
+    // Each child is a few small transactions on its own documents: nothing to contend on.
+    concurrency: 32,
     publishBudget: Number.MAX_SAFE_INTEGER,
     maxPagesPerSweep: Number.MAX_SAFE_INTEGER,
     timeBudgetMs: Number.MAX_SAFE_INTEGER,
@@ -25,10 +28,13 @@ export async function startDependents(deps: HandlerDeps, parent: Batch): Promise
   summary.blocked = dependents.length;
   const found = await lookUpDependencies(ctx, dependents);
   found.set(parent.batchId, parent); // as just finalized, whatever a replica read says
-  for (const batch of dependents)
-    await ctx.guard({ sweep: "dependents", batchId: batch.batchId }, () =>
+  // Concurrently, as the blocked-batch sweep does: one after another, each child's six round trips
+  // put the 50th of a fan-out ~50 s after its parent's finalization.
+  await mapLimited(dependents, ctx.concurrency, (batch) =>
+    ctx.guard({ sweep: "dependents", batchId: batch.batchId }, () =>
       settleBlocked(ctx, batch, found, summary),
-    );
+    ),
+  );
   if (summary.started + summary.failed > 0)
     deps.log.info(
       "batch.dependents_started",
