@@ -70,7 +70,8 @@ export interface LocalStack {
   stop(): Promise<void>;
 }
 
-const dataMarker = ".tally-data";
+/** Marks a folder as the stack's own (or a tool's, inside `.tally`): only such folders are wiped. */
+export const dataMarker = ".tally-data";
 
 export async function startLocalStack(options: LocalStackOptions = {}): Promise<LocalStack> {
   validateStackOptions(options);

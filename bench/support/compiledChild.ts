@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "nod
 import { basename, join, relative } from "node:path";
 import * as ts from "typescript";
 import { buildBundle, repoRoot } from "../../infra/bundle/buildBundle";
+import { dataMarker } from "../../local/localStack";
 
 /**
  * Builds `<repo>/.tally/bench-build/`: `functions/` (the bundle's staging tree) and the child at the
@@ -16,6 +17,8 @@ export function compileBenchChild(script: string): string {
   const outDir = join(repoRoot, ".tally", "bench-build");
   rmSync(outDir, { recursive: true, force: true });
   const bundle = buildBundle({ outDir: join(outDir, "bundle") });
+  // Inside the local stack's data folder: marked as a tool's, or `npm start` refuses the folder.
+  writeFileSync(join(outDir, dataMarker), "Built by npm run bench; the local stack may wipe it.\n");
   symlinkSync(bundle.stagingDir, join(outDir, "functions"), "dir");
   const rel = relative(repoRoot, script);
   const target = join(outDir, rel.replace(/\.ts$/, ".js"));
