@@ -451,6 +451,33 @@ describe("races", () => {
     expect((await ledger.getItem(batchId, "i1"))?.result).toBe("from w2");
   });
 
+  it("live counts come from one snapshot: while items move, every count adds up to the total", async () => {
+    // Each item goes pending → running → succeeded while countItems runs over and over; four counts
+    // read at different times would count a moving item twice or not at all (issue #15 item 10).
+    const n = 200;
+    await batchWithItems(n);
+    await ledger.markSubmitted(batchId, n, T0);
+    const queue = Array.from({ length: n }, (_, i) => `i${i}`);
+    let moving = true;
+    const totals: number[] = [];
+    const counting = (async () => {
+      while (moving) totals.push((await ledger.countItems(batchId)).total);
+    })();
+    await Promise.all(
+      Array.from({ length: 10 }, async (_, w) => {
+        for (let id = queue.pop(); id !== undefined; id = queue.pop()) {
+          await ledger.leaseItem(ref(id), `w${w}`, 60_000, 5, T0);
+          await ledger.completeItem(ref(id), `w${w}`, { id }, T0);
+        }
+      }),
+    );
+    moving = false;
+    await counting;
+    expect(totals.length).toBeGreaterThan(3);
+    expect(totals.filter((t) => t !== n)).toEqual([]);
+    expect(await ledger.countItems(batchId)).toMatchObject({ total: n, succeeded: n });
+  });
+
   it("1,000 items completed by 20 concurrent callers → derived counts exact", async () => {
     const n = 1000;
     await batchWithItems(n);
