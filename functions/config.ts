@@ -2,6 +2,8 @@
 // and the local stack (local/) set these variables; defaults suit the local stack.
 import { z } from "zod";
 import { limits } from "./core/limits";
+import { type HttpPipelineDeclaration, parseHttpPipelineDeclarations } from "./pipelines/httpPipeline";
+import { codePipelineNames, httpPipelinesVariable } from "./pipelines/registry";
 import { buildTopology, defaultDelivery, type Topology } from "./topology";
 
 const intFrom = (def: number) => z.coerce.number().int().positive().default(def);
@@ -35,6 +37,8 @@ const envSchema = z.object({
   /** OIDC verification of push / scheduler requests (on in the cloud, off locally: emulators send no token). */
   TALLY_OIDC_AUDIENCE: z.string().optional(),
   TALLY_OIDC_SERVICE_ACCOUNT: z.string().optional(),
+  /** HTTP pipelines (issue #17 §4): a JSON array of declarations, functions/pipelines/httpPipeline.ts. */
+  TALLY_HTTP_PIPELINES: z.string().optional(),
 });
 
 export type TallyEnv = z.infer<typeof envSchema>;
@@ -43,14 +47,21 @@ export interface TallyConfig {
   env: TallyEnv;
   projectId: string;
   topology: Topology;
+  /** The HTTP pipelines declared in TALLY_HTTP_PIPELINES (validated; the registry builds them). */
+  httpPipelines: HttpPipelineDeclaration[];
 }
 
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig {
   const parsed = envSchema.safeParse(source);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new Error(`invalid Tally configuration: ${problems}`);
-  }
+  const problems = parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+  // Validated here so a handler with a bad declaration fails when it is built, naming each field.
+  const http = parseHttpPipelineDeclarations(
+    source[httpPipelinesVariable],
+    httpPipelinesVariable,
+    codePipelineNames,
+  );
+  if (!http.ok) problems.push(...http.problems);
+  if (!parsed.success || !http.ok) throw new Error(`invalid Tally configuration: ${problems.join("; ")}`);
   const env = parsed.data;
   const topology = buildTopology({
     prefix: env.TALLY_PREFIX,
@@ -70,5 +81,5 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig
       staleFinalizingSeconds: env.TALLY_STALE_FINALIZING_SECONDS,
     },
   });
-  return { env, projectId: env.GOOGLE_CLOUD_PROJECT, topology };
+  return { env, projectId: env.GOOGLE_CLOUD_PROJECT, topology, httpPipelines: http.declarations };
 }

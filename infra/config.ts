@@ -5,6 +5,11 @@
 // the local stack builds from, so names, ack deadline, retry and dead-letter settings, lease and
 // schedule mean the same thing in both places.
 import * as pulumi from "@pulumi/pulumi";
+import {
+  type HttpPipelineDeclaration,
+  parseHttpPipelineDeclarations,
+} from "../functions/pipelines/httpPipeline";
+import { codePipelineNames } from "../functions/pipelines/registry";
 import { buildTopology, type DeliverySettings, type Topology, validateDelivery } from "../functions/topology";
 import { cronProblems } from "./cronExpression";
 
@@ -46,6 +51,8 @@ export const configKeys = {
   oldestUnackedAlertSeconds:
     "alert when the oldest unacked work message is older than this (60..86400, default 1800)",
   worker5xxRatio: "alert when the worker's 5xx share of requests exceeds this over 5 min (0..1, default 0.2)",
+  httpPipelines:
+    'HTTP pipelines (issue #17): a JSON array of declarations, functions/pipelines/httpPipeline.ts (default "[]", none)',
 } as const;
 
 export type ConfigKey = keyof typeof configKeys;
@@ -75,6 +82,8 @@ export interface InfraConfig {
   worker: HandlerSizing;
   reconciler: HandlerSizing;
   alerts: { oldestUnackedSeconds: number; worker5xxRatio: number };
+  /** Declared HTTP pipelines, validated; passed to the handlers as TALLY_HTTP_PIPELINES. */
+  httpPipelines: HttpPipelineDeclaration[];
 }
 
 export class InfraConfigError extends Error {
@@ -262,6 +271,15 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
     memory: "512Mi",
   };
 
+  // The same parser the handlers run on TALLY_HTTP_PIPELINES, so a declaration the handlers would
+  // refuse fails `pulumi preview` instead, naming the field (tally:httpPipelines[0].url: …).
+  const http = parseHttpPipelineDeclarations(
+    source("httpPipelines"),
+    key("httpPipelines"),
+    codePipelineNames,
+  );
+  if (!http.ok) problems.push(...http.problems);
+
   const config: InfraConfig = {
     stack: ctx.stack,
     prefix,
@@ -292,6 +310,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
       oldestUnackedSeconds: int("oldestUnackedAlertSeconds", 1800, 60, 86400),
       worker5xxRatio: fraction("worker5xxRatio", 0.2),
     },
+    httpPipelines: http.ok ? http.declarations : [],
   };
   if (problems.length > 0) throw new InfraConfigError(problems);
   return config;

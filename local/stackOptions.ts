@@ -1,6 +1,9 @@
 // Options of the local stack: the programmatic shape (`startLocalStack(opts)`) and the `npm start`
 // flags that map onto it. Delivery settings are range-checked by the topology's own validation, so
 // a flag the deployed stack would refuse is refused here too.
+import { readFileSync } from "node:fs";
+import { parseHttpPipelineDeclarations } from "../functions/pipelines/httpPipeline";
+import { codePipelineNames, httpPipelinesVariable } from "../functions/pipelines/registry";
 import { type DeliverySettings, defaultDelivery, validateDelivery } from "../functions/topology";
 
 export interface LocalStackOptions {
@@ -69,6 +72,8 @@ Options:
   --data DIR                  data folder (default .tally); wiped on start unless --persist
   --persist                   keep the data folder (Firestore data is exported on stop, imported on start)
   --project ID                emulator project id (default tally-local)
+  --http-pipelines FILE       HTTP pipelines: a JSON file holding an array of declarations
+                              (docs/pipelines.md), given to every handler as TALLY_HTTP_PIPELINES
   --env KEY=VALUE             extra environment for every handler process (repeatable)
   --verbose                   every log line, per-item events included
   --quiet                     no handler logs
@@ -139,6 +144,8 @@ export function parseStartArgs(argv: string[]): LocalStackOptions | null {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(v);
       if (!m) throw new UsageError(`--env must be KEY=VALUE (got "${v}")`);
       env[m[1]!] = m[2]!;
+    } else if (flag === "--http-pipelines") {
+      env[httpPipelinesVariable] = readHttpPipelines(value());
     } else if (flag === "--persist") {
       noValue();
       opts.persist = true;
@@ -155,6 +162,19 @@ export function parseStartArgs(argv: string[]): LocalStackOptions | null {
   if (Object.keys(env).length > 0) opts.env = env;
   validateStackOptions(opts);
   return opts;
+}
+
+/** Reads and validates an HTTP pipelines file; the declarations as JSON text, or a UsageError naming each bad field. */
+function readHttpPipelines(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`--http-pipelines: cannot read ${file}: ${(err as Error).message}`);
+  }
+  const parsed = parseHttpPipelineDeclarations(text, file, codePipelineNames);
+  if (!parsed.ok) throw new UsageError(`--http-pipelines: ${parsed.problems.join("; ")}`);
+  return JSON.stringify(parsed.declarations);
 }
 
 /** The delivery settings the stack will run with: defaults, then the options, then derived values. */

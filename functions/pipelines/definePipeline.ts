@@ -44,6 +44,19 @@ export interface PipelineDefinition<P = unknown> {
   classifyError?: (err: unknown) => ErrorClass;
   /** The item's result from the step outputs; by default the output of the last step that ran. */
   result?: (outputs: Record<string, unknown>) => unknown;
+  /**
+   * Items of this pipeline running at once in one worker instance (issue #17 §2); the hard cap on
+   * the pipeline's in-flight items is this × the worker's max instances. Unset: no cap but the
+   * worker's own request concurrency.
+   */
+  concurrency?: number;
+  /**
+   * Item starts per second in one worker instance (token bucket, functions/pipelines/rateLimiter.ts);
+   * across N instances the pipeline may start up to N × this. Unset: no rate limit.
+   */
+  ratePerSecond?: number;
+  /** Starts the rate limiter allows at once after an idle spell (bucket size); default 1. */
+  burst?: number;
 }
 
 export function definePipeline<P>(def: PipelineDefinition<P>): PipelineDefinition<P> {
@@ -55,5 +68,11 @@ export function definePipeline<P>(def: PipelineDefinition<P>): PipelineDefinitio
     if (names.has(s.name)) throw new Error(`pipeline ${def.name}: step "${s.name}" is defined twice`);
     names.add(s.name);
   }
+  if (def.concurrency !== undefined && !(Number.isInteger(def.concurrency) && def.concurrency >= 1))
+    throw new Error(`pipeline ${def.name}: concurrency must be a whole number ≥ 1 (got ${def.concurrency})`);
+  if (def.ratePerSecond !== undefined && !(def.ratePerSecond > 0))
+    throw new Error(`pipeline ${def.name}: ratePerSecond must be above 0 (got ${def.ratePerSecond})`);
+  if (def.burst !== undefined && !(Number.isInteger(def.burst) && def.burst >= 1))
+    throw new Error(`pipeline ${def.name}: burst must be a whole number ≥ 1 (got ${def.burst})`);
   return def;
 }

@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../functions/config";
 import { defaultDelivery } from "../../functions/topology";
 import { repoRoot } from "../../infra/bundle/buildBundle";
 import {
@@ -13,6 +14,7 @@ import {
   parseInfraConfig,
 } from "../../infra/config";
 import { cronProblems } from "../../infra/cronExpression";
+import { handlerEnvironment } from "../../infra/services";
 import { createStack } from "../../infra/stack";
 import { installMocks, registrationsSettled, setStackConfig } from "./support/pulumiMocks";
 
@@ -199,6 +201,35 @@ describe("stack configuration", () => {
     expect(long.length).toBeLessThanOrEqual(20);
     expect(long).toMatch(/^[a-z][a-z0-9-]*[a-z0-9]$/);
     expect(parse({}, "Feature/Very_Long-Branch-Name-2024").prefix).toBe(long);
+  });
+
+  it("tally:httpPipelines: validated by the handlers' own parser, each bad field named; passed to every handler", () => {
+    expect(parse({}).httpPipelines).toEqual([]);
+    expect(
+      problemsOf({
+        httpPipelines: JSON.stringify([
+          { name: "demo", url: "https://a.example.com", timeoutSeconds: 10 },
+          { name: "x", url: "nope", timeoutSeconds: 0 },
+        ]),
+      }),
+    ).toEqual([
+      "tally:httpPipelines[1].url: must be an http:// or https:// URL without credentials",
+      "tally:httpPipelines[1].timeoutSeconds: Too small: expected number to be >=1",
+    ]);
+    expect(
+      problemsOf({
+        httpPipelines: JSON.stringify([{ name: "demo", url: "https://a.example.com", timeoutSeconds: 10 }]),
+      }),
+    ).toEqual(['tally:httpPipelines[0].name: "demo" is already a code pipeline; choose another name']);
+    const declared = [
+      { name: "predict", url: "https://predict.example.com", timeoutSeconds: 60, auth: "oidc" },
+    ];
+    const cfg = parse({ httpPipelines: JSON.stringify(declared) });
+    expect(cfg.httpPipelines).toEqual(declared);
+    const env = handlerEnvironment(cfg, "p");
+    expect(JSON.parse(env.TALLY_HTTP_PIPELINES!)).toEqual(declared);
+    expect(loadConfig(env).httpPipelines).toEqual(declared);
+    expect(handlerEnvironment(parse({}), "p").TALLY_HTTP_PIPELINES).toBeUndefined();
   });
 
   it("documents every key in Pulumi.dev.yaml", () => {

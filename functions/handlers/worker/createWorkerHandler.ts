@@ -9,6 +9,16 @@
 // at the ledger's last attempt the item fails instead and the delivery is acknowledged (F10).
 // Shutdown aborts running steps, releases their leases and answers their deliveries 503 (F9).
 //
+// Admission (issue #17 §2): a pipeline that declares `concurrency` or `ratePerSecond` is admitted
+// through its gate (functions/pipelines/rateLimiter.ts) BEFORE the lease — the lease is what uses a
+// ledger attempt. A delivery waits first in, first out for a slot and a token, at most
+// `admissionWaitMs`; if none comes it is answered 429 `rate_limited` (503 when the worker shuts
+// down meanwhile) with nothing written to the ledger: a Pub/Sub delivery used, no attempt. Because
+// such refusals spend the message's delivery headroom (maxDeliveryAttempts > maxItemAttempts,
+// functions/topology.ts), the wait is long (a quarter of the request timeout, at most 60 s) so that
+// a refused item is rare and always able to run later; the time waited is taken off the item's
+// budget so the item still finishes inside the request.
+//
 // Per delivery the work is constant (F8): with a warm batch cache, 1 read + 1 write to lease,
 // 1 read + 1 write to complete, 1 read for the "anything left?" check — nothing scans the queue or
 // the batch. A pipeline name is read from the batch once per batch per instance (cached).
@@ -30,6 +40,7 @@ import type { ItemError } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
 import { assertCrashPointsAllowed, CrashPointReached, type CrashSwitch } from "../../faults";
 import type { PipelineDefinition } from "../../pipelines/definePipeline";
+import { PipelineGates, type Release } from "../../pipelines/rateLimiter";
 import { getPipeline } from "../../pipelines/registry";
 import { errorMessage, type RunOutcome, runItem } from "../../pipelines/runItem";
 import { decodePushRequest, itemRefFromAttributes, type PushDelivery } from "../../pubsub/pushDelivery";
@@ -46,6 +57,11 @@ export interface WorkerHandlerOptions {
   instanceId?: string;
   /** Certificates for OIDC verification (default: Google's); tests inject a local key pair's. */
   oidcCertificates?: CertificateSource;
+  /**
+   * How long a delivery of a rate- or concurrency-limited pipeline waits for admission before it is
+   * refused (429, no ledger attempt). Default: a quarter of the worker's request timeout, at most 60 s.
+   */
+  admissionWaitMs?: number;
   /** How long `shutdown()` waits for running deliveries to release their items. */
   shutdownTimeoutMs?: number;
   /** Batches whose pipeline name is remembered (a batch's pipeline never changes). */
@@ -69,6 +85,8 @@ export interface WorkerStats {
   /** Deliveries stopped by shutdown or a lost lease (answered 503). */
   interrupted: number;
   unauthenticated: number;
+  /** Deliveries refused before the lease by a pipeline's concurrency or rate limit (no attempt used). */
+  refused: number;
 }
 
 export interface WorkerHandler {
@@ -83,6 +101,7 @@ export interface WorkerHandler {
 interface Reply {
   status: number;
   body: unknown;
+  headers?: Record<string, string>;
 }
 const ack = (outcome: string, fields: Record<string, unknown> = {}): Reply => ({
   status: 200,
@@ -106,6 +125,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const ackDeadlineMs = settings.ackDeadlineSeconds * 1000;
   const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
+  const admissionWaitMs = opts.admissionWaitMs ?? Math.min(60_000, Math.floor(requestMs / 4));
+  const gates = new PipelineGates();
   const finalizeDeps: FinalizeDeps = finalizeDepsFor(deps, log);
 
   const verifier = buildVerifier(deps, opts);
@@ -118,6 +139,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     poison: 0,
     interrupted: 0,
     unauthenticated: 0,
+    refused: 0,
   };
   const shutdownController = new AbortController();
   const inflight = new Set<Promise<void>>();
@@ -193,6 +215,50 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     if (pipelineName === null) return poison(ilog, delivery, `unknown batch ${ref.batchId}`);
     const pipeline = lookupPipeline(pipelineName);
     const maxAttempts = pipeline?.maxAttempts ?? settings.maxItemAttempts;
+
+    // Admission before the lease: a refusal here writes nothing and uses no attempt.
+    const gate = pipeline ? gates.gateFor(pipeline.name, pipeline) : null;
+    let release: Release | null = null;
+    let waitedMs = 0;
+    if (gate) {
+      const arrived = clock.now();
+      release = await gate.acquire(admissionWaitMs, shutdownController.signal);
+      waitedMs = clock.now() - arrived;
+      if (!release) {
+        stats.refused++;
+        if (shutdownController.signal.aborted)
+          return errorReply(503, "shutting_down", "the worker is shutting down");
+        const message = `pipeline ${pipelineName} is at its limit in this instance (${describeLimits(pipeline!)}); no slot within ${admissionWaitMs} ms — redeliver later (no attempt was used)`;
+        ilog.info("item.admission_refused", message, {
+          pipeline: pipelineName,
+          waitedMs,
+          inFlight: gate.inFlight,
+          waiting: gate.waiting,
+          deliveryAttempt: delivery.deliveryAttempt,
+        });
+        return {
+          ...errorReply(429, "rate_limited", message, { pipeline: pipelineName, waitedMs }),
+          headers: { "Retry-After": "1" },
+        };
+      }
+    }
+    try {
+      return await leaseAndRun(ref, delivery, ilog, pipelineName, pipeline, maxAttempts, waitedMs);
+    } finally {
+      release?.();
+    }
+  }
+
+  async function leaseAndRun(
+    ref: ItemRef,
+    delivery: PushDelivery,
+    ilog: Logger,
+    pipelineName: string,
+    // biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
+    pipeline: PipelineDefinition<any> | undefined,
+    maxAttempts: number,
+    waitedMs: number,
+  ): Promise<Reply> {
     const owner = `${instanceId}/${randomUUID().slice(0, 8)}`;
 
     const lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
@@ -233,7 +299,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           clock,
           log: ilog,
           leaseMs,
-          itemTimeoutMs: Math.min(pipeline.timeoutSeconds * 1000, itemBudgetMs),
+          itemTimeoutMs: Math.min(pipeline.timeoutSeconds * 1000, Math.max(1000, itemBudgetMs - waitedMs)),
           shutdown: shutdownController.signal,
         })
       : {
@@ -520,7 +586,16 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
 }
 
 function send(res: Response, reply: Reply): void {
+  for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value);
   res.status(reply.status).json(reply.body);
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
+function describeLimits(p: PipelineDefinition<any>): string {
+  const parts: string[] = [];
+  if (p.concurrency !== undefined) parts.push(`concurrency ${p.concurrency}`);
+  if (p.ratePerSecond !== undefined) parts.push(`${p.ratePerSecond}/s, burst ${p.burst ?? 1}`);
+  return parts.join(", ");
 }
 
 function buildVerifier(deps: WorkerDeps, opts: WorkerHandlerOptions): OidcVerifier | null {
