@@ -149,6 +149,7 @@ export const firestoreIndexExemptions: Array<{ collection: string; field: string
     "exportError",
     "exportFailedAt",
     "nextExportAt",
+    "joinedWriters",
   ].map((field) => ({ collection: batchesCollection, field })),
 ];
 

@@ -89,8 +89,21 @@ export class FirestoreLedger implements Ledger {
     items: NewItem[],
     now: number,
     opts: { publishable: boolean; deferReceived?: boolean },
-  ): Promise<{ alreadyExisting: string[] }> {
+  ): Promise<{ alreadyExisting: string[]; joinedWriters: number }> {
     return this.transitions.appendItems(batchId, fromSeq, items, now, opts);
+  }
+  joinSubmission(batchId: string, now: number): Promise<number> {
+    return this.batches.joinSubmission(batchId, now);
+  }
+  countItemsAt(batchId: string, fromSeq: number, count: number): Promise<number> {
+    return this.queries.countItemsAt(batchId, fromSeq, count);
+  }
+  withdrawItems(
+    batchId: string,
+    items: Array<{ itemId: string; seq: number }>,
+    now: number,
+  ): Promise<string[]> {
+    return this.transitions.withdrawItems(batchId, items, now);
   }
   readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]> {
     return this.queries.readItemRefs(batchId, fromSeq, count);

@@ -134,6 +134,12 @@ export interface Batch {
   exportFailedAt?: number | null;
   /** Earliest time the next export attempt may claim the batch (backoff after a failed attempt). */
   nextExportAt?: number | null;
+  /**
+   * Requests that joined the submission of this existing batch (re-submissions), counted: a writer
+   * that sees it move while it stores knows another request may be storing beside it and checks
+   * that each position holds one item (submissionWriter.ts). Absent: 0.
+   */
+  joinedWriters?: number;
 }
 
 export interface NewItem {

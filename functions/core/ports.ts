@@ -94,7 +94,33 @@ export interface Ledger {
        */
       deferReceived?: boolean;
     },
-  ): Promise<{ alreadyExisting: string[] }>;
+  ): Promise<{
+    alreadyExisting: string[];
+    /** The batch's `joinedWriters` as the fenced commits that stored the items saw it (their fence read). */
+    joinedWriters: number;
+  }>;
+  /**
+   * A request joins the submission of an existing batch: `joinedWriters` + 1, returned. A writer
+   * already storing sees the change in its next fenced commit (the batch document moved).
+   */
+  joinSubmission(batchId: string, now: number): Promise<number>;
+  /**
+   * How many items are stored at positions `fromSeq…fromSeq+count-1` (one count aggregation). More
+   * than `count` means two items share a position: two requests of one batch stored different items
+   * there at the same time (the coordinator's position check, submissionWriter.ts).
+   */
+  countItemsAt(batchId: string, fromSeq: number, count: number): Promise<number>;
+  /**
+   * Removes items this caller stored and never published, each only while it is still untouched
+   * (pending, attempt 0, generation 1), and lowers `received` below the first one removed (it is a
+   * lower bound of the stored prefix). The loser of a position collision withdraws its items with
+   * it. Returns the ids removed.
+   */
+  withdrawItems(
+    batchId: string,
+    items: Array<{ itemId: string; seq: number }>,
+    now: number,
+  ): Promise<string[]>;
   /** Items in submission order from `fromSeq` (to publish from the cursor). */
   readItemRefs(batchId: string, fromSeq: number, count: number): Promise<ItemRef[]>;
   /**

@@ -106,6 +106,7 @@ async function exerciseEveryQuery(ledger: FirestoreLedger): Promise<void> {
   await ledger.createBatch(batch("b1"), T0);
   await ledger.appendItems("b1", 0, items(4), T0, { publishable: true });
   expect(await ledger.getItemsBySeq("b1", 0, 4)).toHaveLength(4);
+  expect(await ledger.countItemsAt("b1", 0, 4)).toBe(4);
   expect(await ledger.readItemRefs("b1", 0, 4)).toHaveLength(4);
   await ledger.advanceCursor("b1", 4, T0 + 1);
   expect(await ledger.markSubmitted("b1", 4, T0 + 1)).toBe(true);

@@ -177,6 +177,7 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         await ledger.createBatch(newBatch(id), T0);
         expect(await ledger.appendItems(id, 0, items(0, 5), T0, { publishable: true })).toEqual({
           alreadyExisting: [],
+          joinedWriters: 0,
         });
         expect((await ledger.getBatch(id))?.received).toBe(5);
         await ledger.appendItems(id, 5, items(5, 3), T0, { publishable: true, deferReceived: true });
@@ -210,6 +211,47 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         expect(again.alreadyExisting).toEqual(["i0"]);
         expect(await ledger.getItem(id, "i0")).toMatchObject({ status: "running", payload: { n: 0 } });
         expect(await ledger.getItem(id, "i8")).toMatchObject({ seq: 1, status: "pending" });
+      });
+
+      it("counts the items at a range of positions, and withdraws only untouched items, lowering received", async () => {
+        const id = newId("withdraw");
+        await ledger.createBatch(newBatch(id), T0);
+        await ledger.appendItems(id, 0, items(0, 4), T0, { publishable: true });
+        expect(await ledger.countItemsAt(id, 0, 4)).toBe(4);
+        expect(await ledger.countItemsAt(id, 2, 10)).toBe(2);
+        expect(await ledger.countItemsAt(id, 0, 0)).toBe(0);
+        // Another request's items at positions 1 and 2 (different ids): two items share each.
+        await ledger.appendItems(
+          id,
+          1,
+          [
+            { itemId: "x1", payload: null },
+            { itemId: "x2", payload: null },
+          ],
+          T0 + 1,
+          { publishable: true },
+        );
+        expect(await ledger.countItemsAt(id, 0, 4)).toBe(6);
+        expect((await ledger.getBatch(id))?.received).toBe(4);
+        // x2 was taken by a worker meanwhile: only x1 is withdrawn; received drops below position 1.
+        expect((await ledger.leaseItem(ref(id, "x2"), "w", LEASE, 5, T0 + 2)).kind).toBe("leased");
+        expect(
+          await ledger.withdrawItems(
+            id,
+            [
+              { itemId: "x1", seq: 1 },
+              { itemId: "x2", seq: 2 },
+              { itemId: "i3", seq: 9 },
+            ],
+            T0 + 3,
+          ),
+        ).toEqual(["x1"]);
+        expect(await ledger.getItem(id, "x1")).toBeNull();
+        expect(await ledger.getItem(id, "x2")).toMatchObject({ status: "running" });
+        expect(await ledger.getItem(id, "i3")).toMatchObject({ seq: 3, status: "pending" });
+        expect(await ledger.countItemsAt(id, 0, 4)).toBe(5);
+        expect((await ledger.getBatch(id))?.received).toBe(1);
+        expect(await ledger.withdrawItems(id, [], T0 + 4)).toEqual([]);
       });
 
       it("moves the cursor and received forward only, and seals the batch once", async () => {

@@ -293,14 +293,72 @@ export class MemoryLedger implements Ledger {
     return snap.map((d) => toItem(d.data)!);
   }
 
+  async joinSubmission(batchId: string, now: number): Promise<number> {
+    return this.tx(async (tx) => {
+      const path = batchPath(batchId);
+      const b = toBatch((await tx.get(path)).data);
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      const joinedWriters = (b.joinedWriters ?? 0) + 1;
+      tx.update(path, { joinedWriters, updatedAt: now });
+      this.ops.writes++;
+      return joinedWriters;
+    });
+  }
+
+  async countItemsAt(batchId: string, fromSeq: number, count: number): Promise<number> {
+    if (count <= 0) return 0;
+    const n = await this.db.count({
+      ...this.items(batchId),
+      where: [everyShard, ["seq", ">=", fromSeq], ["seq", "<", fromSeq + count]],
+    });
+    this.ops.aggregations++;
+    return n;
+  }
+
+  async withdrawItems(
+    batchId: string,
+    items: Array<{ itemId: string; seq: number }>,
+    now: number,
+  ): Promise<string[]> {
+    if (items.length === 0) return [];
+    // As FirestoreLedger: one transaction, each item removed only while untouched, `received`
+    // lowered below the first position left empty unless the batch was sealed.
+    return this.tx(async (tx) => {
+      const path = batchPath(batchId);
+      const b = toBatch((await tx.get(path)).data);
+      this.ops.reads += 1 + items.length;
+      const removed: Array<{ itemId: string; seq: number }> = [];
+      for (const want of items) {
+        const itemDoc = itemPath(batchId, want.itemId);
+        const item = toItem((await tx.get(itemDoc)).data);
+        if (!item || item.seq !== want.seq || item.status !== "pending" || item.attempt !== 0) continue;
+        if (item.generation !== 1) continue;
+        tx.delete(itemDoc);
+        removed.push(want);
+      }
+      const lowest = Math.min(...removed.map((r) => r.seq));
+      if (b && !b.submissionComplete && removed.length > 0 && b.received > lowest) {
+        tx.update(path, { received: lowest, updatedAt: now });
+        this.ops.writes++;
+      }
+      this.ops.writes += removed.length;
+      return removed.map((r) => r.itemId);
+    });
+  }
+
   async appendItems(
     batchId: string,
     fromSeq: number,
     items: NewItem[],
     now: number,
     opts: { publishable: boolean; deferReceived?: boolean },
-  ): Promise<{ alreadyExisting: string[] }> {
+  ): Promise<{ alreadyExisting: string[]; joinedWriters: number }> {
     const alreadyExisting: string[] = [];
+    let joinedWriters = 0;
+    const saw = (b: Batch) => {
+      joinedWriters = Math.max(joinedWriters, b.joinedWriters ?? 0);
+    };
     if (items.length > 0) {
       const expireAt = now + this.retentionMs;
       const docs = items.map((it, i) => {
@@ -334,18 +392,20 @@ export class MemoryLedger implements Ledger {
       await Promise.all(
         commitGroups(docs).map(async (group) => {
           try {
-            await this.commitFenced(batchId, mayCreateItems, (writes) => {
-              for (const d of group) writes.push({ op: "create", path: d.path, data: { ...d.doc } });
-            });
+            saw(
+              await this.commitFenced(batchId, mayCreateItems, (writes) => {
+                for (const d of group) writes.push({ op: "create", path: d.path, data: { ...d.doc } });
+              }),
+            );
           } catch (err) {
             if (!isAlreadyExists(err)) throw err;
-            alreadyExisting.push(...(await this.createEach(batchId, group)));
+            alreadyExisting.push(...(await this.createEach(batchId, group, saw)));
           }
         }),
       );
       this.ops.writes += items.length;
     }
-    if (opts.deferReceived) return { alreadyExisting };
+    if (opts.deferReceived) return { alreadyExisting, joinedWriters };
     const to = fromSeq + items.length;
     await this.tx(async (tx) => {
       const path = batchPath(batchId);
@@ -357,19 +417,25 @@ export class MemoryLedger implements Ledger {
         this.ops.writes++;
       }
     });
-    return { alreadyExisting };
+    return { alreadyExisting, joinedWriters };
   }
 
-  private async createEach(batchId: string, group: Array<{ path: string; doc: ItemDoc }>): Promise<string[]> {
+  private async createEach(
+    batchId: string,
+    group: Array<{ path: string; doc: ItemDoc }>,
+    saw: (b: Batch) => void,
+  ): Promise<string[]> {
     const existing: string[] = [];
     let next = 0;
     const worker = async () => {
       while (next < group.length) {
         const d = group[next++]!;
         try {
-          await this.commitFenced(batchId, mayCreateItems, (writes) => {
-            writes.push({ op: "create", path: d.path, data: { ...d.doc } });
-          });
+          saw(
+            await this.commitFenced(batchId, mayCreateItems, (writes) => {
+              writes.push({ op: "create", path: d.path, data: { ...d.doc } });
+            }),
+          );
         } catch (err) {
           if (!isAlreadyExists(err)) throw err;
           existing.push(d.doc.itemId);
@@ -417,7 +483,7 @@ export class MemoryLedger implements Ledger {
     batchId: string,
     decide: (b: Batch) => FenceDecision,
     build: (writes: Write[]) => void,
-  ): Promise<void> {
+  ): Promise<Batch> {
     let fence = this.fences.get(batchId);
     if (!fence || !decide(fence.batch).ok) fence = await this.readFence(batchId, decide);
     for (let round = 1; ; round++) {
@@ -428,7 +494,7 @@ export class MemoryLedger implements Ledger {
       try {
         await this.db.commit(writes);
         if (this.fence) this.ops.writes++;
-        return;
+        return fence.batch;
       } catch (err) {
         if (!isFailedPrecondition(err)) throw err;
         const fresh = await this.readFence(batchId, decide);

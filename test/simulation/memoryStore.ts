@@ -303,6 +303,9 @@ export class StoreTransaction {
   update(path: string, patch: Record<string, unknown>): void {
     this.writes.push({ op: "update", path, fields: fieldsOf(patch) });
   }
+  delete(path: string): void {
+    this.writes.push({ op: "delete", path });
+  }
 }
 
 /** The asynchronous view of the store that a ledger uses: every primitive awaits the gate first. */

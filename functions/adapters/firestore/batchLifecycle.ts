@@ -92,6 +92,19 @@ export class FirestoreBatchLifecycle extends LedgerPart {
     });
   }
 
+  async joinSubmission(batchId: string, now: number): Promise<number> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      const joinedWriters = (b.joinedWriters ?? 0) + 1;
+      tx.update(ref, { joinedWriters, updatedAt: now });
+      this.ops.writes++;
+      return joinedWriters;
+    });
+  }
+
   async recordProgress(batchId: string, now: number): Promise<void> {
     await this.tx(async (tx) => {
       const ref = this.batchRef(batchId);

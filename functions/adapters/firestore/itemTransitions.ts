@@ -36,8 +36,14 @@ export class FirestoreItemTransitions extends LedgerPart {
     items: NewItem[],
     now: number,
     opts: { publishable: boolean; deferReceived?: boolean },
-  ): Promise<{ alreadyExisting: string[] }> {
+  ): Promise<{ alreadyExisting: string[]; joinedWriters: number }> {
     const alreadyExisting: string[] = [];
+    // The highest `joinedWriters` any of this call's commits was fenced on: a request that joined
+    // after the caller started is seen here (its join moved the batch document).
+    let joinedWriters = 0;
+    const saw = (b: Batch) => {
+      joinedWriters = Math.max(joinedWriters, b.joinedWriters ?? 0);
+    };
     if (items.length > 0) {
       const expireAt = this.expireAt(now);
       const docs = items.map((it, i) => {
@@ -78,18 +84,20 @@ export class FirestoreItemTransitions extends LedgerPart {
       await Promise.all(
         commitGroups(docs).map(async (group) => {
           try {
-            await this.commitFenced(batchId, mayCreateItems, (wb) => {
-              for (const d of group) wb.create(d.ref, d.doc);
-            });
+            saw(
+              await this.commitFenced(batchId, mayCreateItems, (wb) => {
+                for (const d of group) wb.create(d.ref, d.doc);
+              }),
+            );
           } catch (err) {
             if (!isAlreadyExists(err)) throw err;
-            alreadyExisting.push(...(await this.createEach(batchId, group)));
+            alreadyExisting.push(...(await this.createEach(batchId, group, saw)));
           }
         }),
       );
       this.ops.writes += items.length;
     }
-    if (opts.deferReceived) return { alreadyExisting };
+    if (opts.deferReceived) return { alreadyExisting, joinedWriters };
     const to = fromSeq + items.length;
     await this.tx(async (tx) => {
       const ref = this.batchRef(batchId);
@@ -101,7 +109,42 @@ export class FirestoreItemTransitions extends LedgerPart {
         this.ops.writes++;
       }
     });
-    return { alreadyExisting };
+    return { alreadyExisting, joinedWriters };
+  }
+
+  async withdrawItems(
+    batchId: string,
+    items: Array<{ itemId: string; seq: number }>,
+    now: number,
+  ): Promise<string[]> {
+    if (items.length === 0) return [];
+    // One transaction: each item is removed only while nobody has touched it (the caller stored it
+    // and never published it, so only a stale-pending sweep could have), and `received` — a lower
+    // bound of the stored prefix — drops below the first position left empty.
+    return this.tx(async (tx) => {
+      const batchDoc = this.batchRef(batchId);
+      const refs = items.map((it) => this.itemRef(batchId, it.itemId));
+      const [batchSnap, ...snaps] = await tx.getAll(batchDoc, ...refs);
+      this.ops.reads += 1 + refs.length;
+      const removed: Array<{ itemId: string; seq: number }> = [];
+      snaps.forEach((snap, i) => {
+        const item = toItem(snap);
+        const want = items[i]!;
+        if (!item || item.seq !== want.seq || item.status !== "pending" || item.attempt !== 0) return;
+        if (item.generation !== 1) return;
+        tx.delete(refs[i]!);
+        removed.push(want);
+      });
+      const b = toBatch(batchSnap!);
+      const lowest = Math.min(...removed.map((r) => r.seq));
+      // A sealed batch's prefix was verified up to its total (the winner's items fill it): leave it.
+      if (b && !b.submissionComplete && removed.length > 0 && b.received > lowest) {
+        tx.update(batchDoc, { received: lowest, updatedAt: now });
+        this.ops.writes++;
+      }
+      this.ops.writes += removed.length;
+      return removed.map((r) => r.itemId);
+    });
   }
 
   /**
@@ -111,6 +154,7 @@ export class FirestoreItemTransitions extends LedgerPart {
   private async createEach(
     batchId: string,
     group: Array<{ ref: DocumentReference; doc: ItemDoc }>,
+    saw: (b: Batch) => void,
   ): Promise<string[]> {
     const existing: string[] = [];
     let next = 0;
@@ -118,9 +162,11 @@ export class FirestoreItemTransitions extends LedgerPart {
       while (next < group.length) {
         const d = group[next++]!;
         try {
-          await this.commitFenced(batchId, mayCreateItems, (wb) => {
-            wb.create(d.ref, d.doc);
-          });
+          saw(
+            await this.commitFenced(batchId, mayCreateItems, (wb) => {
+              wb.create(d.ref, d.doc);
+            }),
+          );
         } catch (err) {
           if (!isAlreadyExists(err)) throw err;
           existing.push(d.doc.itemId);

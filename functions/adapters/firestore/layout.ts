@@ -170,4 +170,5 @@ export const batchFieldWrites: Record<string, FieldWrites> = {
   exportFailedAt: { values: "sequential", rate: "per-batch", writes: "recordExportFailure: now" },
   nextExportAt: { values: "sequential", rate: "per-batch", writes: "recordExportFailure: now + backoff" },
   expireAt: { values: "sequential", rate: "per-batch", writes: "createBatch: now + retention (TTL)" },
+  joinedWriters: { values: "few", rate: "per-batch", writes: "joinSubmission: +1 per re-submission request" },
 };

@@ -194,7 +194,7 @@ export class LedgerStorage {
     batchId: string,
     decide: (b: Batch) => FenceDecision,
     build: (wb: WriteBatch) => void,
-  ): Promise<void> {
+  ): Promise<Batch> {
     let fence = this.fences.get(batchId);
     if (!fence || !decide(fence.batch).ok) fence = await this.readFence(batchId, decide);
     for (let round = 1; ; round++) {
@@ -208,7 +208,7 @@ export class LedgerStorage {
       try {
         await wb.commit();
         this.ops.writes++; // the fence check (per commit, not per item)
-        return;
+        return fence.batch;
       } catch (err) {
         if (!isFailedPrecondition(err)) throw err;
         const fresh = await this.readFence(batchId, decide);
@@ -259,7 +259,7 @@ export abstract class LedgerPart {
     batchId: string,
     decide: (b: Batch) => FenceDecision,
     build: (wb: WriteBatch) => void,
-  ): Promise<void> {
+  ): Promise<Batch> {
     return this.storage.commitFenced(batchId, decide, build);
   }
 }

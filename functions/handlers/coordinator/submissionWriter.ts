@@ -82,6 +82,13 @@ export class SubmissionWriter {
    * chunk lands first (explainExisting: a 400 naming the id and the other position).
    */
   private readonly concurrentStores: boolean;
+  /**
+   * One item per position (store, step 3). A re-submission (`exists`) joins the submission before
+   * its first comparison and checks every chunk it stores into; a writer that started first checks
+   * from the moment its commits see a later request's join (`joinedWriters` above this).
+   */
+  private readonly joinedAtStart: number;
+  private join: Promise<void> | null = null;
 
   private nextSeq = 0;
   /** Items this request stored / found already stored / published. */
@@ -147,6 +154,7 @@ export class SubmissionWriter {
   ) {
     this.batchId = batch.batchId;
     this.fresh = kind === "created" || kind === "append";
+    this.joinedAtStart = batch.joinedWriters ?? 0;
     this.accepting =
       (batch.status === "submitting" || batch.status === "blocked") &&
       batch.terminateAs === null &&
@@ -327,7 +335,12 @@ export class SubmissionWriter {
     const before = problems.total;
 
     // 1. Compare with what is stored at these positions (a re-submission, or a concurrent one).
+    //    A re-submission that may store joins first: a writer already storing then sees it (step 3).
     const missing: boolean[] = items.map(() => true);
+    if (!this.fresh && this.accepting) {
+      this.join ??= ledger.joinSubmission(this.batchId, this.env.deps.clock.now()).then(() => undefined);
+      await this.join;
+    }
     if (!this.fresh) {
       const t0 = Date.now();
       const stored = await ledger.getItemsBySeq(this.batchId, from, items.length);
@@ -347,6 +360,8 @@ export class SubmissionWriter {
     }
 
     // 2. Store what is missing, in contiguous runs (create-only).
+    const created: Array<{ itemId: string; seq: number; item: ChunkItem }> = [];
+    let joinedWriters = 0;
     if (missing.some(Boolean)) {
       const firstMissing = missing.indexOf(true);
       if (!this.accepting) {
@@ -372,13 +387,15 @@ export class SubmissionWriter {
         const t0 = Date.now();
         let alreadyExisting: string[];
         try {
-          ({ alreadyExisting } = await ledger.appendItems(
+          let seen: number;
+          ({ alreadyExisting, joinedWriters: seen } = await ledger.appendItems(
             this.batchId,
             from + run.start,
             runItems.map(({ itemId, payload }) => ({ itemId, payload })),
             this.env.deps.clock.now(),
             { publishable: this.publishing, deferReceived: this.concurrentStores },
           ));
+          joinedWriters = Math.max(joinedWriters, seen);
         } catch (err) {
           if (!(err instanceof BatchFencedError)) throw err;
           // The batch stopped admitting items (core/batchFence.ts): nothing of this run was stored.
@@ -388,6 +405,11 @@ export class SubmissionWriter {
           this.timings.storeMs += Date.now() - t0;
         }
         this.stored += runItems.length - alreadyExisting.length;
+        const existed = new Set(alreadyExisting);
+        runItems.forEach((it, i) => {
+          if (!existed.has(it.itemId))
+            created.push({ itemId: it.itemId, seq: from + run.start + i, item: it });
+        });
         if (alreadyExisting.length > 0)
           await this.explainExisting(runItems, from + run.start, alreadyExisting, problems);
       }
@@ -397,7 +419,60 @@ export class SubmissionWriter {
       }
     }
 
+    // 3. One item per position. Create-only writes are keyed by item id, so two requests of this
+    //    batch sending different items at once can both store theirs at one position (each compared
+    //    with what was stored before either wrote). Each checks after its own store and before its
+    //    publish, with a count of the chunk's positions: whoever stored second sees both items and
+    //    withdraws its own; the first sees only its own (and goes on) or both (and yields too).
+    //    Either way no position keeps two items and no withdrawn item was ever published.
+    //    Who checks: a re-submission, always (it joined a batch another request may be storing);
+    //    the request that started first, once its commits see a join — its commits before the join
+    //    were visible to the joiner's comparison. A lone submission pays nothing for this.
+    const mayShare = !this.fresh || joinedWriters > this.joinedAtStart;
+    if (created.length > 0 && mayShare && !(await this.holdsPositionsAlone(created, items, from, problems))) {
+      this.stopped = true;
+      return false;
+    }
+
     return true;
+  }
+
+  /**
+   * Step 3 of store: true when the chunk's positions hold one item each. Otherwise withdraws the
+   * items this request created at a shared position and names each position in a 409 problem.
+   */
+  private async holdsPositionsAlone(
+    created: Array<{ itemId: string; seq: number; item: ChunkItem }>,
+    items: ChunkItem[],
+    from: number,
+    problems: ProblemList,
+  ): Promise<boolean> {
+    const { ledger, clock } = this.env.deps;
+    const t0 = Date.now();
+    const count = await ledger.countItemsAt(this.batchId, from, items.length);
+    this.timings.compareMs += Date.now() - t0;
+    if (count <= items.length) return true;
+    const bySeq = new Map<number, string[]>();
+    for (const s of await ledger.getItemsBySeq(this.batchId, from, items.length))
+      bySeq.set(s.seq, [...(bySeq.get(s.seq) ?? []), s.itemId]);
+    const shared = created.filter((c) => (bySeq.get(c.seq)?.length ?? 0) > 1);
+    if (shared.length === 0) return true;
+    const withdrawn = new Set(await ledger.withdrawItems(this.batchId, shared, clock.now()));
+    this.stored -= withdrawn.size;
+    for (const c of shared) {
+      const others = bySeq.get(c.seq)!.filter((id) => id !== c.itemId);
+      problems.add(
+        "conflict",
+        c.item.origin.label,
+        `position ${c.seq} also holds item "${others.join('", "')}", stored at the same time by another request of this batch with different items; ${withdrawn.has(c.itemId) ? `item "${c.itemId}" was withdrawn` : `item "${c.itemId}" could not be withdrawn (already taken)`}: send one content per batch id`,
+      );
+    }
+    this.env.log.warn(
+      "batch.position_conflict",
+      `batch ${this.batchId}: ${shared.length} positions from ${shared[0]!.seq} stored twice by concurrent requests with different items; this request withdrew ${withdrawn.size}`,
+      { batchId: this.batchId, positions: shared.map((c) => c.seq).slice(0, 20), withdrawn: withdrawn.size },
+    );
+    return false;
   }
 
   /**
