@@ -271,11 +271,53 @@ describe("termination and finalization", () => {
       countRows: async () => 2,
       close: async () => {},
     };
-    expect(await finalizeBatch(finalizeDeps(lossy), batchId)).toBeNull();
-    // The claim was handed back: a correct export finalizes it.
+    const now = T0 + 10_000;
+    expect(await finalizeBatch(finalizeDeps(lossy, now), batchId)).toBeNull();
+    // The claim was handed back as a failed attempt (persisted, backing off): not re-run at once,
+    // and a correct export after the backoff finalizes it.
     const b = await ledger.getBatch(batchId);
-    expect(b).toMatchObject({ status: "finalizing", finalizingAt: 0 });
-    expect((await finalizeBatch(finalizeDeps(new RecordingSink()), batchId))?.status).toBe("succeeded");
+    expect(b).toMatchObject({
+      status: "finalizing",
+      finalizingAt: 0,
+      exportAttempts: 1,
+      exportFailedAt: null,
+    });
+    expect(b!.exportError).toMatch(/^finalization refused: the export holds 2 rows for generation 1/);
+    expect(b!.nextExportAt).toBeGreaterThan(now);
+    expect(await finalizeBatch(finalizeDeps(new RecordingSink(), now + 1), batchId)).toBeNull();
+    expect(
+      (await finalizeBatch(finalizeDeps(new RecordingSink(), b!.nextExportAt! + 1), batchId))?.status,
+    ).toBe("succeeded");
+  });
+
+  it("a refusal that persists is given up after the attempt cap, like a failed export, and waits for an operator", async () => {
+    await ledger.createBatch(newBatch(), T0);
+    await ledger.appendItems(batchId, 0, items(0, 2), T0, { publishable: true });
+    await ledger.markSubmitted(batchId, 2, T0);
+    await completeAll(["i0", "i1"]);
+    const lossy: ResultSink = {
+      operations: 0,
+      async exportBatch({ batchId: id, generation }) {
+        return { exportId: `${id}-g${generation}`, rows: 0 };
+      },
+      countRows: async () => 0,
+      close: async () => {},
+    };
+    let now = T0 + 10_000;
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      expect(await finalizeBatch({ ...finalizeDeps(lossy, now), maxExportAttempts: 2 }, batchId)).toBeNull();
+      const b = await ledger.getBatch(batchId);
+      expect(b).toMatchObject({ status: "finalizing", exportAttempts: attempt });
+      now = (b!.nextExportAt ?? now) + 1;
+    }
+    const given = await ledger.getBatch(batchId);
+    expect(given!.exportFailedAt).not.toBeNull();
+    now += 86_400_000;
+    expect(
+      await finalizeBatch({ ...finalizeDeps(new RecordingSink(), now), maxExportAttempts: 2 }, batchId),
+    ).toBeNull();
+    await ledger.reExport(batchId, now);
+    expect((await finalizeBatch(finalizeDeps(new RecordingSink(), now), batchId))?.status).toBe("succeeded");
   });
 
   it("a failed export backs off, stops after the persisted attempt cap, and an operator re-export finishes it", async () => {

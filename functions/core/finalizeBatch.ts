@@ -82,12 +82,19 @@ export async function finalizeBatch(deps: FinalizeDeps, batchId: string): Promis
   if (sealed && counts.total !== claimed.total)
     problems.push(`the batch was sealed with ${claimed.total} items, the ledger holds ${counts.total}`);
   if (problems.length > 0) {
-    await ledger.releaseFinalizing(batchId, claim.current);
     log.error("batch.finalize_refused", `batch ${batchId}: finalization refused: ${problems.join("; ")}`, {
       batchId,
       generation: claimed.generation,
       problems,
     });
+    // Counted as a failed export attempt (persisted, with backoff, then given up with an alert and
+    // an operator's re-export): a mismatch that persists must not be re-exported every tick forever.
+    await recordExportFailure(
+      deps,
+      claimed,
+      claim.current,
+      new Error(`finalization refused: ${problems.join("; ")}`),
+    );
     return null;
   }
 
