@@ -123,10 +123,12 @@ describe("export failures", () => {
     expect(gaveUp).toHaveLength(1);
     expect(gaveUp[0]).toMatchObject({ severity: "ERROR", attempts: 5 });
 
-    // The sweep leaves it alone now, however late.
+    // The sweep leaves it alone now, however late: no claim, not even logged as a stale claim.
+    const reclaimedBefore = h.events("batch.finalization_reclaimed", id).length;
     h.reconcilerClock.offsetMs += 86_400_000;
     expect((await h.tick()).body.finalizedBatchIds).toEqual([]);
     expect(exportsOf(id)).toHaveLength(5);
+    expect(h.events("batch.finalization_reclaimed", id)).toHaveLength(reclaimedBefore);
     const view = await h.get(`/v1/batches/${id}`);
     expect(view.status).toBe(200);
     expect(view.body).toMatchObject({ status: "finalizing", outcome: null });

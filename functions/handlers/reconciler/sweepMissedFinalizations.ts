@@ -61,7 +61,12 @@ export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<F
     limit: ctx.pageSize,
   });
   if (stale.length === ctx.pageSize) ctx.moreWork = true;
-  await mapLimited(stale, ctx.concurrency, (batch) =>
+  // A batch whose export gave up waits for an operator, and one backing off is not due yet: neither
+  // is a dead finalizer's claim, so neither is claimed (nor logged as reclaimed) every tick.
+  const due = stale.filter(
+    (b) => b.exportFailedAt == null && (b.nextExportAt == null || b.nextExportAt <= ctx.startedAt),
+  );
+  await mapLimited(due, ctx.concurrency, (batch) =>
     ctx.guard({ sweep, batchId: batch.batchId }, async () => {
       ctx.log.warn("batch.finalization_reclaimed", `batch ${batch.batchId}: stale finalizing claim re-run`, {
         batchId: batch.batchId,
