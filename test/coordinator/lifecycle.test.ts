@@ -319,4 +319,50 @@ describe("lifecycle", () => {
       h.ledger.markSubmitted = markSubmitted;
     }
   });
+
+  it("retry of a dependent: refused while a dependency is not final (being retried itself), accepted once it is", async () => {
+    const parent = await h.request("POST", "/v1/batches", {
+      json: { id: "retry-parent", pipeline: "demo", failureThreshold: 0.5, items: items(4) },
+    });
+    expect(parent.status).toBe(201);
+    await h.drainDoorbells(4);
+    await work("retry-parent", (id) => id === "1");
+    const child = await h.request("POST", "/v1/batches", {
+      json: {
+        id: "retry-child",
+        pipeline: "demo",
+        failureThreshold: 0.5,
+        dependsOn: ["retry-parent"],
+        items: items(4),
+      },
+    });
+    expect(child.status).toBe(201);
+    // Started as the reconciler would once its parent ended partial, then run to partial.
+    expect(await h.ledger.unblockBatch("retry-child", Date.now())).toBe(true);
+    expect(await h.ledger.markSubmitted("retry-child", 4, Date.now())).toBe(true);
+    await work("retry-child", (id) => id === "2");
+    expect((await h.request("GET", "/v1/batches/retry-child")).body).toMatchObject({ status: "partial" });
+
+    expect((await h.request("POST", "/v1/batches/retry-parent:retry")).status).toBe(200);
+    const refused = await h.request("POST", "/v1/batches/retry-child:retry");
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toBe(
+      'batch "retry-child" depends on "retry-parent", not final now (being retried?): retry it once they are final',
+    );
+    expect((await h.request("GET", "/v1/batches/retry-child")).body).toMatchObject({
+      status: "partial",
+      generation: 1,
+    });
+
+    await work("retry-parent", () => false, 2);
+    expect((await h.request("GET", "/v1/batches/retry-parent")).body).toMatchObject({ status: "succeeded" });
+    const accepted = await h.request("POST", "/v1/batches/retry-child:retry");
+    expect(accepted.status).toBe(200);
+    expect(accepted.body).toMatchObject({ status: "running", generation: 2 });
+    const doorbells = await h.drainDoorbells(2);
+    expect(doorbells.map((d) => `${d.batchId}/${d.itemId}@${d.generation}`).sort()).toEqual([
+      "retry-child/2@2",
+      "retry-parent/1@2",
+    ]);
+  });
 });

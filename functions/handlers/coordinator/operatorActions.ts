@@ -9,6 +9,7 @@ import { BatchFencedError, failedPrecondition, notFound } from "../../core/error
 import { finalizeBatch, settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import { finalizeDepsFor } from "../finalizeDeps";
+import { decideDependencies } from "../reconciler/dependencyDecision";
 import { batchView } from "./batchView";
 import type { CoordinatorSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
@@ -63,6 +64,22 @@ export async function retryBatch(
   const { ledger, queue, clock } = deps;
   const before = await ledger.getBatch(batchId);
   if (!before) throw notFound(`no batch "${batchId}"`);
+  // A retry re-runs items that depend on their batch's dependencies: the same rule as the start
+  // (every dependency final with an allowed outcome), checked now — a dependency being retried
+  // itself, or one that ended failed, refuses it.
+  if (before.dependsOn.length > 0) {
+    const found = await ledger.getBatches(before.dependsOn);
+    const decision = decideDependencies(
+      before,
+      new Map(before.dependsOn.map((id, i) => [id, found[i] ?? null])),
+    );
+    if (decision.kind === "wait")
+      throw failedPrecondition(
+        `batch "${batchId}" depends on ${decision.waitingOn.map((id) => `"${id}"`).join(", ")}, not final now (being retried?): retry it once they are final`,
+      );
+    if (decision.kind === "fail")
+      throw failedPrecondition(`batch "${batchId}" cannot be retried: ${decision.reason}`);
+  }
   let started: Awaited<ReturnType<typeof ledger.beginRetry>>;
   try {
     started = await ledger.beginRetry(batchId, clock.now());
