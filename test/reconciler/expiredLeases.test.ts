@@ -114,4 +114,47 @@ describe("expired leases", () => {
     expect(third.body.expiredLeases).toMatchObject({ found: 0, redriven: 0, exhausted: 0 });
     expect(third.body.finalized).toBe(0);
   });
+
+  it("applies the batch's pipeline's attempt limit, not the global one", async () => {
+    // An HTTP pipeline declaring 2 attempts under the global 5 (as the worker's lease applies it).
+    const saved = process.env.TALLY_HTTP_PIPELINES;
+    process.env.TALLY_HTTP_PIPELINES = JSON.stringify([
+      { name: "two-tries", url: "http://127.0.0.1:9/never-called", timeoutSeconds: 10, maxAttempts: 2 },
+    ]);
+    try {
+      h = await startReconcilerHarness();
+      expect(h.config.topology.delivery.maxItemAttempts).toBe(5);
+      const at = Date.now();
+      await h.ledger.createBatch(
+        {
+          batchId: "b3",
+          pipeline: "two-tries",
+          failureThreshold: 0.5,
+          dependsOn: [],
+          contentHash: "h",
+          total: 1,
+        },
+        at,
+      );
+      await h.ledger.appendItems("b3", 0, [{ itemId: "i0", payload: null }], at, { publishable: true });
+      await h.ledger.advanceCursor("b3", 1, at);
+      expect(await h.ledger.markSubmitted("b3", 1, at)).toBe(true);
+      const ref = { batchId: "b3", itemId: "i0", generation: 1 };
+      expect((await h.ledger.leaseItem(ref, "w1", 1, 2, Date.now() - 10_000)).kind).toBe("leased");
+      const firstTick = await h.tick();
+      expect(firstTick.body, JSON.stringify(firstTick.body)).toHaveProperty("expiredLeases");
+      expect(firstTick.body.expiredLeases).toMatchObject({ found: 1, redriven: 1, exhausted: 0 });
+      expect((await h.ledger.leaseItem(ref, "w2", 1, 2, Date.now() - 10_000)).kind).toBe("leased");
+      expect((await h.tick()).body.expiredLeases).toMatchObject({ found: 1, redriven: 0, exhausted: 1 });
+      const item = await h.ledger.getItem("b3", "i0");
+      expect(item).toMatchObject({ status: "failed", attempt: 2 });
+      expect(item?.error?.message).toMatch(/attempt 2 of 2/);
+      const failed = h.logs.filter((l) => l.event === "item.failed" && l.batchId === "b3");
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toMatchObject({ kind: "attempts_exhausted", maxAttempts: 2 });
+    } finally {
+      if (saved === undefined) delete process.env.TALLY_HTTP_PIPELINES;
+      else process.env.TALLY_HTTP_PIPELINES = saved;
+    }
+  });
 });

@@ -48,7 +48,7 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
         ctx.log.warn("item.failed", `lease expired on ${ref.batchId}/${ref.itemId} at its last attempt`, {
           ...fields,
           kind: "attempts_exhausted",
-          maxAttempts,
+          maxAttempts: attemptsOf.get(ref.batchId) ?? maxAttempts,
         });
       } else if (outcome === "skip") summary.skipped++;
     });
