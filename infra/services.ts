@@ -80,6 +80,8 @@ export function createServices(
     apis: Apis;
     identities: Identities;
     source: FunctionSource;
+    /** What the worker is deployed after: the grants on its HTTP pipelines' targets (httpTargets.ts). */
+    workerAfter?: pulumi.Resource[];
   },
   parent?: pulumi.Resource,
 ): Services {
@@ -176,6 +178,8 @@ export function createServices(
           // started before the grants propagate fails with a permission error.
           ...a.source.builderGrants,
           a.source.builderReady,
+          // Targets answer 403 without their grant and a 403 fails items permanently: grants first.
+          ...(role === "worker" ? (a.workerAfter ?? []) : []),
         ],
       },
     );

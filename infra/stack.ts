@@ -7,6 +7,7 @@ import { enableApis } from "./apis";
 import { type Bundle, buildBundle } from "./bundle/buildBundle";
 import { loadInfraConfig } from "./config";
 import { createFunctionSource } from "./functionSource";
+import { grantHttpTargetInvokers } from "./httpTargets";
 import { createIdentities } from "./identities";
 import { createMessaging } from "./messaging";
 import { createMonitoring } from "./monitoring";
@@ -62,7 +63,16 @@ export function createStack(options: StackOptions = {}): StackOutputs {
     apis,
     identities,
   });
-  const services = createServices({ cfg, project, labels, apis, identities, source });
+  const httpTargetInvokers = grantHttpTargetInvokers({ cfg, projectId, apis, identities });
+  const services = createServices({
+    cfg,
+    project,
+    labels,
+    apis,
+    identities,
+    source,
+    workerAfter: httpTargetInvokers,
+  });
   const messaging = createMessaging({
     topology: t,
     project: projectId,

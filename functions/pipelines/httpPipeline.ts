@@ -4,7 +4,8 @@
 // by the registry next to the code pipelines.
 //
 // Declaration: {name, url | steps: [{name, url, timeoutSeconds?}], timeoutSeconds, headers?,
-// secretHeaders?, auth?, audience?, concurrency?, ratePerSecond?, burst?, maxAttempts?, description?}.
+// secretHeaders?, auth?, audience?, cloudRunService?, concurrency?, ratePerSecond?, burst?,
+// maxAttempts?, description?}.
 //   - `url` is shorthand for one step named "call".
 //   - timeoutSeconds: the item's timeout across all its steps, and each call's unless the step sets
 //     its own. The worker still caps the item at its request budget (workerTimeoutSeconds).
@@ -17,6 +18,10 @@
 //     fetched from the metadata server (functions/auth/identityToken.ts). The default is "none"
 //     everywhere — one rule, no guessing from the environment — so local runs and tests never
 //     reach for a metadata server; declare "oidc" for a target behind Cloud Run IAM.
+//   - cloudRunService: {name, location?, project?}, the Cloud Run service the calls go to. Only with
+//     auth "oidc". The stack then grants the worker's service account roles/run.invoker on exactly
+//     that service (infra/httpTargets.ts); location and project default to the stack's. The worker
+//     itself ignores it. When a step URL is a run.app URL, one of them must be that service's.
 //   - concurrency / ratePerSecond / burst: the worker's per-instance admission (rateLimiter.ts).
 //
 // Per item per step: POST {url} with the JSON body — the payload for the first step; for a later
@@ -77,6 +82,36 @@ function isHttpUrl(v: string): boolean {
 const httpUrl = z.string().refine(isHttpUrl, "must be an http:// or https:// URL without credentials");
 const headerName = z.string().regex(headerNamePattern, "must be an HTTP header name");
 
+/** Cloud Run service names: a letter first, lowercase letters, digits and -, not ending with -, at most 49. */
+const cloudRunServiceName = /^[a-z](?:[a-z0-9-]{0,47}[a-z0-9])?$/;
+
+const cloudRunServiceDeclaration = z.strictObject({
+  name: z
+    .string()
+    .regex(cloudRunServiceName, "must be a Cloud Run service name ([a-z][a-z0-9-]*, at most 49 characters)"),
+  location: z
+    .string()
+    .regex(/^[a-z]+-[a-z]+\d+$/, 'must be a Google Cloud region such as "europe-west1"')
+    .optional(),
+  project: z
+    .string()
+    .regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, "must be a Google Cloud project id")
+    .optional(),
+});
+
+/**
+ * The service (and region, when the URL shows it) of a Cloud Run URL: the deterministic
+ * `<service>-<project number>.<region>.run.app` or the older `<service>-<hash>-<region code>.a.run.app`.
+ * Null for any other host (custom domains, load balancers, other services).
+ */
+export function cloudRunServiceOfUrl(url: string): { name: string; region?: string } | null {
+  const host = new URL(url).hostname;
+  const deterministic = /^([a-z][a-z0-9-]*)-\d+\.([a-z]+-[a-z]+\d+)\.run\.app$/.exec(host);
+  if (deterministic) return { name: deterministic[1]!, region: deterministic[2]! };
+  const legacy = /^([a-z][a-z0-9-]*)-[a-z0-9]+-[a-z]{2,4}\.a\.run\.app$/.exec(host);
+  return legacy ? { name: legacy[1]! } : null;
+}
+
 const stepDeclaration = z.strictObject({
   name: z.string().regex(pipelineNamePattern, "must match [a-z][a-z0-9-]* (at most 63 characters)"),
   url: httpUrl,
@@ -99,6 +134,7 @@ export const httpPipelineDeclaration = z
       .optional(),
     auth: z.enum(["none", "oidc"]).default("none"),
     audience: z.string().min(1).optional(),
+    cloudRunService: cloudRunServiceDeclaration.optional(),
     concurrency: z.number().int().min(1).max(1000).optional(),
     ratePerSecond: z.number().positive().max(100_000).optional(),
     burst: z.number().int().min(1).max(10_000).optional(),
@@ -147,6 +183,33 @@ export const httpPipelineDeclaration = z
     }
     if (d.audience !== undefined && d.auth !== "oidc")
       ctx.addIssue({ code: "custom", path: ["audience"], message: 'only applies with auth "oidc"' });
+    if (d.cloudRunService !== undefined) {
+      // Cloud Run IAM refuses a call without an identity token: the grant would be unused and every
+      // call a 403, which fails items permanently.
+      if (d.auth !== "oidc")
+        ctx.addIssue({
+          code: "custom",
+          path: ["cloudRunService"],
+          message: 'only applies with auth "oidc" (Cloud Run IAM needs the identity token)',
+        });
+      // A run.app URL shows which service it is; a grant on another one would leave every call a 403.
+      const target = d.cloudRunService;
+      const seen = (d.steps?.map((s) => s.url) ?? (d.url ? [d.url] : []))
+        .filter(isHttpUrl)
+        .map(cloudRunServiceOfUrl)
+        .filter((x) => x !== null);
+      const matches = (x: { name: string; region?: string }) =>
+        x.name === target.name &&
+        (target.location === undefined || x.region === undefined || x.region === target.location);
+      if (cloudRunServiceName.test(target.name) && seen.length > 0 && !seen.some(matches))
+        ctx.addIssue({
+          code: "custom",
+          path: ["cloudRunService", "name"],
+          message: `no step URL is this service's run.app URL (the URLs name ${seen
+            .map((x) => (x.region ? `${x.name} in ${x.region}` : x.name))
+            .join(", ")})`,
+        });
+    }
     if (d.burst !== undefined && d.ratePerSecond === undefined)
       ctx.addIssue({ code: "custom", path: ["burst"], message: "only applies with ratePerSecond" });
   });

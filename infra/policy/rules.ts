@@ -419,6 +419,22 @@ export const noProjectWidePubSubOrTokenCreator: Rule = {
       ),
 };
 
+export const noProjectWideRunInvoker: Rule = {
+  name: "no-project-wide-run-invoker",
+  description:
+    "No project-level roles/run.invoker, with or without a condition: each caller is granted it on the one Cloud Run service it calls (gcp.cloudrunv2.ServiceIamMember).",
+  check: (resources) =>
+    projectGrants(resources)
+      .filter((g) => g.role === "roles/run.invoker")
+      .map((g) =>
+        violation(
+          "no-project-wide-run-invoker",
+          g.resource,
+          `roles/run.invoker is granted on the whole project to ${g.members.join(", ")}: it could call every Cloud Run service there; grant it on the service it calls instead`,
+        ),
+      ),
+};
+
 export const datastoreUserOnlyForHandlers: Rule = {
   name: "datastore-user-only-for-handlers",
   description:
@@ -758,6 +774,7 @@ export const rules: Rule[] = [
   pushAndSchedulerUseOidc,
   deadlinesCoverTimeouts,
   noProjectWidePubSubOrTokenCreator,
+  noProjectWideRunInvoker,
   datastoreUserOnlyForHandlers,
   alertsNotify,
   monitoringFiltersValid,

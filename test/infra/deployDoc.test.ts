@@ -23,6 +23,7 @@ describe("docs/deploy.md matches the program", () => {
   let plain: StackRun;
   let withEmail: StackRun;
   let withInvoker: StackRun;
+  let withTarget: StackRun;
   let withLogSink: StackRun;
   beforeAll(async () => {
     plain = await runStack({});
@@ -30,6 +31,18 @@ describe("docs/deploy.md matches the program", () => {
     withInvoker = await runStack({
       alertEmail: "ops@example.com",
       coordinatorInvokers: JSON.stringify(["user:ana@example.com"]),
+    });
+    withTarget = await runStack({
+      alertEmail: "ops@example.com",
+      httpPipelines: JSON.stringify([
+        {
+          name: "predict",
+          url: "https://predict.example.com/v1",
+          timeoutSeconds: 60,
+          auth: "oidc",
+          cloudRunService: { name: "predict" },
+        },
+      ]),
     });
     withLogSink = await runStack({ alertEmail: "ops@example.com", logSinkDataset: "tally_dev_logs" });
   });
@@ -39,6 +52,9 @@ describe("docs/deploy.md matches the program", () => {
     expect(stated(/\*\*\d+ resources\*\* \((\d+) without it/)).toBe(plain.resources.length);
     expect(stated(/\+(\d+) per coordinator invoker/)).toBe(
       withInvoker.resources.length - withEmail.resources.length,
+    );
+    expect(stated(/\+(\d+) per declared Cloud Run target/)).toBe(
+      withTarget.resources.length - withEmail.resources.length,
     );
     expect(stated(/\+(\d+) with `tally:logSinkDataset`/)).toBe(
       withLogSink.resources.length - withEmail.resources.length,

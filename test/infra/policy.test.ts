@@ -180,6 +180,34 @@ describe("policy rules over the mocked stack", () => {
     ).toEqual(["wide-pubsub", "wide-token"]);
   });
 
+  it("a project-wide roles/run.invoker is reported, with or without a condition", () => {
+    const worker = `serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com`;
+    const v = checkAll(
+      broken((rs) => {
+        rs.push({
+          type: types.projectIamMember,
+          name: "wide-invoker",
+          props: {
+            project,
+            role: "roles/run.invoker",
+            member: worker,
+            condition: { title: "predict", expression: 'resource.name.endsWith("/services/predict")' },
+          },
+        });
+        rs.push({
+          type: types.projectIamBinding,
+          name: "wide-invoker-binding",
+          props: { project, role: "roles/run.invoker", members: [worker] },
+        });
+      }),
+    );
+    expect(v.filter((x) => x.rule === "no-project-wide-run-invoker").map((x) => x.resource)).toEqual([
+      "wide-invoker",
+      "wide-invoker-binding",
+    ]);
+    expect(v.find((x) => x.rule === "no-project-wide-run-invoker")!.message).toContain(worker);
+  });
+
   it("roles/datastore.user for an identity that runs no handler is reported", () => {
     const push = `serviceAccount:tally-dev-push@${project}.iam.gserviceaccount.com`;
     const v = checkAll(

@@ -124,6 +124,61 @@ describe("declarations", () => {
     ]);
   });
 
+  it("cloudRunService: a service name, optional region and project, only with auth oidc, and the service a run.app URL shows", () => {
+    const run = (host: string) => `https://${host}/v1/predict`;
+    const target = { ...ok, auth: "oidc", url: run("predict-123456789012.europe-west1.run.app") };
+    expect(problems([{ ...target, cloudRunService: { name: "predict" } }])).toEqual([]);
+    expect(
+      problems([
+        { ...target, cloudRunService: { name: "predict", location: "europe-west1", project: "ml-prod-42" } },
+      ]),
+    ).toEqual([]);
+    // The older run.app form and a custom domain (which shows no service) are accepted.
+    expect(
+      problems([
+        { ...target, url: run("predict-abc123xyz-ew.a.run.app"), cloudRunService: { name: "predict" } },
+      ]),
+    ).toEqual([]);
+    expect(problems([{ ...ok, auth: "oidc", cloudRunService: { name: "predict" } }])).toEqual([]);
+    // Steps on two services: the named one is among them.
+    expect(
+      problems([
+        {
+          name: "two",
+          timeoutSeconds: 10,
+          auth: "oidc",
+          steps: [
+            { name: "embed", url: run("embed-1.europe-west1.run.app") },
+            { name: "score", url: run("predict-1.europe-west1.run.app") },
+          ],
+          cloudRunService: { name: "predict" },
+        },
+      ]),
+    ).toEqual([]);
+    expect(
+      problems([
+        { ...target, cloudRunService: { name: "predict-api" } },
+        { ...target, name: "b", cloudRunService: { name: "predict", location: "us-central1" } },
+        { ...target, name: "c", auth: "none", cloudRunService: { name: "predict" } },
+        {
+          ...target,
+          name: "d",
+          cloudRunService: { name: "Predict_", location: "eu", project: "x", zone: "a" },
+        },
+        { ...target, name: "e", cloudRunService: {} },
+      ]),
+    ).toEqual([
+      "TALLY_HTTP_PIPELINES[0].cloudRunService.name: no step URL is this service's run.app URL (the URLs name predict in europe-west1)",
+      "TALLY_HTTP_PIPELINES[1].cloudRunService.name: no step URL is this service's run.app URL (the URLs name predict in europe-west1)",
+      'TALLY_HTTP_PIPELINES[2].cloudRunService: only applies with auth "oidc" (Cloud Run IAM needs the identity token)',
+      "TALLY_HTTP_PIPELINES[3].cloudRunService.name: must be a Cloud Run service name ([a-z][a-z0-9-]*, at most 49 characters)",
+      'TALLY_HTTP_PIPELINES[3].cloudRunService.location: must be a Google Cloud region such as "europe-west1"',
+      "TALLY_HTTP_PIPELINES[3].cloudRunService.project: must be a Google Cloud project id",
+      'TALLY_HTTP_PIPELINES[3].cloudRunService.zone: Unrecognized key: "zone"',
+      "TALLY_HTTP_PIPELINES[4].cloudRunService.name: Invalid input: expected string, received undefined",
+    ]);
+  });
+
   it("loadConfig fails at start naming the field; a good declaration is returned parsed", () => {
     expect(() =>
       loadConfig({ TALLY_HTTP_PIPELINES: JSON.stringify([{ ...ok, timeoutSeconds: "30" }]) }),
