@@ -105,6 +105,23 @@ describe("export failures", () => {
     expect(report.sinkRows).toBe(6);
   });
 
+  it("a submission whose own settle meets a failing export still answers 201; the failure is recorded for the reconciler", async () => {
+    // An empty batch is finalized by its submission itself: the export the submission runs fails.
+    const id = "export-at-submission";
+    h.sink.failures = ["before"];
+    const answer = await h.post("/v1/batches", { id, pipeline: "demo", items: [] });
+    expect(answer.status).toBe(201);
+    const b = await failedAttempts(id, 1);
+    expect(b).toMatchObject({ status: "finalizing", exportFailedAt: null });
+    expect(h.events("batch.settle_failed", id)).toHaveLength(1);
+    expect(h.events("batch.export_failed", id)).toHaveLength(1);
+    // The reconciler's next attempt after the backoff finalizes it.
+    stepPastBackoff(b.nextExportAt!);
+    await claimStale(b.progressAt);
+    expect((await h.tick()).body.finalizedBatchIds).toEqual([id]);
+    expect((await h.batch(id))?.status).toBe("succeeded");
+  });
+
   it("fails permanently: stays finalizing with exportFailedAt, shows it, logs export_gave_up; an operator re-export finalizes it once", async () => {
     const id = "export-broken";
     h.sink.failAlways = true;

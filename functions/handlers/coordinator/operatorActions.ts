@@ -6,9 +6,9 @@
 import { RetryRefusedError } from "../../adapters/firestoreLedger";
 import { mayRequestTermination } from "../../core/batchFence";
 import { BatchFencedError, failedPrecondition, notFound } from "../../core/errors";
-import { finalizeBatch, settleBatch } from "../../core/finalizeBatch";
+import { finalizeBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
-import { finalizeDepsFor } from "../finalizeDeps";
+import { finalizeDepsFor, settleAfterRequest } from "../finalizeDeps";
 import { decideDependencies } from "../reconciler/dependencyDecision";
 import { batchView } from "./batchView";
 import type { CoordinatorSettings } from "./coordinatorOptions";
@@ -50,7 +50,7 @@ export async function cancelBatch(
     batchId,
     items: swept,
   });
-  await settleBatch(finalizeDepsFor(deps, log), batchId);
+  await settleAfterRequest(finalizeDepsFor(deps, log), batchId);
   const after = (await ledger.getBatch(batchId)) ?? flagged;
   return batchView(after, await ledger.countItems(batchId));
 }
@@ -116,7 +116,7 @@ export async function retryBatch(
     items: reset,
     previousStatus: before.status,
   });
-  await settleBatch(finalizeDepsFor(deps, log), batchId);
+  await settleAfterRequest(finalizeDepsFor(deps, log), batchId);
   const after = (await ledger.getBatch(batchId)) ?? started;
   return batchView(after, await ledger.countItems(batchId));
 }

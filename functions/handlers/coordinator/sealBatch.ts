@@ -16,11 +16,11 @@
 //      reconciler starts it when its dependencies finish.
 import { mayCreateItems } from "../../core/batchFence";
 import { conflict, invalidArgument, notFound, TallyError, tooLarge } from "../../core/errors";
-import { settleBatch } from "../../core/finalizeBatch";
 import type { Batch } from "../../core/model";
 import { CrashPointReached } from "../../faults";
 import type { HttpRequest } from "../../http/httpTypes";
 import { readJsonBody } from "../../http/requestBody";
+import { settleAfterRequest } from "../finalizeDeps";
 import { storedPrefix } from "../storedPrefix";
 import { refusalFor } from "./appendItems";
 import { batchView } from "./batchView";
@@ -125,7 +125,7 @@ async function startSealed(env: SubmissionEnv, sealed: Batch, total: number): Pr
   // the start finalizes the batch); an empty batch is finalized here.
   const last = total > 0 ? (await ledger.getItemsBySeq(current.batchId, total - 1, 1))[0] : undefined;
   if (!last || last.status === "succeeded" || last.status === "failed") {
-    await settleBatch(finalizeDeps(env), current.batchId);
+    await settleAfterRequest(finalizeDeps(env), current.batchId);
     current = (await ledger.getBatch(current.batchId)) ?? current;
   }
   return current;
@@ -142,7 +142,7 @@ async function sweepAndSettle(env: SubmissionEnv, batch: Batch): Promise<Batch> 
       // next page
     }
   }
-  await settleBatch(finalizeDeps(env), batch.batchId);
+  await settleAfterRequest(finalizeDeps(env), batch.batchId);
   return (await ledger.getBatch(batch.batchId)) ?? batch;
 }
 

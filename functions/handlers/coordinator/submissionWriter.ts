@@ -32,12 +32,11 @@
 //   control needed), and the cursor never runs ahead of a publish that has not succeeded.
 
 import { BatchFencedError } from "../../core/errors";
-import { settleBatch } from "../../core/finalizeBatch";
 import type { Logger } from "../../core/logger";
 import type { Batch, Item, NewItem } from "../../core/model";
 import type { ItemRef } from "../../core/ports";
 import { type CrashPoint, CrashPointReached, crashSwitchAsks } from "../../faults";
-import { finalizeDepsFor } from "../finalizeDeps";
+import { finalizeDepsFor, settleAfterRequest } from "../finalizeDeps";
 import { sameContent } from "./contentHash";
 import type { CoordinatorSettings } from "./coordinatorOptions";
 import type { HandlerDeps } from "./handlerDeps";
@@ -585,7 +584,7 @@ export class SubmissionWriter {
       if (!sealedNotStarted || b.total !== total) return { kind: "unchanged", batch: b };
       await this.publishFromCursor(b.cursor, total);
       if (await ledger.markSubmitted(this.batchId, total, clock.now()))
-        await settleBatch(this.finalizeDeps(), this.batchId);
+        await settleAfterRequest(this.finalizeDeps(), this.batchId);
       return { kind: "submitted", batch: (await ledger.getBatch(this.batchId)) ?? b };
     }
 
@@ -618,7 +617,7 @@ export class SubmissionWriter {
     // is pending or running the batch cannot be finished, and whoever ends it does so after the
     // batch started, so it finalizes the batch. Only a terminal last item costs the existence
     // query, which the emulator answers by scanning every item (2–3 s at 100k).
-    if (!(await this.lastItemIsLive())) await settleBatch(this.finalizeDeps(), this.batchId);
+    if (!(await this.lastItemIsLive())) await settleAfterRequest(this.finalizeDeps(), this.batchId);
     const after = await ledger.getBatch(this.batchId);
     return { kind: "submitted", batch: after ?? this.batch };
   }
@@ -740,7 +739,7 @@ export class SubmissionWriter {
         // next page
       }
     }
-    await settleBatch(this.finalizeDeps(), this.batchId);
+    await settleAfterRequest(this.finalizeDeps(), this.batchId);
     return (await ledger.getBatch(this.batchId)) ?? batch;
   }
 
