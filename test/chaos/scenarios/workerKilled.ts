@@ -21,8 +21,11 @@ import {
   waitFinal,
 } from "./scenario";
 
-/** Slack over leaseSeconds + one tick for polling and the API calls, on 2 busy cores. */
-export const redriveSlackMs = 4_000;
+/**
+ * Slack over leaseSeconds + one tick + the longest reconcile call, for polling and the API calls on
+ * 2 busy cores (fresh-clone CI runs missed a 4 s slack by 0.1 s with the whole suite's emulator load).
+ */
+export const redriveSlackMs = 8_000;
 
 /** Every `baitEvery`-th item sleeps `baitSleepMs` (20 items of 2,000: about 15 s more in all). */
 const baitEvery = 100;
