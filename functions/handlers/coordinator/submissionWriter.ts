@@ -61,6 +61,9 @@ export type FinishOutcome =
   /** Cancelled (or failed) while this submission was under way. */
   | { kind: "terminated"; batch: Batch };
 
+/** Items withdrawn per commit after a position conflict (Firestore: at most 500 writes per commit). */
+const withdrawSlice = 250;
+
 /** Bytes of item lines a submission holds in chunks being stored or published. */
 const maxBytesInFlight = 32 * 1024 * 1024;
 
@@ -456,7 +459,16 @@ export class SubmissionWriter {
       bySeq.set(s.seq, [...(bySeq.get(s.seq) ?? []), s.itemId]);
     const shared = created.filter((c) => (bySeq.get(c.seq)?.length ?? 0) > 1);
     if (shared.length === 0) return true;
-    const withdrawn = new Set(await ledger.withdrawItems(this.batchId, shared, clock.now()));
+    // In slices: a chunk is up to 500 items, and one commit takes at most 500 writes (the deletes
+    // plus the batch document's `received`).
+    const withdrawn = new Set<string>();
+    for (let at = 0; at < shared.length; at += withdrawSlice)
+      for (const id of await ledger.withdrawItems(
+        this.batchId,
+        shared.slice(at, at + withdrawSlice),
+        clock.now(),
+      ))
+        withdrawn.add(id);
     this.stored -= withdrawn.size;
     for (const c of shared) {
       const others = bySeq.get(c.seq)!.filter((id) => id !== c.itemId);
