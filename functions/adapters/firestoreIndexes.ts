@@ -89,6 +89,13 @@ export const firestoreIndexes: CompositeIndex[] = [
     fields: [asc("status"), desc("createdAt"), desc("batchId")],
   },
   {
+    purpose:
+      "reconciler sweeps: batches in a status, oldest first, page after page (listBatches oldestFirst)",
+    collection: batchesCollection,
+    queryScope: "COLLECTION",
+    fields: [asc("status"), asc("createdAt"), asc("batchId")],
+  },
+  {
     purpose: "reconciler: batches in a status, least recently progressed first (findBatches)",
     collection: batchesCollection,
     queryScope: "COLLECTION",

@@ -24,7 +24,6 @@ import type { FinalizationClaim } from "../core/batchFence";
 import type {
   Batch,
   BatchCounts,
-  BatchStatus,
   BatchSummary,
   ErrorKind,
   Item,
@@ -36,10 +35,12 @@ import type {
 } from "../core/model";
 import type {
   CreateBatchResult,
+  FindBatchesOptions,
   ItemRef,
   LeaseResult,
   Ledger,
   LedgerOpCounts,
+  ListBatchesOptions,
   Page,
   RedriveResult,
   TransitionResult,
@@ -74,10 +75,10 @@ export class FirestoreLedger implements Ledger {
   getBatches(batchIds: string[]): Promise<(Batch | null)[]> {
     return this.batches.getBatches(batchIds);
   }
-  listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>> {
+  listBatches(opts: ListBatchesOptions): Promise<Page<Batch>> {
     return this.queries.listBatches(opts);
   }
-  findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]> {
+  findBatches(opts: FindBatchesOptions): Promise<Page<Batch>> {
     return this.queries.findBatches(opts);
   }
   getItemsBySeq(batchId: string, fromSeq: number, count: number): Promise<Item[]> {

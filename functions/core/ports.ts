@@ -62,16 +62,34 @@ export interface LedgerOpCounts {
   aggregations: number;
 }
 
+export interface ListBatchesOptions {
+  status?: BatchStatus;
+  limit: number;
+  pageToken?: string;
+  /**
+   * Oldest created first. The reconciler's sweeps page this way so that, when a tick runs out of
+   * pages, the batches left for the next tick are the younger ones, not the longest-waiting.
+   */
+  oldestFirst?: boolean;
+}
+
+export interface FindBatchesOptions {
+  status: BatchStatus;
+  progressBefore?: number;
+  limit: number;
+  pageToken?: string;
+}
+
 export interface Ledger {
   // --- batches -------------------------------------------------------------------------------
   /** Creates the batch (`blocked` when it has dependencies, else `submitting`), or reports the existing one. */
   createBatch(batch: NewBatch, now: number): Promise<CreateBatchResult>;
   getBatch(batchId: string): Promise<Batch | null>;
   getBatches(batchIds: string[]): Promise<(Batch | null)[]>;
-  /** Newest first. */
-  listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>>;
-  /** Oldest progress first, for the reconciler's paged sweeps. */
-  findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]>;
+  /** Newest first (the API, the dashboard); oldest first with `oldestFirst` (the reconciler's sweeps). */
+  listBatches(opts: ListBatchesOptions): Promise<Page<Batch>>;
+  /** Oldest progress first, page after page, for the reconciler's paged sweeps. */
+  findBatches(opts: FindBatchesOptions): Promise<Page<Batch>>;
 
   // --- submission ----------------------------------------------------------------------------
   /** Items at positions `fromSeq…`; those already stored are returned (for comparison), never overwritten. */

@@ -129,10 +129,20 @@ async function exerciseEveryQuery(ledger: FirestoreLedger): Promise<void> {
   expect((await ledger.listItems("b1", { status: "pending", limit: 5 })).entries).toHaveLength(4);
 
   // Reconciler sweeps over batches: blocked ones (dependencies), stale submissions.
-  expect(await ledger.findBatches({ status: "blocked", limit: 10 })).toHaveLength(1);
+  expect((await ledger.findBatches({ status: "blocked", limit: 10 })).entries).toHaveLength(1);
   expect(
-    await ledger.findBatches({ status: "submitting", progressBefore: T0 + 60_000, limit: 10 }),
+    (await ledger.findBatches({ status: "submitting", progressBefore: T0 + 60_000, limit: 1 })).entries,
   ).toHaveLength(1);
+  // A page after a (progressAt, batchId) position: the shape a persisted sweep cursor sends.
+  const afterB1 = Buffer.from(JSON.stringify([T0 + 1, "b1"])).toString("base64url");
+  const nextPage = await ledger.findBatches({ status: "submitting", limit: 1, pageToken: afterB1 });
+  expect(nextPage.entries.map((b) => b.batchId)).toEqual(["b2"]);
+  // The reconciler's sweeps list oldest first.
+  expect(
+    (await ledger.listBatches({ status: "blocked", limit: 5, oldestFirst: true })).entries.map(
+      (b) => b.batchId,
+    ),
+  ).toEqual(["b3"]);
 
   // Workers: i0 succeeds, i1 fails, i2's worker vanishes and its lease lapses, i3 is never taken.
   expect((await ledger.leaseItem(ref("i0"), "w", 60_000, 5, T0 + 10)).kind).toBe("leased");

@@ -111,6 +111,7 @@ describe("index hotspots (issue #16)", () => {
       [
         "batches composite [createdAt desc, batchId desc, __name__ desc]",
         "batches composite [status asc, createdAt desc, batchId desc, __name__ desc]",
+        "batches composite [status asc, createdAt asc, batchId asc, __name__ asc]",
         "batches composite [status asc, progressAt asc, __name__ asc]",
         "batches single-field [status asc, __name__ asc]",
         "batches single-field [status desc, __name__ desc]",

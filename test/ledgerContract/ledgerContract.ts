@@ -12,7 +12,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RetryRefusedError } from "../../functions/adapters/firestoreLedger";
 import { BatchFencedError } from "../../functions/core/errors";
-import type { BatchSummary, ItemError, NewBatch, NewItem } from "../../functions/core/model";
+import type { Batch, BatchSummary, ItemError, NewBatch, NewItem } from "../../functions/core/model";
 import type { ItemRef, Ledger } from "../../functions/core/ports";
 
 export interface LedgerUnderTest {
@@ -158,16 +158,50 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         await ledger.advanceCursor(ids[1]!, 1, base + 10);
         const found = (
           await ledger.findBatches({ status: "submitting", progressBefore: base + 20, limit: 10_000 })
-        )
+        ).entries
           .map((b) => b.batchId)
           .filter((id) => ids.includes(id));
         expect(found).toEqual([ids[0], ids[2], ids[1]]);
         const older = (
           await ledger.findBatches({ status: "submitting", progressBefore: base + 5, limit: 10_000 })
-        )
+        ).entries
           .map((b) => b.batchId)
           .filter((id) => ids.includes(id));
         expect(older).toEqual([ids[0], ids[2]]);
+      });
+
+      it("lists a status oldest first, and pages findBatches without skipping batches that progressed together", async () => {
+        const base = 4_100_000_000_000 + n * 1000;
+        const status = "blocked" as const;
+        const ids = [newId("old"), newId("old"), newId("old"), newId("old")];
+        for (const [i, id] of ids.entries())
+          await ledger.createBatch(newBatch(id, { dependsOn: ["never"] }), base + i);
+        const mine = (bs: Batch[]) => bs.map((b) => b.batchId).filter((id) => ids.includes(id));
+        // Oldest first, page after page: no batch twice, none left out.
+        const oldest: string[] = [];
+        let pageToken: string | undefined;
+        do {
+          const page = await ledger.listBatches({ status, limit: 3, pageToken, oldestFirst: true });
+          oldest.push(...mine(page.entries));
+          pageToken = page.nextPageToken;
+        } while (pageToken);
+        expect(oldest).toEqual(ids);
+        // Three of them progress in the same millisecond: pages of one still reach each once.
+        for (const id of ids.slice(1)) await ledger.unblockBatch(id, base + 50);
+        const found: string[] = [];
+        pageToken = undefined;
+        do {
+          const page = await ledger.findBatches({
+            status: "submitting",
+            progressBefore: base + 51,
+            limit: 1,
+            pageToken,
+          });
+          found.push(...mine(page.entries));
+          pageToken = page.nextPageToken;
+        } while (pageToken);
+        expect(found.sort()).toEqual(ids.slice(1).sort());
+        await expect(ledger.findBatches({ status, limit: 1, pageToken: "not-a-token" })).rejects.toThrow();
       });
     });
 

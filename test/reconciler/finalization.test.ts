@@ -96,6 +96,35 @@ describe("finalization", () => {
     expect(await h.sink.countRows("stuck")).toBe(3);
   });
 
+  it("a page full of given-up exports does not hide a dead finalizer's claim behind it (sweep cursor)", async () => {
+    h = await startReconcilerHarness();
+    const staleMs = h.config.topology.reconcile.staleFinalizingSeconds * 1000;
+    const longAgo = Date.now() - staleMs - 600_000;
+    // Two batches whose exports gave up (waiting for an operator), least recently progressed: with
+    // a page of one they fill the sweep's first two pages.
+    for (const [k, id] of ["gave-up-a", "gave-up-b"].entries()) {
+      await h.createBatch(id, 1);
+      await h.finishItems(id);
+      const claim = await h.ledger.beginFinalizing(id, longAgo + k, staleMs);
+      expect(claim).not.toBeNull();
+      const b = await h.ledger.recordExportFailure(id, claim!.finalizingAt!, "sink refused", longAgo + k, 1);
+      expect(b?.exportFailedAt).toEqual(expect.any(Number));
+    }
+    // A batch whose finalizer claimed it later and vanished.
+    await h.createBatch("dead-claim", 2);
+    await h.finishItems("dead-claim");
+    expect(await h.ledger.beginFinalizing("dead-claim", longAgo + 10_000, staleMs)).not.toBeNull();
+
+    const tick = await h.tick({ pageSize: 1 });
+    expect(tick.status).toBe(200);
+    expect(tick.body.finalizedBatchIds).toEqual(["dead-claim"]);
+    expect(tick.body.finalizations.staleFinalizing).toBe(1);
+    expect((await h.ledger.getBatch("dead-claim"))?.status).toBe("succeeded");
+    for (const id of ["gave-up-a", "gave-up-b"])
+      expect(await h.ledger.getBatch(id)).toMatchObject({ status: "finalizing", exportAttempts: 1 });
+    expect(h.sink.exports.filter((e) => e.batchId.startsWith("gave-up"))).toHaveLength(0);
+  });
+
   it("sweeps the pending items of a batch flagged to end early, then finalizes it with the reason", async () => {
     h = await startReconcilerHarness();
     await h.createBatch("cancel-me", 4);

@@ -49,10 +49,12 @@ import type {
 import { errorKinds } from "../../functions/core/model";
 import type {
   CreateBatchResult,
+  FindBatchesOptions,
   ItemRef,
   LeaseResult,
   Ledger,
   LedgerOpCounts,
+  ListBatchesOptions,
   Page,
   RedriveResult,
   TransitionResult,
@@ -240,15 +242,16 @@ export class MemoryLedger implements Ledger {
     return snaps.map((s) => toBatch(s.data));
   }
 
-  async listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>> {
+  async listBatches(opts: ListBatchesOptions): Promise<Page<Batch>> {
     const after = decodeToken<[number, string]>(opts.pageToken);
     if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
+    const direction = opts.oldestFirst ? "asc" : "desc";
     const snap = await this.db.query({
       collection: batchesCollection,
       where: opts.status ? [["status", "==", opts.status]] : [],
       orderBy: [
-        ["createdAt", "desc"],
-        ["batchId", "desc"],
+        ["createdAt", direction],
+        ["batchId", direction],
       ],
       startAfter: after ? [after[0], after[1]] : undefined,
       limit: opts.limit + 1,
@@ -265,19 +268,33 @@ export class MemoryLedger implements Ledger {
     };
   }
 
-  async findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]> {
+  async findBatches(opts: FindBatchesOptions): Promise<Page<Batch>> {
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
+    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
     const snap = await this.db.query({
       collection: batchesCollection,
       where: [
         ["status", "==", opts.status],
         ...(opts.progressBefore !== undefined ? [["progressAt", "<", opts.progressBefore] as const] : []),
       ],
-      orderBy: [["progressAt", "asc"]],
-      limit: opts.limit,
+      orderBy: [
+        ["progressAt", "asc"],
+        ["__name__", "asc"],
+      ],
+      startAfter: after && valid ? [after[0], batchPath(after[1])] : undefined,
+      limit: opts.limit + 1,
     });
     this.ops.queries++;
     this.ops.reads += snap.length;
-    return snap.map((d) => toBatch(d.data)!);
+    const all = snap.map((d) => toBatch(d.data)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return {
+      entries,
+      nextPageToken:
+        all.length > opts.limit && last ? encodeToken([last.progressAt, last.batchId]) : undefined,
+    };
   }
 
   // --- submission ------------------------------------------------------------------------------

@@ -3,26 +3,19 @@
 // and the paged result stream the finalizer exports. Every query here is served by an index the
 // stack declares (firestoreIndexes.ts; test/infra/firestoreQueries.test.ts checks each shape).
 import { FieldPath, type Query } from "@google-cloud/firestore";
-import type {
-  Batch,
-  BatchCounts,
-  BatchStatus,
-  ErrorKind,
-  Item,
-  ItemStatus,
-  ResultRow,
-} from "../../core/model";
+import type { Batch, BatchCounts, ErrorKind, Item, ItemStatus, ResultRow } from "../../core/model";
 import { errorKinds } from "../../core/model";
-import type { ItemRef, Page } from "../../core/ports";
+import type { FindBatchesOptions, ItemRef, ListBatchesOptions, Page } from "../../core/ports";
 import { batchesCollection, itemsCollection } from "../firestoreIndexes";
 import { allItemShards } from "./layout";
 import { decodeToken, encodeToken, InvalidPageTokenError, LedgerPart, toBatch, toItem } from "./storage";
 
 export class FirestoreLedgerQueries extends LedgerPart {
-  async listBatches(opts: { status?: BatchStatus; limit: number; pageToken?: string }): Promise<Page<Batch>> {
+  async listBatches(opts: ListBatchesOptions): Promise<Page<Batch>> {
     let q: Query = this.db.collection(batchesCollection);
     if (opts.status) q = q.where("status", "==", opts.status);
-    q = q.orderBy("createdAt", "desc").orderBy("batchId", "desc");
+    const direction = opts.oldestFirst ? "asc" : "desc";
+    q = q.orderBy("createdAt", direction).orderBy("batchId", direction);
     const after = decodeToken<[number, string]>(opts.pageToken);
     if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
     if (after) q = q.startAfter(after[0], after[1]);
@@ -39,13 +32,27 @@ export class FirestoreLedgerQueries extends LedgerPart {
     };
   }
 
-  async findBatches(opts: { status: BatchStatus; progressBefore?: number; limit: number }): Promise<Batch[]> {
+  async findBatches(opts: FindBatchesOptions): Promise<Page<Batch>> {
     let q: Query = this.db.collection(batchesCollection).where("status", "==", opts.status);
     if (opts.progressBefore !== undefined) q = q.where("progressAt", "<", opts.progressBefore);
-    const snap = await q.orderBy("progressAt").limit(opts.limit).get();
+    // The document id breaks ties between batches that progressed in the same millisecond, so a page
+    // boundary between them skips neither (every index ends with __name__ ascending).
+    q = q.orderBy("progressAt").orderBy(FieldPath.documentId());
+    const after = decodeToken<[number, string]>(opts.pageToken);
+    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
+    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
+    if (after && valid) q = q.startAfter(after[0], after[1]);
+    const snap = await q.limit(opts.limit + 1).get();
     this.ops.queries++;
     this.ops.reads += snap.size;
-    return snap.docs.map((d) => toBatch(d)!);
+    const all = snap.docs.map((d) => toBatch(d)!);
+    const entries = all.slice(0, opts.limit);
+    const last = entries[entries.length - 1];
+    return {
+      entries,
+      nextPageToken:
+        all.length > opts.limit && last ? encodeToken([last.progressAt, last.batchId]) : undefined,
+    };
   }
 
   async findDependents(batchId: string, limit: number): Promise<Batch[]> {

@@ -1,4 +1,4 @@
-// Batches waiting on other batches (F7). Every blocked batch is looked at each tick — paged, newest
+// Batches waiting on other batches (F7). Every blocked batch is looked at each tick — paged, oldest
 // first, with the dependencies of a whole page fetched once (1 → 50 fan-out is one read of the
 // parent) — and started when its dependencies all finished with an allowed outcome, or failed
 // (items too) when one did not. Starting is `unblockBatch` (conditional: one tick wins), then
@@ -6,6 +6,7 @@
 import type { Batch } from "../../core/model";
 import { decideDependencies } from "./dependencyDecision";
 import { mapLimited } from "./mapLimited";
+import { pagedSweep } from "./pagedSweep";
 import type { ReconcileContext } from "./reconcileContext";
 import { isSubmissionComplete, resumeSubmission } from "./resumeSubmission";
 import { sweepTerminatedBatch, terminateBatch } from "./terminateBatch";
@@ -27,32 +28,22 @@ const lookupChunk = 100;
 export async function sweepBlockedBatches(ctx: ReconcileContext): Promise<DependencySummary> {
   const { ledger } = ctx.deps;
   const summary: DependencySummary = { blocked: 0, started: 0, failed: 0, waiting: 0, published: 0 };
-  // Continues where the previous tick stopped (persisted page token), so every blocked batch is
-  // reached however many wait. Dependents normally start within seconds of their parent's
+  // Oldest first, continuing where the previous tick stopped (persisted cursor), so every blocked
+  // batch is reached however many wait. Dependents normally start within seconds of their parent's
   // finalization (startDependents.ts); this sweep is the safety net.
-  let pageToken = await ledger.readSweepCursor(blockedSweepCursor);
-  for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
-      ctx.moreWork = true;
-      await ledger.writeSweepCursor(blockedSweepCursor, pageToken, ctx.now());
-      break;
-    }
-    const { entries, nextPageToken } = await ledger.listBatches({
-      status: "blocked",
-      limit: ctx.pageSize,
-      pageToken,
-    });
-    summary.blocked += entries.length;
-    const dependencies = await lookUpDependencies(ctx, entries);
-    await mapLimited(entries, ctx.concurrency, (batch) =>
-      ctx.guard({ sweep, batchId: batch.batchId }, () => settleBlocked(ctx, batch, dependencies, summary)),
-    );
-    if (!nextPageToken) {
-      if (pageToken !== undefined) await ledger.writeSweepCursor(blockedSweepCursor, undefined, ctx.now());
-      break;
-    }
-    pageToken = nextPageToken;
-  }
+  await pagedSweep(
+    ctx,
+    blockedSweepCursor,
+    (pageToken) =>
+      ledger.listBatches({ status: "blocked", limit: ctx.pageSize, pageToken, oldestFirst: true }),
+    async (entries) => {
+      summary.blocked += entries.length;
+      const dependencies = await lookUpDependencies(ctx, entries);
+      await mapLimited(entries, ctx.concurrency, (batch) =>
+        ctx.guard({ sweep, batchId: batch.batchId }, () => settleBlocked(ctx, batch, dependencies, summary)),
+      );
+    },
+  );
   return summary;
 }
 

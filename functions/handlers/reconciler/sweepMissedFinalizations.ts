@@ -5,6 +5,7 @@
 // idempotent), and batches flagged to end early whose pending items must still be swept.
 import { finalizeBatch } from "../../core/finalizeBatch";
 import { mapLimited } from "./mapLimited";
+import { pagedSweep } from "./pagedSweep";
 import { type ReconcileContext, settleFromTick } from "./reconcileContext";
 import { sweepTerminatedBatch } from "./terminateBatch";
 
@@ -19,63 +20,63 @@ export interface FinalizationSummary {
 
 const sweep = "finalizations";
 export const runningSweepCursor = "finalizations.running";
+export const staleFinalizingSweepCursor = "finalizations.staleFinalizing";
 
 export async function sweepMissedFinalizations(ctx: ReconcileContext): Promise<FinalizationSummary> {
   const { ledger, config } = ctx.deps;
   const summary: FinalizationSummary = { running: 0, staleFinalizing: 0, itemsSwept: 0 };
 
-  // Every running batch, paged, continuing where the previous tick stopped (the page token is
-  // persisted): a batch's progressAt does not move while it runs, so a query that restarted from
-  // the same end every tick would look at the same pages forever and never reach the rest.
-  let pageToken = await ledger.readSweepCursor(runningSweepCursor);
-  for (let page = 0; ; page++) {
-    if (page >= ctx.maxPagesPerSweep || (page > 0 && ctx.outOfTime())) {
-      ctx.moreWork = true;
-      await ledger.writeSweepCursor(runningSweepCursor, pageToken, ctx.now());
-      break;
-    }
-    const { entries, nextPageToken } = await ledger.listBatches({
-      status: "running",
-      limit: ctx.pageSize,
-      pageToken,
-    });
-    summary.running += entries.length;
-    await mapLimited(entries, ctx.concurrency, (batch) =>
-      ctx.guard({ sweep, batchId: batch.batchId }, async () => {
-        if (batch.terminateAs) summary.itemsSwept += (await sweepTerminatedBatch(ctx, batch)).swept;
-        else await settleFromTick(ctx, batch.batchId);
-      }),
-    );
-    if (!nextPageToken) {
-      // The end: the next tick starts from the beginning again.
-      if (pageToken !== undefined) await ledger.writeSweepCursor(runningSweepCursor, undefined, ctx.now());
-      break;
-    }
-    pageToken = nextPageToken;
-  }
-
-  const staleMs = config.topology.reconcile.staleFinalizingSeconds * 1000;
-  const stale = await ledger.findBatches({
-    status: "finalizing",
-    progressBefore: ctx.startedAt - staleMs,
-    limit: ctx.pageSize,
-  });
-  if (stale.length === ctx.pageSize) ctx.moreWork = true;
-  // A batch whose export gave up waits for an operator, and one backing off is not due yet: neither
-  // is a dead finalizer's claim, so neither is claimed (nor logged as reclaimed) every tick.
-  const due = stale.filter(
-    (b) => b.exportFailedAt == null && (b.nextExportAt == null || b.nextExportAt <= ctx.startedAt),
+  // Every running batch, oldest first, continuing where the previous tick stopped: a batch's
+  // progressAt does not move while it runs, so a listing restarted every tick would never get past
+  // its first pages.
+  await pagedSweep(
+    ctx,
+    runningSweepCursor,
+    (pageToken) =>
+      ledger.listBatches({ status: "running", limit: ctx.pageSize, pageToken, oldestFirst: true }),
+    async (entries) => {
+      summary.running += entries.length;
+      await mapLimited(entries, ctx.concurrency, (batch) =>
+        ctx.guard({ sweep, batchId: batch.batchId }, async () => {
+          if (batch.terminateAs) summary.itemsSwept += (await sweepTerminatedBatch(ctx, batch)).swept;
+          else await settleFromTick(ctx, batch.batchId);
+        }),
+      );
+    },
   );
-  await mapLimited(due, ctx.concurrency, (batch) =>
-    ctx.guard({ sweep, batchId: batch.batchId }, async () => {
-      ctx.log.warn("batch.finalization_reclaimed", `batch ${batch.batchId}: stale finalizing claim re-run`, {
-        batchId: batch.batchId,
-        finalizingAt: batch.finalizingAt,
-      });
-      summary.staleFinalizing++;
-      const finished = await finalizeBatch(ctx.finalizeDeps, batch.batchId);
-      if (finished) ctx.finalized.push(batch.batchId);
-    }),
+
+  // Stale finalizing claims, least recently progressed first, paged with their own cursor: a batch
+  // whose export gave up waits for an operator and one backing off is not due yet — neither is a
+  // dead finalizer's claim, so neither is claimed (nor logged as reclaimed); both stay in the
+  // listing, and without the cursor a page full of them would hide every due claim behind it.
+  const staleMs = config.topology.reconcile.staleFinalizingSeconds * 1000;
+  await pagedSweep(
+    ctx,
+    staleFinalizingSweepCursor,
+    (pageToken) =>
+      ledger.findBatches({
+        status: "finalizing",
+        progressBefore: ctx.startedAt - staleMs,
+        limit: ctx.pageSize,
+        pageToken,
+      }),
+    async (entries) => {
+      const due = entries.filter(
+        (b) => b.exportFailedAt == null && (b.nextExportAt == null || b.nextExportAt <= ctx.startedAt),
+      );
+      await mapLimited(due, ctx.concurrency, (batch) =>
+        ctx.guard({ sweep, batchId: batch.batchId }, async () => {
+          ctx.log.warn(
+            "batch.finalization_reclaimed",
+            `batch ${batch.batchId}: stale finalizing claim re-run`,
+            { batchId: batch.batchId, finalizingAt: batch.finalizingAt },
+          );
+          summary.staleFinalizing++;
+          const finished = await finalizeBatch(ctx.finalizeDeps, batch.batchId);
+          if (finished) ctx.finalized.push(batch.batchId);
+        }),
+      );
+    },
   );
   return summary;
 }

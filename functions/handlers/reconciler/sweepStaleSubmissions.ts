@@ -9,8 +9,10 @@
 // that died after storing items but before its cursor write leaves `received` behind, so the items
 // beyond it are probed (storedPrefix.ts) before a batch whose total is known is called incomplete.
 
+import type { Batch } from "../../core/model";
 import { storedPrefix } from "../storedPrefix";
 import { mapLimited } from "./mapLimited";
+import { pagedSweep } from "./pagedSweep";
 import type { ReconcileContext } from "./reconcileContext";
 import { isSubmissionComplete, resumeSubmission } from "./resumeSubmission";
 import { sweepTerminatedBatch, terminateBatch } from "./terminateBatch";
@@ -24,6 +26,7 @@ export interface StaleSubmissionSummary {
 }
 
 const sweep = "staleSubmissions";
+export const staleSubmissionSweepCursor = "staleSubmissions";
 /** Resuming publishes many doorbells per batch; a few at a time keep a tick's memory flat. */
 const resumeConcurrency = 4;
 
@@ -31,13 +34,32 @@ export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<Stal
   const { ledger, config } = ctx.deps;
   const staleMs = config.topology.reconcile.staleSubmissionSeconds * 1000;
   const summary: StaleSubmissionSummary = { found: 0, resumed: 0, failed: 0, published: 0 };
-  const batches = await ledger.findBatches({
-    status: "submitting",
-    progressBefore: ctx.startedAt - staleMs,
-    limit: ctx.pageSize,
-  });
-  summary.found = batches.length;
-  if (batches.length === ctx.pageSize) ctx.moreWork = true;
+  // Least recently progressed first. Most found batches leave the listing (resumed or failed), but
+  // one whose handling fails stays: the persisted cursor keeps such batches from hiding the rest.
+  await pagedSweep(
+    ctx,
+    staleSubmissionSweepCursor,
+    (pageToken) =>
+      ledger.findBatches({
+        status: "submitting",
+        progressBefore: ctx.startedAt - staleMs,
+        limit: ctx.pageSize,
+        pageToken,
+      }),
+    async (batches) => {
+      summary.found += batches.length;
+      await handleStalePage(ctx, batches, summary);
+    },
+  );
+  return summary;
+}
+
+async function handleStalePage(
+  ctx: ReconcileContext,
+  batches: Batch[],
+  summary: StaleSubmissionSummary,
+): Promise<void> {
+  const { ledger } = ctx.deps;
   await mapLimited(batches, resumeConcurrency, (batch) =>
     ctx.guard({ sweep, batchId: batch.batchId }, async () => {
       if (batch.terminateAs) {
@@ -82,5 +104,4 @@ export async function sweepStaleSubmissions(ctx: ReconcileContext): Promise<Stal
       if (r.flagged) summary.failed++;
     }),
   );
-  return summary;
 }
