@@ -157,6 +157,8 @@ export const firestoreIndexExemptions: Array<{ collection: string; field: string
     "exportFailedAt",
     "nextExportAt",
     "joinedWriters",
+    "appendsInFlight",
+    "appendsInFlightUntil",
   ].map((field) => ({ collection: batchesCollection, field })),
 ];
 

@@ -96,6 +96,17 @@ export class FirestoreLedger implements Ledger {
   joinSubmission(batchId: string, now: number): Promise<number> {
     return this.batches.joinSubmission(batchId, now);
   }
+  beginAppend(
+    batchId: string,
+    now: number,
+    until: number,
+  ): Promise<{ joinedWriters: number; othersInFlight: boolean }> {
+    return this.batches.beginAppend(batchId, now, until);
+  }
+  endAppend(batchId: string, now: number): Promise<void> {
+    return this.batches.endAppend(batchId, now);
+  }
+
   countItemsAt(batchId: string, fromSeq: number, count: number): Promise<number> {
     return this.queries.countItemsAt(batchId, fromSeq, count);
   }

@@ -140,6 +140,13 @@ export interface Batch {
    * that each position holds one item (submissionWriter.ts). Absent: 0.
    */
   joinedWriters?: number;
+  /**
+   * `:append` requests storing into this batch right now (beginAppend … endAppend), valid until
+   * `appendsInFlightUntil` (a request that died never ends its count). An append that begins while
+   * another is in flight checks every chunk's positions (submissionWriter.ts). Absent: 0.
+   */
+  appendsInFlight?: number;
+  appendsInFlightUntil?: number | null;
 }
 
 export interface NewItem {

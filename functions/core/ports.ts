@@ -123,6 +123,18 @@ export interface Ledger {
    */
   joinSubmission(batchId: string, now: number): Promise<number>;
   /**
+   * An `:append` request is about to store: it joins the batch (`joinedWriters` + 1, so an append
+   * already storing sees it in its next fenced commit) and counts itself in flight until `until`.
+   * `othersInFlight`: another append was in flight at that moment (this one must check positions).
+   */
+  beginAppend(
+    batchId: string,
+    now: number,
+    until: number,
+  ): Promise<{ joinedWriters: number; othersInFlight: boolean }>;
+  /** The append that began ends (stored, refused or failed): one fewer in flight. */
+  endAppend(batchId: string, now: number): Promise<void>;
+  /**
    * How many items are stored at positions `fromSeq…fromSeq+count-1` (one count aggregation). More
    * than `count` means two items share a position: two requests of one batch stored different items
    * there at the same time (the coordinator's position check, submissionWriter.ts).

@@ -34,6 +34,7 @@ function gatedLedger(hooks: {
   beforeCount?: () => Promise<void>;
   afterCount?: () => void;
   afterCompare?: () => void;
+  afterBeginAppend?: () => void;
 }): Ledger {
   return new Proxy(real, {
     get(target, prop, receiver) {
@@ -49,6 +50,12 @@ function gatedLedger(hooks: {
           await hooks.beforeAppend?.(ids);
           const out = await target.appendItems(...args);
           await hooks.afterAppend?.(ids);
+          return out;
+        };
+      if (prop === "beginAppend")
+        return async (...args: Parameters<Ledger["beginAppend"]>) => {
+          const out = await target.beginAppend(...args);
+          hooks.afterBeginAppend?.();
           return out;
         };
       if (prop === "countItemsAt")
@@ -173,5 +180,115 @@ describe("two requests, one batch id, different items at once", () => {
     expect((await h.drainDoorbells(3)).map((d) => d.itemId).sort()).toEqual(["a0", "a1", "a2"]);
     expect((await real.getBatch("pc-order"))?.status).toBe("running");
     expect(h.events("batch.position_conflict", "pc-order")).toHaveLength(1);
+  });
+});
+
+// The same race through `:append` (open/append/seal): two appends at one offset with different
+// items in flight at once. Appends store like a new batch (no per-chunk comparison), so without the
+// in-flight count (core/concurrentAppends.ts) neither would check and a position would keep two
+// items, both published.
+const appendBody = (prefix: string) => ({
+  offset: 0,
+  items: [0, 1, 2].map((i) => ({ id: `${prefix}${i}`, payload: { value: `${prefix}${i}` } })),
+});
+
+/** Opens the batch, then appends a's items and — once a's append began — b's, at offset 0. */
+async function appendBoth(batchId: string, aBegan: Promise<void>) {
+  const opened = await h.request("POST", "/v1/batches", {
+    json: { id: batchId, pipeline: "demo", open: true },
+  });
+  expect(opened.status).toBe(201);
+  const a = h.request("POST", `/v1/batches/${batchId}:append`, { json: appendBody("a") });
+  const b = aBegan.then(() => h.request("POST", `/v1/batches/${batchId}:append`, { json: appendBody("b") }));
+  return Promise.all([a, b]);
+}
+
+describe("two appends at one offset with different items at once", () => {
+  it("both stored before either counted: both withdraw and answer 409; nothing published; the batch takes one content after", async () => {
+    const aBegan = signal();
+    const bothCompared = signal();
+    const bothStored = signal();
+    let compares = 0;
+    let appended = 0;
+    h.deps.ledger = gatedLedger({
+      afterBeginAppend: () => aBegan.open(),
+      afterCompare: () => {
+        if (++compares === 2) bothCompared.open();
+      },
+      beforeAppend: () => bothCompared.promise,
+      afterAppend: async () => {
+        if (++appended === 2) bothStored.open();
+      },
+      beforeCount: () => bothStored.promise,
+    });
+    let a: Awaited<ReturnType<CoordinatorHarness["request"]>>;
+    let b: Awaited<ReturnType<CoordinatorHarness["request"]>>;
+    try {
+      [a, b] = await appendBoth("pa-both", aBegan.promise);
+    } finally {
+      h.deps.ledger = real;
+    }
+    expect(appended).toBe(2);
+    for (const answer of [a, b]) {
+      expect(answer.status).toBe(409);
+      expect(answer.body.error.code).toBe("conflict");
+      expect(answer.body.error.details).toHaveLength(3);
+    }
+    expect(await positions("pa-both")).toEqual([]);
+    const batch = await real.getBatch("pa-both");
+    expect(batch).toMatchObject({ received: 0, appendsInFlight: 0 });
+    expect(await h.drainDoorbells(0)).toEqual([]);
+
+    // One content appended again is stored and published.
+    const again = await h.request("POST", "/v1/batches/pa-both:append", { json: appendBody("b") });
+    expect(again.status).toBe(200);
+    expect(await positions("pa-both")).toEqual([
+      [0, "b0"],
+      [1, "b1"],
+      [2, "b2"],
+    ]);
+    expect((await h.drainDoorbells(3)).map((d) => d.itemId).sort()).toEqual(["b0", "b1", "b2"]);
+  });
+
+  it("the first counted and published before the second stored: the second (begun beside it) withdraws and answers 409", async () => {
+    const aBegan = signal();
+    const bothCompared = signal();
+    const aCounted = signal();
+    let compares = 0;
+    h.deps.ledger = gatedLedger({
+      afterBeginAppend: () => aBegan.open(),
+      afterCompare: () => {
+        if (++compares === 2) bothCompared.open();
+      },
+      // a stores once both compared (b saw nothing stored); b stores once a has counted (a saw only
+      // its own items, so it goes on and publishes).
+      beforeAppend: async (ids) => {
+        if (ids[0]?.startsWith("a")) await bothCompared.promise;
+        else await aCounted.promise;
+      },
+      afterCount: () => aCounted.open(),
+    });
+    let a: Awaited<ReturnType<CoordinatorHarness["request"]>>;
+    let b: Awaited<ReturnType<CoordinatorHarness["request"]>>;
+    try {
+      [a, b] = await appendBoth("pa-order", aBegan.promise);
+    } finally {
+      h.deps.ledger = real;
+    }
+    expect(a.status).toBe(200);
+    expect(b.status).toBe(409);
+    expect(b.body.error.details).toHaveLength(3);
+    expect(await positions("pa-order")).toEqual([
+      [0, "a0"],
+      [1, "a1"],
+      [2, "a2"],
+    ]);
+    expect((await h.drainDoorbells(3)).map((d) => d.itemId).sort()).toEqual(["a0", "a1", "a2"]);
+    // `received` is a lower bound (the withdrawal lowered it below b's positions); the seal checks
+    // what is stored and finds a's three items.
+    expect(await real.getBatch("pa-order")).toMatchObject({ appendsInFlight: 0 });
+    const sealed = await h.request("POST", "/v1/batches/pa-order:seal", { json: { total: 3 } });
+    expect(sealed.status).toBe(200);
+    expect(await real.getBatch("pa-order")).toMatchObject({ status: "running", total: 3, received: 3 });
   });
 });

@@ -288,6 +288,31 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         expect(await ledger.withdrawItems(id, [], T0 + 4)).toEqual([]);
       });
 
+      it("counts appends in flight: a second append begun beside the first is told so; a dead one's count lapses", async () => {
+        const id = newId("appending");
+        await ledger.createBatch(newBatch(id), T0);
+        const until = T0 + 60_000;
+        expect(await ledger.beginAppend(id, T0, until)).toEqual({ joinedWriters: 1, othersInFlight: false });
+        expect(await ledger.beginAppend(id, T0 + 1, until + 1)).toEqual({
+          joinedWriters: 2,
+          othersInFlight: true,
+        });
+        expect(await ledger.getBatch(id)).toMatchObject({
+          appendsInFlight: 2,
+          appendsInFlightUntil: until + 1,
+        });
+        await ledger.endAppend(id, T0 + 2);
+        await ledger.endAppend(id, T0 + 3);
+        await ledger.endAppend(id, T0 + 4); // more ends than begins never go below zero
+        expect((await ledger.getBatch(id))?.appendsInFlight).toBe(0);
+        expect((await ledger.beginAppend(id, T0 + 5, until)).othersInFlight).toBe(false);
+        // That one dies (never ends): until its bound passes, the next is told another is in flight.
+        expect((await ledger.beginAppend(id, until - 1, until + 100)).othersInFlight).toBe(true);
+        await ledger.endAppend(id, until);
+        expect((await ledger.beginAppend(id, until + 101, until + 200)).othersInFlight).toBe(false);
+        expect(await ledger.getBatch(id)).toMatchObject({ joinedWriters: 5, appendsInFlight: 1 });
+      });
+
       it("moves the cursor and received forward only, and seals the batch once", async () => {
         const id = await batchWith(4, "cursor");
         const moved = await ledger.advanceCursor(id, 2, T0 + 10, 3);

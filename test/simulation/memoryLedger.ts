@@ -22,6 +22,7 @@ import {
   mayRequestTermination,
   mayResetItems,
 } from "../../functions/core/batchFence";
+import { decideBeginAppend } from "../../functions/core/concurrentAppends";
 import { BatchFencedError } from "../../functions/core/errors";
 import {
   completion,
@@ -320,6 +321,34 @@ export class MemoryLedger implements Ledger {
       tx.update(path, { joinedWriters, updatedAt: now });
       this.ops.writes++;
       return joinedWriters;
+    });
+  }
+
+  async beginAppend(
+    batchId: string,
+    now: number,
+    until: number,
+  ): Promise<{ joinedWriters: number; othersInFlight: boolean }> {
+    return this.tx(async (tx) => {
+      const path = batchPath(batchId);
+      const b = toBatch((await tx.get(path)).data);
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      const decision = decideBeginAppend(b, now, until);
+      tx.update(path, { ...decision.update, updatedAt: now });
+      this.ops.writes++;
+      return decision.answer;
+    });
+  }
+
+  async endAppend(batchId: string, now: number): Promise<void> {
+    await this.tx(async (tx) => {
+      const path = batchPath(batchId);
+      const b = toBatch((await tx.get(path)).data);
+      this.ops.reads++;
+      if (!b || !(b.appendsInFlight ?? 0)) return;
+      tx.update(path, { appendsInFlight: (b.appendsInFlight ?? 0) - 1, updatedAt: now });
+      this.ops.writes++;
     });
   }
 

@@ -7,6 +7,7 @@ import {
   mayReExport,
   mayRequestTermination,
 } from "../../core/batchFence";
+import { decideBeginAppend } from "../../core/concurrentAppends";
 import { BatchFencedError } from "../../core/errors";
 import type { Batch, BatchStatus, BatchSummary, NewBatch } from "../../core/model";
 import type { CreateBatchResult } from "../../core/ports";
@@ -102,6 +103,34 @@ export class FirestoreBatchLifecycle extends LedgerPart {
       tx.update(ref, { joinedWriters, updatedAt: now });
       this.ops.writes++;
       return joinedWriters;
+    });
+  }
+
+  async beginAppend(
+    batchId: string,
+    now: number,
+    until: number,
+  ): Promise<{ joinedWriters: number; othersInFlight: boolean }> {
+    return this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b) throw new Error(`batch ${batchId} not found`);
+      const decision = decideBeginAppend(b, now, until);
+      tx.update(ref, { ...decision.update, updatedAt: now });
+      this.ops.writes++;
+      return decision.answer;
+    });
+  }
+
+  async endAppend(batchId: string, now: number): Promise<void> {
+    await this.tx(async (tx) => {
+      const ref = this.batchRef(batchId);
+      const b = toBatch(await tx.get(ref));
+      this.ops.reads++;
+      if (!b || !(b.appendsInFlight ?? 0)) return;
+      tx.update(ref, { appendsInFlight: (b.appendsInFlight ?? 0) - 1, updatedAt: now });
+      this.ops.writes++;
     });
   }
 

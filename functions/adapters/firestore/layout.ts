@@ -170,5 +170,15 @@ export const batchFieldWrites: Record<string, FieldWrites> = {
   exportFailedAt: { values: "sequential", rate: "per-batch", writes: "recordExportFailure: now" },
   nextExportAt: { values: "sequential", rate: "per-batch", writes: "recordExportFailure: now + backoff" },
   expireAt: { values: "sequential", rate: "per-batch", writes: "createBatch: now + retention (TTL)" },
-  joinedWriters: { values: "few", rate: "per-batch", writes: "joinSubmission: +1 per re-submission request" },
+  joinedWriters: {
+    values: "few",
+    rate: "per-batch",
+    writes: "joinSubmission, beginAppend: +1 per re-submission or append request",
+  },
+  appendsInFlight: { values: "few", rate: "per-batch", writes: "beginAppend +1, endAppend -1" },
+  appendsInFlightUntil: {
+    values: "sequential",
+    rate: "per-batch",
+    writes: "beginAppend: now + the longest request",
+  },
 };

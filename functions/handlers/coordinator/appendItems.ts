@@ -22,6 +22,7 @@
 //      which also records progress: an active client is not taken for a dead one.
 
 import { mayCreateItems } from "../../core/batchFence";
+import { appendInFlightMaxMs } from "../../core/concurrentAppends";
 import { conflict, invalidArgument, notFound, TallyError, tooLarge } from "../../core/errors";
 import type { Batch, Item } from "../../core/model";
 import { CrashPointReached } from "../../faults";
@@ -91,6 +92,41 @@ export async function appendToBatch(
   const parsed = await parseAppend(env, batch, req, query);
   if (!parsed.problems.empty)
     throw refusalFor(parsed.problems.toError(`nothing of this append was stored`), batch);
+  const end = parsed.offset + parsed.items.length;
+
+  // Counted in flight before anything is compared, when this append may store
+  // (core/concurrentAppends.ts): an append beside another checks each chunk's positions.
+  const now = env.deps.clock.now();
+  const join =
+    mayCreateItems(batch).ok && end > batch.received
+      ? await ledger.beginAppend(batchId, now, now + appendInFlightMaxMs)
+      : null;
+  let killed = false;
+  try {
+    return await storeAppend(env, batch, parsed, startedAt, join ?? undefined);
+  } catch (err) {
+    killed = err instanceof CrashPointReached; // a "killed" request ends nothing
+    throw err;
+  } finally {
+    if (join && !killed)
+      await ledger.endAppend(batchId, env.deps.clock.now()).catch((err: unknown) =>
+        env.log.warn("batch.append_end_failed", `batch ${batchId}: could not record the append's end`, {
+          batchId,
+          error: err instanceof Error ? err.message : String(err),
+        }),
+      );
+  }
+}
+
+async function storeAppend(
+  env: SubmissionEnv,
+  batch: Batch,
+  parsed: ParsedAppend,
+  startedAt: number,
+  appendJoin: { joinedWriters: number; othersInFlight: boolean } | undefined,
+): Promise<AppendAnswer> {
+  const { ledger } = env.deps;
+  const { batchId } = batch;
   const { offset, items } = parsed;
   const end = offset + items.length;
   const log = env.log;
@@ -187,7 +223,7 @@ export async function appendToBatch(
   let stored = 0;
   let current: Batch = { ...batch, cursor };
   if (storedUpTo < end) {
-    const writer = new SubmissionWriter(env, current, "append", { startAt: storedUpTo });
+    const writer = new SubmissionWriter(env, current, "append", { startAt: storedUpTo, appendJoin });
     const rest = items.slice(storedUpTo - offset);
     let terminated: Batch | null = null;
     try {

@@ -91,6 +91,8 @@ export class SubmissionWriter {
    */
   private readonly joinedAtStart: number;
   private join: Promise<void> | null = null;
+  /** Checks every chunk's positions: a re-submission, or an append that began beside another. */
+  private readonly checksEveryChunk: boolean;
 
   private nextSeq = 0;
   /** Items this request stored / found already stored / published. */
@@ -152,11 +154,12 @@ export class SubmissionWriter {
     private readonly env: SubmissionEnv,
     private readonly batch: Batch,
     kind: "created" | "exists" | "append",
-    opts: { startAt?: number } = {},
+    opts: { startAt?: number; appendJoin?: { joinedWriters: number; othersInFlight: boolean } } = {},
   ) {
     this.batchId = batch.batchId;
     this.fresh = kind === "created" || kind === "append";
-    this.joinedAtStart = batch.joinedWriters ?? 0;
+    this.joinedAtStart = opts.appendJoin?.joinedWriters ?? batch.joinedWriters ?? 0;
+    this.checksEveryChunk = !this.fresh || (opts.appendJoin?.othersInFlight ?? false);
     this.accepting =
       (batch.status === "submitting" || batch.status === "blocked") &&
       batch.terminateAs === null &&
@@ -427,10 +430,11 @@ export class SubmissionWriter {
     //    publish, with a count of the chunk's positions: whoever stored second sees both items and
     //    withdraws its own; the first sees only its own (and goes on) or both (and yields too).
     //    Either way no position keeps two items and no withdrawn item was ever published.
-    //    Who checks: a re-submission, always (it joined a batch another request may be storing);
-    //    the request that started first, once its commits see a join — its commits before the join
-    //    were visible to the joiner's comparison. A lone submission pays nothing for this.
-    const mayShare = !this.fresh || joinedWriters > this.joinedAtStart;
+    //    Who checks: a re-submission, always (it joined a batch another request may be storing), and
+    //    an append that began while another append was in flight (core/concurrentAppends.ts); the
+    //    request that started first, once its commits see a join — its commits before the join
+    //    were visible to the joiner's comparison. A lone submission or append pays nothing for this.
+    const mayShare = this.checksEveryChunk || joinedWriters > this.joinedAtStart;
     if (created.length > 0 && mayShare && !(await this.holdsPositionsAlone(created, items, from, problems))) {
       this.stopped = true;
       return false;
