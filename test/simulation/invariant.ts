@@ -37,6 +37,8 @@ export type ViolationCode =
   | "row_without_item"
   | "exported_rows_mismatch"
   | "lost_items"
+  | "shared_position"
+  | "acknowledged_other_items"
   | "not_settled";
 
 export interface Violation {
@@ -70,6 +72,7 @@ interface BatchDoc {
 
 interface ItemDoc {
   itemId: string;
+  seq: number;
   generation: number;
   status: ItemStatus;
   result: unknown;
@@ -95,6 +98,11 @@ export class InvariantChecker {
   private readonly itemPaths = new Map<string, Set<string>>();
   /** Items a client was told were all stored (a `submitted` answer): batchId → count. */
   readonly acknowledged = new Map<string, number>();
+  /**
+   * The item ids each client was told were stored, by batch: two clients of one batch id with
+   * different items (rivals) must not both be told so, and the final batch holds what was told.
+   */
+  readonly acknowledgedIds = new Map<string, string[][]>();
   onViolation: (v: Violation) => void = () => {};
 
   constructor(
@@ -320,6 +328,30 @@ export class InvariantChecker {
         undefined,
         `summary says ${b.summary.exportedRows} rows exported, the sink holds ${ofGeneration} of generation ${b.generation}`,
       );
+    // One item per position (issue #15 item 10): rivals storing different items at one position
+    // at once must leave one of them (the other withdrawn before it was ever published).
+    const bySeq = new Map<number, string[]>();
+    for (const it of items) bySeq.set(it.seq, [...(bySeq.get(it.seq) ?? []), it.itemId]);
+    for (const [seq, ids] of bySeq)
+      if (ids.length > 1)
+        this.report(
+          "shared_position",
+          batchId,
+          ids.join(","),
+          `position ${seq} holds ${ids.length} items: ${ids.join(", ")}`,
+        );
+    const stored = [...items]
+      .sort((x, y) => x.seq - y.seq)
+      .map((i) => i.itemId)
+      .join(",");
+    for (const ids of this.acknowledgedIds.get(batchId) ?? [])
+      if (ids.join(",") !== stored)
+        this.report(
+          "acknowledged_other_items",
+          batchId,
+          undefined,
+          `a client was told its items [${ids.join(",")}] were stored; the batch holds [${stored}]`,
+        );
     const told = this.acknowledged.get(batchId);
     if (told !== undefined && total !== told)
       this.report(

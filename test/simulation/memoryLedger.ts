@@ -75,6 +75,11 @@ import {
 export interface MemoryLedgerOptions {
   /** Without the fence write (the simulator's control experiment). Default true. */
   fence?: boolean;
+  /**
+   * False: countItemsAt never reports more items than positions, so writers never see two items at
+   * one position (the control experiment for issue #15 item 10). Default true.
+   */
+  countPositions?: boolean;
   /** Transaction and precondition retries (FirestoreLedger's default: 25). */
   maxTransactionAttempts?: number;
   retentionDays?: number;
@@ -173,12 +178,14 @@ export class MemoryLedger implements Ledger {
   readonly ops: LedgerOpCounts = { reads: 0, writes: 0, transactions: 0, queries: 0, aggregations: 0 };
   readonly db: StoreClient;
   private readonly fence: boolean;
+  private readonly countPositions: boolean;
   private readonly maxAttempts: number;
   private readonly retentionMs: number;
 
   constructor(store: MemoryStore | StoreClient, opts: MemoryLedgerOptions = {}) {
     this.db = store instanceof StoreClient ? store : new StoreClient(store);
     this.fence = opts.fence ?? true;
+    this.countPositions = opts.countPositions ?? true;
     this.maxAttempts = opts.maxTransactionAttempts ?? 25;
     this.retentionMs = (opts.retentionDays ?? 90) * 86_400_000;
   }
@@ -359,7 +366,7 @@ export class MemoryLedger implements Ledger {
       where: [everyShard, ["seq", ">=", fromSeq], ["seq", "<", fromSeq + count]],
     });
     this.ops.aggregations++;
-    return n;
+    return this.countPositions ? n : Math.min(n, count);
   }
 
   async withdrawItems(

@@ -8,7 +8,13 @@
 // issue #15's interleavings — a paused stream's chunk stored after its batch was ended as
 // incomplete and finalized (item 1), a slow retry's page reset after the reconciler took the retry
 // for dead and the batch was finalized (item 2), and the same with a cancel mid-retry — and with it
-// the same seeds hold.
+// the same seeds hold. Likewise without the position count (MemoryLedger's `{ countPositions: false }`)
+// it finds two clients of one batch id leaving two items at one position (item 10: rival
+// submissions and appends at one offset), and with it the same seed holds.
+//
+// Submissions go through the shorthand or through open / append / seal (the handlers' own
+// appendToBatch and sealBatch), some with a rival client; those shapes come from a generator of
+// their own, so the kept seeds below run with them off exactly as when they were found.
 import { describe, expect, it } from "vitest";
 import { formatResult, type SimResult, simulate } from "./simulator";
 
@@ -16,7 +22,18 @@ import { formatResult, type SimResult, simulate } from "./simulator";
 const seeds = Number(process.env.TALLY_SIM_SEEDS ?? 3000);
 
 /** Seeds found by `npm run simulate -- --find <item>`, kept as regression tests. */
-const kept = { item1: 17, item2: 155, item2Cancel: 108 } as const;
+const kept = { item1: 21, item2: 65, item2Cancel: 133 } as const;
+/** Found with appends and rivals on (`npm run simulate -- --find item10`). */
+const keptItem10 = 437;
+/**
+ * The known gap of item 10 (docs/api.md): a request that stored its items beside a rival's and died
+ * between its count and its withdrawal leaves two items at one position. Runs whose only violation
+ * is that are reported, not failed, up to this share of the runs with a rival; seed 2860 is one.
+ */
+const knownGapSeed = 2860;
+const knownGapShare = 0.01;
+const onlyKnownGap = (r: SimResult) =>
+  r.violations.length > 0 && r.violations.every((v) => v.code === "shared_position") && r.shapes.rivals > 0;
 /** If a change of the code under test moves a kept seed's interleaving, a new one is searched for here. */
 const searchLimit = 2000;
 
@@ -25,14 +42,30 @@ describe("deterministic simulation of the batch lifecycle", () => {
     const failures: SimResult[] = [];
     const started = Date.now();
     let steps = 0;
+    const shapes = { appends: 0, rivals: 0 };
+    const knownGap: number[] = [];
+    let withRivals = 0;
     for (let seed = 1; seed <= seeds; seed++) {
       const r = await simulate({ seed });
       steps += r.steps;
-      if (r.violations.length > 0 || r.ended !== "settled") failures.push(r);
+      shapes.appends += r.shapes.appends;
+      shapes.rivals += r.shapes.rivals;
+      if (r.shapes.rivals > 0) withRivals++;
+      if (onlyKnownGap(r)) knownGap.push(seed);
+      else if (r.violations.length > 0 || r.ended !== "settled") failures.push(r);
       if (failures.length >= 3) break;
     }
     for (const f of failures) console.error(`${formatResult(f)}\n`);
-    console.log(`simulation: ${seeds} seeds, ${steps} steps, ${Date.now() - started} ms`);
+    console.log(
+      `simulation: ${seeds} seeds, ${steps} steps, ${Date.now() - started} ms; ${shapes.appends} batches by open/append/seal, ${shapes.rivals} with a rival client`,
+    );
+    if (knownGap.length > 0)
+      console.warn(
+        `known gap of issue #15 item 10 (two items left at one position by a request that died between its count and its withdrawal): seeds ${knownGap.join(", ")} of ${withRivals} runs with a rival`,
+      );
+    expect(knownGap.length).toBeLessThanOrEqual(Math.ceil(withRivals * knownGapShare));
+    expect(shapes.appends).toBeGreaterThan(seeds / 10);
+    expect(shapes.rivals).toBeGreaterThan(seeds / 20);
     expect(
       failures.map((f) => `seed ${f.seed}: ${f.ended}, ${f.violations.map((v) => v.code).join(", ")}`),
     ).toEqual([]);
@@ -78,7 +111,7 @@ describe("deterministic simulation of the batch lifecycle", () => {
     [199, "a re-submission's publish of items stored while blocked survives a lost doorbell"],
   ] as const) {
     it(`seed ${seed}: ${what}`, async () => {
-      const r = await simulate({ seed });
+      const r = await simulate({ seed, appendsAndRivals: false });
       expect(r.violations.map((v) => v.code)).toEqual([]);
       expect(r.ended).toBe("settled");
     });
@@ -88,7 +121,12 @@ describe("deterministic simulation of the batch lifecycle", () => {
     it(`finds issue #15 ${item} without the fence (seed ${kept[item]}); the fenced run of that seed holds`, async () => {
       let found: SimResult | null = null;
       for (const seed of [kept[item], ...Array.from({ length: searchLimit }, (_, i) => i + 1)]) {
-        const r = await simulate({ seed, fence: false, stopAtFirstViolation: false });
+        const r = await simulate({
+          seed,
+          fence: false,
+          appendsAndRivals: false,
+          stopAtFirstViolation: false,
+        });
         if (r.issue15[item]) {
           found = r;
           break;
@@ -105,10 +143,40 @@ describe("deterministic simulation of the batch lifecycle", () => {
       const codes = new Set(found!.violations.map((v) => v.code));
       expect(codes.has(item === "item1" ? "created_after_claim" : "reset_after_claim")).toBe(true);
       expect(codes.has("missing_row") || codes.has("live_in_final")).toBe(true);
-      const fenced = await simulate({ seed: found!.seed, fence: true });
+      const fenced = await simulate({ seed: found!.seed, fence: true, appendsAndRivals: false });
       if (fenced.violations.length > 0) console.error(formatResult(fenced));
       expect(fenced.violations).toEqual([]);
       expect(fenced.ended).toBe("settled");
     }, 120_000);
   }
+
+  it(`finds issue #15 item 10 without the position count (seed ${keptItem10}); the counted run of that seed holds`, async () => {
+    let found: SimResult | null = null;
+    for (const seed of [keptItem10, ...Array.from({ length: searchLimit }, (_, i) => i + 1)]) {
+      const r = await simulate({ seed, countPositions: false, stopAtFirstViolation: false });
+      if (r.issue15.item10) {
+        found = r;
+        break;
+      }
+    }
+    expect(found, `no seed up to ${searchLimit} leaves two items at one position`).not.toBeNull();
+    if (found!.seed !== keptItem10)
+      console.warn(`issue #15 item10: seed ${keptItem10} no longer reproduces it; seed ${found!.seed} does`);
+    expect(found!.shapes.rivals).toBeGreaterThan(0);
+    const counted = await simulate({ seed: found!.seed });
+    if (counted.violations.length > 0) console.error(formatResult(counted));
+    expect(counted.violations).toEqual([]);
+    expect(counted.ended).toBe("settled");
+  }, 120_000);
+
+  it(`seed ${knownGapSeed} shows the known gap of item 10 as documented, and nothing else`, async () => {
+    const r = await simulate({ seed: knownGapSeed, stopAtFirstViolation: false });
+    // If this fails because the run now holds, the gap is closed: drop the allowance above.
+    expect(r.violations.map((v) => v.code)).toEqual(["shared_position"]);
+    const trace = r.trace.join("\n");
+    expect(trace).toMatch(/rival-coordinator-b0#\d+ count batches\/b0\/items/);
+    expect(trace).toMatch(/rival-coordinator-b0#\d+ CRASHED/);
+    // Neither item ever ran: the batch failed as an incomplete submission, both items cancelled.
+    expect(r.violations[0]!.batchStatus).toBe("failed");
+  });
 });

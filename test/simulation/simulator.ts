@@ -22,12 +22,18 @@
 // Faults (crashes, stalls of minutes, lost / duplicated / delayed doorbells, failed publishes and
 // exports) stop at a random horizon; from then on the system must settle within a bound.
 import { loadConfig, type TallyConfig } from "../../functions/config";
+import { TallyError } from "../../functions/core/errors";
 import { finalizeBatch, settleBatch } from "../../functions/core/finalizeBatch";
 import type { Logger } from "../../functions/core/logger";
 import type { Batch, BatchStatus, ItemError } from "../../functions/core/model";
+import { CrashPointReached } from "../../functions/faults";
+import { appendToBatch } from "../../functions/handlers/coordinator/appendItems";
 import { resolveSettings } from "../../functions/handlers/coordinator/coordinatorOptions";
+import { submitJson } from "../../functions/handlers/coordinator/jsonSubmission";
 import { cancelBatch, reExportBatch, retryBatch } from "../../functions/handlers/coordinator/operatorActions";
 import { ProblemList } from "../../functions/handlers/coordinator/problems";
+import { sealBatch } from "../../functions/handlers/coordinator/sealBatch";
+import { PartiallyStoredSubmission } from "../../functions/handlers/coordinator/submissionErrors";
 import { type ChunkItem, SubmissionWriter } from "../../functions/handlers/coordinator/submissionWriter";
 import { finalizeDepsFor } from "../../functions/handlers/finalizeDeps";
 import { receiveDeadLetter } from "../../functions/handlers/reconciler/deadLetterReceiver";
@@ -40,12 +46,13 @@ import { sweepExpiredLeases } from "../../functions/handlers/reconciler/sweepExp
 import { sweepMissedFinalizations } from "../../functions/handlers/reconciler/sweepMissedFinalizations";
 import { sweepStalePending } from "../../functions/handlers/reconciler/sweepStalePending";
 import { sweepStaleSubmissions } from "../../functions/handlers/reconciler/sweepStaleSubmissions";
+import type { HttpRequest } from "../../functions/http/httpTypes";
 import type { HandlerDeps } from "../../functions/runtime";
 import { InvariantChecker, type Violation } from "./invariant";
 import { batchPath, MemoryLedger } from "./memoryLedger";
 import { MemoryResultSink, SinkStore } from "./memorySink";
 import { MemoryStore, StoreClient } from "./memoryStore";
-import { type Actor, type Latency, Scheduler } from "./scheduler";
+import { type Actor, type Latency, Rng, Scheduler } from "./scheduler";
 import { type Message, SimQueue } from "./simQueue";
 
 export const simulationStart = 1_700_000_000_000;
@@ -66,6 +73,14 @@ export interface SimOptions {
    * items (seed 13). False leaves them out, for comparison with runs from before the fixes.
    */
   freezesAndDependencies?: boolean;
+  /**
+   * Batches submitted with open / append / seal, and rival clients sending other items under the
+   * same batch id and header at about the same time (issue #15 item 10). Default true. Drawn from
+   * a generator of their own, so a seed that uses neither runs exactly as before they were added.
+   */
+  appendsAndRivals?: boolean;
+  /** False: writers never see two items at one position (MemoryLedger's control). Default true. */
+  countPositions?: boolean;
 }
 
 export interface SimResult {
@@ -81,7 +96,9 @@ export interface SimResult {
   /** A hash of every step: equal for two runs of one seed. */
   hash: number;
   /** Which of issue #15's interleavings this run produced. */
-  issue15: { item1: boolean; item2: boolean; item2Cancel: boolean };
+  issue15: { item1: boolean; item2: boolean; item2Cancel: boolean; item10: boolean };
+  /** Batches submitted with open / append / seal, and batches with a rival client, in this run. */
+  shapes: { appends: number; rivals: number };
 }
 
 const finalStatuses: readonly BatchStatus[] = ["succeeded", "partial", "failed", "cancelled"];
@@ -93,7 +110,22 @@ interface BatchSpec {
   chunk: number;
   failureThreshold: number;
   dependsOn: string[];
+  /** Submitted with open / append / seal (appendItems.ts, sealBatch.ts) instead of the shorthand. */
+  appends: boolean;
+  /** A second client sends the same header with different items at about the same time. */
+  rival: boolean;
 }
+
+/** Which items a client sends: its own, or a rival's (same positions, other ids and payloads). */
+type Variant = "own" | "rival";
+
+/** A buffered JSON request, as the Functions Framework hands it to a handler. */
+const jsonRequest = (body: unknown): HttpRequest =>
+  ({
+    headers: { "content-type": "application/json" },
+    body,
+    rawBody: Buffer.from(JSON.stringify(body)),
+  }) as unknown as HttpRequest;
 
 export async function simulate(opts: SimOptions): Promise<SimResult> {
   const sched = new Scheduler(opts.seed, simulationStart, opts.traceSize ?? 120);
@@ -152,6 +184,8 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     operatorPageSize: knobs.operatorPageSize,
     newBatchId: () => "unused",
   });
+  const shapes = new Rng((opts.seed * 2654435761) ^ 0x5eed);
+  const appendsAndRivals = opts.appendsAndRivals ?? true;
   const specs: BatchSpec[] = Array.from({ length: knobs.batches }, (_, i) => ({
     batchId: `b${i}`,
     items: rng.int(1, 6),
@@ -160,8 +194,10 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     failureThreshold: rng.pick([0, 0.2, 0.5]),
     // Sometimes the second batch waits for the first (stored blocked, started when b0 ends).
     dependsOn: i > 0 && rng.chance(0.3) && freezesAndDependencies ? ["b0"] : [],
+    appends: appendsAndRivals && shapes.chance(0.3),
+    rival: appendsAndRivals && shapes.chance(0.2),
   }));
-  const scenario = `${JSON.stringify(knobs)} batches ${specs.map((s) => `${s.batchId}: ${s.items} items, ${s.json ? "JSON" : "NDJSON"}, chunks of ${s.chunk}, threshold ${s.failureThreshold}${s.dependsOn.length > 0 ? `, after ${s.dependsOn.join(", ")}` : ""}`).join("; ")}`;
+  const scenario = `${JSON.stringify(knobs)} batches ${specs.map((s) => `${s.batchId}: ${s.items} items, ${s.appends ? "open/append/seal" : s.json ? "JSON" : "NDJSON"}${s.rival ? " with a rival" : ""}, chunks of ${s.chunk}, threshold ${s.failureThreshold}${s.dependsOn.length > 0 ? `, after ${s.dependsOn.join(", ")}` : ""}`).join("; ")}`;
 
   // --- the world ----------------------------------------------------------------------------------
   const store = new MemoryStore();
@@ -219,7 +255,10 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     const gate = (op: string, detail: () => string) => sched.point(actor, op, detail);
     return {
       config,
-      ledger: new MemoryLedger(new StoreClient(store, gate), { fence }),
+      ledger: new MemoryLedger(new StoreClient(store, gate), {
+        fence,
+        countPositions: opts.countPositions ?? true,
+      }),
       queue: queue.view(actor),
       sink: new MemoryResultSink(sinkStore, gate),
       clock,
@@ -236,19 +275,24 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
 
   // --- coordinators (clients) ------------------------------------------------------------------------
   let clientsPending = 0;
-  const startClient = (spec: BatchSpec, attempt: number, delayMs: number) => {
+  const startClient = (spec: BatchSpec, attempt: number, delayMs: number, variant: Variant = "own") => {
     clientsPending++;
     let done = false;
     const finish = (outcome: string) => {
       if (done) return;
       done = true;
       clientsPending--;
-      sched.log(`client of ${spec.batchId} (attempt ${attempt}): ${outcome}`);
+      sched.log(
+        `${variant === "rival" ? "rival " : ""}client of ${spec.batchId} (attempt ${attempt}): ${outcome}`,
+      );
       if (outcome !== "submitted" && outcome !== "unchanged" && attempt < 3 && rng.chance(0.5))
-        startClient(spec, attempt + 1, rng.between(5_000, 300_000));
+        startClient(spec, attempt + 1, rng.between(5_000, 300_000), variant);
     };
-    const actor = sched.actor(`coordinator-${spec.batchId}`, network, knobs.crashRate, () =>
-      finish("connection reset (coordinator crashed)"),
+    const actor = sched.actor(
+      `${variant === "rival" ? "rival-" : ""}coordinator-${spec.batchId}`,
+      network,
+      knobs.crashRate,
+      () => finish("connection reset (coordinator crashed)"),
     );
     const deps = depsFor(actor);
     sched.spawn(
@@ -256,11 +300,20 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
       async () => {
         let outcome: string;
         try {
-          outcome = await submit(actor, deps, spec);
+          outcome = spec.appends
+            ? await submitByAppends(actor, deps, spec, variant)
+            : await submit(actor, deps, spec, variant);
         } catch (err) {
           outcome = `error: ${err instanceof Error ? err.message : String(err)}`;
         }
-        if (outcome === "submitted") checker.acknowledged.set(spec.batchId, spec.items);
+        if (outcome === "submitted") {
+          checker.acknowledged.set(spec.batchId, spec.items);
+          const ids = chunkItems(spec, variant).map((it) => it.itemId);
+          checker.acknowledgedIds.set(spec.batchId, [
+            ...(checker.acknowledgedIds.get(spec.batchId) ?? []),
+            ids,
+          ]);
+        }
         finish(outcome);
       },
       delayMs,
@@ -268,7 +321,24 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
   };
 
   /** The JSON / NDJSON shorthand's sequence of ledger calls (jsonSubmission.ts, ndjsonSubmission.ts). */
-  const submit = async (actor: Actor, deps: HandlerDeps, spec: BatchSpec): Promise<string> => {
+  const chunkItems = (spec: BatchSpec, variant: Variant): ChunkItem[] =>
+    Array.from({ length: spec.items }, (_, i) => ({
+      itemId: variant === "rival" ? `r${i}` : `i${i}`,
+      // The shorthand path keeps the payloads it always had; appends go through the demo pipeline's
+      // payload check (value only).
+      payload: spec.appends
+        ? { value: variant === "rival" ? `r${i}` : i }
+        : variant === "rival"
+          ? { n: i, rival: true }
+          : { n: i },
+      origin: { position: i, label: spec.json ? `items[${i}]` : `line ${i + 2}` },
+    }));
+  const submit = async (
+    actor: Actor,
+    deps: HandlerDeps,
+    spec: BatchSpec,
+    variant: Variant,
+  ): Promise<string> => {
     const env = { deps, log: deps.log, settings };
     const created = await deps.ledger.createBatch(
       {
@@ -285,11 +355,7 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     const writer = new SubmissionWriter(env, created.batch, created.kind);
     const problems = new ProblemList();
     if (spec.json && !writer.checkTotal(spec.items, problems)) return "conflict";
-    const all: ChunkItem[] = Array.from({ length: spec.items }, (_, i) => ({
-      itemId: `i${i}`,
-      payload: { n: i },
-      origin: { position: i, label: spec.json ? `items[${i}]` : `line ${i + 2}` },
-    }));
+    const all = chunkItems(spec, variant);
     for (let at = 0; at < spec.items; at += spec.chunk) {
       // A stream's next lines may be slow to come (the client pages an upstream source).
       if (!spec.json && at > 0 && rng.chance(knobs.pauseRate))
@@ -302,6 +368,65 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     const finished = await writer.finish(spec.items, problems);
     if (!finished) return `refused: ${problems.listed.map((p) => p.problem).join("; ")}`;
     return finished.kind;
+  };
+
+  /**
+   * Open / append / seal (docs/api.md "Submissions of any size"), as the typed client does it, through
+   * the handlers' own functions: open, then appends of a few items keyed by offset — a refused
+   * append whose answer names the stored prefix resumes from there — then the seal with the total.
+   * A client that failed starts again from offset 0 (re-sending a stored range is a no-op).
+   */
+  const submitByAppends = async (
+    actor: Actor,
+    deps: HandlerDeps,
+    spec: BatchSpec,
+    variant: Variant,
+  ): Promise<string> => {
+    const env = { deps, log: deps.log, settings };
+    const header = {
+      id: spec.batchId,
+      pipeline: "demo",
+      failureThreshold: spec.failureThreshold,
+      ...(spec.dependsOn.length > 0 ? { dependsOn: spec.dependsOn } : {}),
+    };
+    try {
+      await submitJson(env, jsonRequest({ ...header, open: true }));
+    } catch (err) {
+      return `refused: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    const all = chunkItems(spec, variant).map(({ itemId, payload }) => ({ id: itemId, payload }));
+    const size = spec.chunk * 2;
+    let offset = 0;
+    let refusals = 0;
+    while (offset < all.length) {
+      if (offset > 0 && rng.chance(knobs.pauseRate)) await sched.sleep(actor, rng.between(1_000, 400_000));
+      try {
+        const answer = await appendToBatch(
+          env,
+          spec.batchId,
+          jsonRequest({ offset, items: all.slice(offset, offset + size) }),
+          new URLSearchParams(),
+        );
+        offset = Math.max(offset, answer.append.received);
+      } catch (err) {
+        if (err instanceof CrashPointReached) throw err;
+        const stored = err instanceof PartiallyStoredSubmission ? err.batch.received : null;
+        const why = err instanceof Error ? err.message : String(err);
+        if (err instanceof TallyError && err.code === "batch_closed") return `terminated: ${why}`;
+        // A gap: resume at the stored prefix the answer names; anything else ends this attempt.
+        if (stored !== null && stored < offset && ++refusals <= 3) {
+          offset = stored;
+          continue;
+        }
+        return `refused: ${why}`;
+      }
+    }
+    try {
+      await sealBatch(env, spec.batchId, jsonRequest({ total: all.length }));
+    } catch (err) {
+      return `refused: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    return "submitted";
   };
 
   // --- workers ------------------------------------------------------------------------------------------
@@ -577,6 +702,8 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
 
   // --- start ----------------------------------------------------------------------------------------------
   for (const spec of specs) startClient(spec, 1, rng.between(0, 30_000));
+  // Rivals: the same batch id and header with other items, within seconds of the first client.
+  for (const spec of specs) if (spec.rival) startClient(spec, 1, shapes.between(0, 30_000), "rival");
   for (let w = 0; w < knobs.workers; w++) startWorker(w, 0);
   startDeadLetterReceiver(0);
 
@@ -610,6 +737,10 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
     violations,
     trace: firstViolationTrace ?? sched.tail(),
     hash: sched.hash,
+    shapes: {
+      appends: specs.filter((s) => s.appends).length,
+      rivals: specs.filter((s) => s.rival).length,
+    },
     issue15: {
       item1: violations.some(
         (v) =>
@@ -628,6 +759,8 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
           v.terminateAs === null &&
           sameBatch(v, ["missing_row", "live_in_final"]),
       ),
+      // Two clients of one batch id left two items at one position.
+      item10: violations.some((v) => v.code === "shared_position"),
       // The same with a cancel in the middle of the retry.
       item2Cancel: violations.some(
         (v) =>
