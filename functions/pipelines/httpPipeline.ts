@@ -22,7 +22,8 @@
 //     auth "oidc". The stack then grants the worker's service account roles/run.invoker on exactly
 //     that service (infra/httpTargets.ts); location and project default to the stack's. The worker
 //     itself ignores it. When a step URL is a run.app URL, one of them must be that service's.
-//   - concurrency / ratePerSecond / burst: the worker's per-instance admission (rateLimiter.ts).
+//   - concurrency / ratePerSecond / burst: the worker's admission (rateLimiter.ts): concurrency per
+//     instance, ratePerSecond and burst for the whole pipeline, split across the worker's instances.
 //
 // Per item per step: POST {url} with the JSON body — the payload for the first step; for a later
 // step {payload, outputs} (outputs: the earlier steps' outputs by step name) — and headers

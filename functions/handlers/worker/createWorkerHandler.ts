@@ -10,7 +10,8 @@
 // Shutdown aborts running steps, releases their leases and answers their deliveries 503 (F9).
 //
 // Admission (issue #17 §2): a pipeline that declares `concurrency` or `ratePerSecond` is admitted
-// through its gate (functions/pipelines/rateLimiter.ts) BEFORE the lease — the lease is what uses a
+// through its gate (functions/pipelines/rateLimiter.ts; the rate is the pipeline's, this instance
+// takes 1 / TALLY_WORKER_MAX_INSTANCES of it) BEFORE the lease — the lease is what uses a
 // ledger attempt. A delivery waits first in, first out for a slot and a token, at most
 // `admissionWaitMs`; if none comes it is answered 429 `rate_limited` (503 when the worker shuts
 // down meanwhile) with nothing written to the ledger: a Pub/Sub delivery used, no attempt. Because
@@ -126,7 +127,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
   const admissionWaitMs = opts.admissionWaitMs ?? Math.min(60_000, Math.floor(requestMs / 4));
-  const gates = new PipelineGates();
+  const gates = new PipelineGates(config.env.TALLY_WORKER_MAX_INSTANCES);
   const finalizeDeps: FinalizeDeps = finalizeDepsFor(deps, log);
 
   const verifier = buildVerifier(deps, opts);
@@ -228,7 +229,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
         stats.refused++;
         if (shutdownController.signal.aborted)
           return errorReply(503, "shutting_down", "the worker is shutting down");
-        const message = `pipeline ${pipelineName} is at its limit in this instance (${describeLimits(pipeline!)}); no slot within ${admissionWaitMs} ms — redeliver later (no attempt was used)`;
+        const message = `pipeline ${pipelineName} is at its limit in this instance (${describeLimits(pipeline!, gates.instances)}); no slot within ${admissionWaitMs} ms — redeliver later (no attempt was used)`;
         ilog.info("item.admission_refused", message, {
           pipeline: pipelineName,
           waitedMs,
@@ -591,10 +592,13 @@ function send(res: Response, reply: Reply): void {
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
-function describeLimits(p: PipelineDefinition<any>): string {
+function describeLimits(p: PipelineDefinition<any>, instances: number): string {
   const parts: string[] = [];
   if (p.concurrency !== undefined) parts.push(`concurrency ${p.concurrency}`);
-  if (p.ratePerSecond !== undefined) parts.push(`${p.ratePerSecond}/s, burst ${p.burst ?? 1}`);
+  if (p.ratePerSecond !== undefined)
+    parts.push(
+      `${p.ratePerSecond}/s, burst ${p.burst ?? 1} for the pipeline: ${p.ratePerSecond / instances}/s in each of up to ${instances} instances`,
+    );
   return parts.join(", ");
 }
 
