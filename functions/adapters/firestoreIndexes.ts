@@ -124,6 +124,7 @@ export const firestoreIndexExemptions: Array<{ collection: string; field: string
     "updatedAt",
     "startedAt",
     "finishedAt",
+    "runStartedAt",
     "pendingSince",
   ].map((field) => ({ collection: itemsCollection, field })),
   ...[

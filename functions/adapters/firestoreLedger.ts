@@ -160,7 +160,7 @@ export class FirestoreLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: { refundAttempt?: boolean; continuation?: boolean } = {},
   ): Promise<TransitionResult> {
     return this.transitions.releaseItem(ref, owner, lastError, now, opts);
   }

@@ -28,6 +28,7 @@ export interface ItemWrite {
   error?: ItemError | null;
   lastError?: ItemError | null;
   finishedAt?: number | null;
+  runStartedAt?: number | null;
   updatedAt: number;
   /** When the item last became pending and publishable; null once it is leased or terminal. */
   pendingSince?: number | null;
@@ -93,6 +94,8 @@ export function decideLease(
     leaseUntil: now + leaseMs,
     heartbeatAt: now,
     startedAt: item.startedAt ?? now,
+    // A continuation resumes the run its previous request began; any other lease starts a new one.
+    runStartedAt: item.runStartedAt ?? now,
     updatedAt: now,
     pendingSince: null,
   };
@@ -107,6 +110,7 @@ export function decideLease(
         lease: { owner, until: write.leaseUntil },
         heartbeatAt: now,
         startedAt: write.startedAt,
+        runStartedAt: write.runStartedAt,
         updatedAt: now,
       },
     },
@@ -203,14 +207,17 @@ export function decideFail(
   };
 }
 
-/** Back to `pending` (transient error, shutdown), only for the lease holder; the error is kept. */
+/**
+ * Back to `pending` (transient error, shutdown, continuation), only for the lease holder; the error
+ * and the step checkpoints are kept.
+ */
 export function decideRelease(
   item: Item | null,
   ref: ItemRef,
   owner: string,
   lastError: ItemError | null,
   now: number,
-  opts: { refundAttempt?: boolean } = {},
+  opts: { refundAttempt?: boolean; continuation?: boolean } = {},
 ): Decision<TransitionResult> {
   if (!holdsLease(item, ref, owner)) {
     const seen = item as Item | null;
@@ -224,13 +231,17 @@ export function decideRelease(
   }
   // A release that is not the item's fault (the worker shutting down) gives the attempt back, so a
   // SIGTERM on the last attempt does not fail the item as attempts_exhausted.
-  const attempt = opts.refundAttempt ? Math.max(0, item.attempt - 1) : item.attempt;
+  // A continuation (the run goes on in a fresh request, issue #17 §3) is not the item's fault either,
+  // and keeps the run's start so the pipeline's timeout covers the whole run.
+  const attempt = opts.refundAttempt || opts.continuation ? Math.max(0, item.attempt - 1) : item.attempt;
+  const runStartedAt = opts.continuation ? (item.runStartedAt ?? null) : null;
   const write = {
     status: "pending" as const,
     attempt,
     leaseOwner: null,
     leaseUntil: null,
     lastError: lastError ?? item.lastError,
+    runStartedAt,
     updatedAt: now,
     pendingSince: now,
   };
@@ -238,7 +249,15 @@ export function decideRelease(
     write,
     result: {
       kind: "done",
-      item: { ...item, status: "pending", attempt, lease: null, lastError: write.lastError, updatedAt: now },
+      item: {
+        ...item,
+        status: "pending",
+        attempt,
+        lease: null,
+        lastError: write.lastError,
+        runStartedAt,
+        updatedAt: now,
+      },
     },
   };
 }
@@ -285,6 +304,7 @@ export function decideRedrive(
       leaseOwner: null,
       leaseUntil: null,
       lastError,
+      runStartedAt: null,
       updatedAt: now,
       pendingSince: now,
     },

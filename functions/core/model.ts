@@ -76,6 +76,11 @@ export interface Item {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /**
+   * When the current attempt's run began (issue #17 §3): a continuation keeps it, so the pipeline's
+   * timeout bounds the whole run across the requests it takes. Null while no attempt runs.
+   */
+  runStartedAt?: number | null;
 }
 
 export interface BatchCounts {

@@ -167,15 +167,17 @@ export interface Ledger {
    */
   failItem(ref: ItemRef, error: ItemError, now: number, opts?: { owner?: string }): Promise<TransitionResult>;
   /**
-   * Back to `pending` (transient error, shutdown), only for the lease holder. `refundAttempt`: the
-   * release is not the item's fault (shutdown), so the attempt it took is given back.
+   * Back to `pending` (transient error, shutdown, continuation), only for the lease holder; step
+   * checkpoints are kept. `refundAttempt`: the release is not the item's fault (shutdown), so the
+   * attempt it took is given back. `continuation`: the run goes on in a fresh request (issue #17
+   * §3): the attempt is given back and the run's start (`runStartedAt`) kept.
    */
   releaseItem(
     ref: ItemRef,
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts?: { refundAttempt?: boolean },
+    opts?: { refundAttempt?: boolean; continuation?: boolean },
   ): Promise<TransitionResult>;
   /** Running items whose lease lapsed before `now` (collection-group query on status + leaseUntil). */
   findExpiredLeases(now: number, limit: number): Promise<ItemRef[]>;

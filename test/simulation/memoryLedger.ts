@@ -108,6 +108,7 @@ export interface ItemDoc {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  runStartedAt?: number | null;
   pendingSince: number | null;
   expireAt: number;
 }
@@ -151,6 +152,7 @@ export function toItem(data: DocData | undefined): Item | null {
     updatedAt: d.updatedAt,
     startedAt: d.startedAt,
     finishedAt: d.finishedAt,
+    runStartedAt: d.runStartedAt ?? null,
   };
 }
 
@@ -774,7 +776,7 @@ export class MemoryLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: { refundAttempt?: boolean; continuation?: boolean } = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
@@ -1192,6 +1194,7 @@ export class MemoryLedger implements Ledger {
           lastError: d.data!.error ?? null,
           leaseOwner: null,
           leaseUntil: null,
+          runStartedAt: null,
           finishedAt: null,
           updatedAt: now,
           pendingSince: now,

@@ -384,7 +384,7 @@ export class FirestoreItemTransitions extends LedgerPart {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: { refundAttempt?: boolean; continuation?: boolean } = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
@@ -474,6 +474,7 @@ export class FirestoreItemTransitions extends LedgerPart {
       lastError: d.get("error") ?? null,
       leaseOwner: null,
       leaseUntil: null,
+      runStartedAt: null,
       finishedAt: null,
       updatedAt: now,
       pendingSince: now,

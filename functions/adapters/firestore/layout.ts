@@ -118,6 +118,11 @@ export const itemFieldWrites: Record<string, FieldWrites> = {
   updatedAt: { values: "sequential", rate: "per-item", writes: "every item write: now" },
   startedAt: { values: "sequential", rate: "per-item", writes: "leaseItem (first lease): now" },
   finishedAt: { values: "sequential", rate: "per-item", writes: "completeItem, failItem: now" },
+  runStartedAt: {
+    values: "sequential",
+    rate: "per-item",
+    writes: "leaseItem: now unless a continuation kept it; releaseItem, redriveItem, resets: null",
+  },
   pendingSince: {
     values: "sequential",
     rate: "per-item",

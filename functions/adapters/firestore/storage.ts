@@ -63,6 +63,8 @@ export interface ItemDoc {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** When the current attempt's run began; kept across continuations (absent on older documents). */
+  runStartedAt?: number | null;
   /** When the item last became pending and publishable; null while its batch is blocked. */
   pendingSince: number | null;
   expireAt: Timestamp;
@@ -111,6 +113,7 @@ export function toItem(snap: DocumentSnapshot): Item | null {
     updatedAt: d.updatedAt,
     startedAt: d.startedAt,
     finishedAt: d.finishedAt,
+    runStartedAt: d.runStartedAt ?? null,
   };
 }
 

@@ -20,6 +20,15 @@
 // a refused item is rare and always able to run later; the time waited is taken off the item's
 // budget so the item still finishes inside the request.
 //
+// Continuations (issue #17 §3): a pipeline's timeoutSeconds bounds the whole run of an attempt,
+// which may span several push requests; each request still ends within the worker's request
+// timeout. When the runner stops after a checkpointed step because the next one would not fit in
+// this request (runItem.ts), the item is released with its checkpoints, the attempt given back and
+// the run's start kept (Ledger.releaseItem `continuation`), a fresh doorbell is published and the
+// delivery acknowledged: the next delivery resumes at the next step as the same attempt. A fresh
+// message rather than a non-2xx answer, because a redelivery would come after the retry backoff and
+// count toward the message's maxDeliveryAttempts, so a long item would be dead-lettered.
+//
 // Per delivery the work is constant (F8): with a warm batch cache, 1 read + 1 write to lease,
 // 1 read + 1 write to complete, 1 read for the "anything left?" check — nothing scans the queue or
 // the batch. A pipeline name is read from the batch once per batch per instance (cached).
@@ -88,6 +97,8 @@ export interface WorkerStats {
   unauthenticated: number;
   /** Deliveries refused before the lease by a pipeline's concurrency or rate limit (no attempt used). */
   refused: number;
+  /** Deliveries that handed their item to a fresh delivery after a checkpoint (continuations). */
+  continued: number;
 }
 
 export interface WorkerHandler {
@@ -141,6 +152,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     interrupted: 0,
     unauthenticated: 0,
     refused: 0,
+    continued: 0,
   };
   const shutdownController = new AbortController();
   const inflight = new Set<Promise<void>>();
@@ -290,6 +302,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       deliveryAttempt: delivery.deliveryAttempt,
     });
     const startedAt = clock.now();
+    // The run's budget counts from its first request (a continuation keeps runStartedAt).
+    const runStartedAt = item.runStartedAt ?? startedAt;
     const outcome: RunOutcome = pipeline
       ? await runItem({
           pipeline,
@@ -300,7 +314,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           clock,
           log: ilog,
           leaseMs,
-          itemTimeoutMs: Math.min(pipeline.timeoutSeconds * 1000, Math.max(1000, itemBudgetMs - waitedMs)),
+          itemTimeoutMs: pipeline.timeoutSeconds * 1000 - (startedAt - runStartedAt),
+          requestBudgetMs: Math.max(1000, itemBudgetMs - waitedMs),
           shutdown: shutdownController.signal,
         })
       : {
@@ -352,6 +367,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       await settle(ref.batchId, ilog);
       return ack("succeeded");
     }
+    if (outcome.kind === "continued") return continueInFreshDelivery(ref, owner, outcome, ilog, fields);
     if (outcome.kind === "interrupted") {
       stats.interrupted++;
       if (outcome.reason === "lease_lost") {
@@ -393,6 +409,51 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       fields,
       deliveredAt: startedAt,
     });
+  }
+
+  /** Hands the item to a fresh delivery that resumes at the next step, as the same attempt. */
+  async function continueInFreshDelivery(
+    ref: ItemRef,
+    owner: string,
+    outcome: Extract<RunOutcome, { kind: "continued" }>,
+    ilog: Logger,
+    fields: Record<string, unknown>,
+  ): Promise<Reply> {
+    let released: Awaited<ReturnType<typeof ledger.releaseItem>>;
+    try {
+      released = await ledger.releaseItem(ref, owner, null, clock.now(), { continuation: true });
+    } catch (err) {
+      // Still leased by this delivery: the lease runs out and the reconciler redrives the item.
+      ilog.error("item.release_failed", `could not hand the item over: ${errorMessage(err)}`);
+      return errorReply(503, "continuation_failed", "the item could not be handed over; it is redriven");
+    }
+    if (released.kind === "skip") {
+      stats.skipped++;
+      ilog.info("item.idempotent_skip", `continuation not recorded: ${released.reason}`, {
+        reason: released.reason,
+        ...fields,
+      });
+      return ack("skipped", { reason: released.reason });
+    }
+    stats.continued++;
+    try {
+      await deps.queue.publish([ref]);
+    } catch (err) {
+      // The item is pending with its checkpoints: a redelivery of this message resumes it as well
+      // (and if none comes, the stale-pending sweep republishes it).
+      ilog.error("item.republish_failed", `could not publish the continuation: ${errorMessage(err)}`);
+      return errorReply(503, "continuation_not_published", "the item was released; redeliver to resume it");
+    }
+    ilog.info(
+      "item.continued",
+      `handed over to a fresh delivery at step ${outcome.nextStep}: ${outcome.message}`,
+      {
+        nextStep: outcome.nextStep,
+        stepsRun: outcome.stepsRun,
+        ...fields,
+      },
+    );
+    return ack("continued", { nextStep: outcome.nextStep });
   }
 
   async function failNow(
