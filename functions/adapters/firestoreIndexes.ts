@@ -125,6 +125,7 @@ export const firestoreIndexExemptions: Array<{ collection: string; field: string
     "startedAt",
     "finishedAt",
     "runStartedAt",
+    "notBefore",
     "pendingSince",
   ].map((field) => ({ collection: itemsCollection, field })),
   ...[

@@ -42,6 +42,7 @@ import type {
   LedgerOpCounts,
   Page,
   RedriveResult,
+  ReleaseOptions,
   TransitionResult,
 } from "../core/ports";
 import { FirestoreBatchLifecycle } from "./firestore/batchLifecycle";
@@ -160,7 +161,7 @@ export class FirestoreLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean; continuation?: boolean } = {},
+    opts: ReleaseOptions = {},
   ): Promise<TransitionResult> {
     return this.transitions.releaseItem(ref, owner, lastError, now, opts);
   }

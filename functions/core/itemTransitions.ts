@@ -11,7 +11,7 @@
 // writes make an item live, and those are fenced against the batch's finalization (batchFence.ts).
 import type { Item, ItemError, ItemStatus } from "./model";
 import { isTerminalItemStatus } from "./model";
-import type { ItemRef, LeaseResult, RedriveResult, TransitionResult } from "./ports";
+import type { ItemRef, LeaseResult, RedriveResult, ReleaseOptions, TransitionResult } from "./ports";
 
 /**
  * The stored fields of an item that a transition writes: the item document's shape (the lease kept
@@ -29,6 +29,7 @@ export interface ItemWrite {
   lastError?: ItemError | null;
   finishedAt?: number | null;
   runStartedAt?: number | null;
+  notBefore?: number | null;
   updatedAt: number;
   /** When the item last became pending and publishable; null once it is leased or terminal. */
   pendingSince?: number | null;
@@ -66,6 +67,9 @@ export function decideLease(
   if (isTerminalItemStatus(item.status)) return { result: { kind: "skip", reason: "terminal", item } };
   if (item.status === "running" && item.lease && item.lease.until > now)
     return { result: { kind: "skip", reason: "leased_by_other", item } };
+  // Checked before the attempts: an early delivery writes nothing and uses nothing.
+  if (item.status === "pending" && item.notBefore != null && now < item.notBefore)
+    return { result: { kind: "deferred", notBefore: item.notBefore, item } };
   if (item.attempt >= maxAttempts) {
     const error: ItemError = {
       kind: "attempts_exhausted",
@@ -96,6 +100,7 @@ export function decideLease(
     startedAt: item.startedAt ?? now,
     // A continuation resumes the run its previous request began; any other lease starts a new one.
     runStartedAt: item.runStartedAt ?? now,
+    notBefore: null,
     updatedAt: now,
     pendingSince: null,
   };
@@ -111,6 +116,7 @@ export function decideLease(
         heartbeatAt: now,
         startedAt: write.startedAt,
         runStartedAt: write.runStartedAt,
+        notBefore: null,
         updatedAt: now,
       },
     },
@@ -217,7 +223,7 @@ export function decideRelease(
   owner: string,
   lastError: ItemError | null,
   now: number,
-  opts: { refundAttempt?: boolean; continuation?: boolean } = {},
+  opts: ReleaseOptions = {},
 ): Decision<TransitionResult> {
   if (!holdsLease(item, ref, owner)) {
     const seen = item as Item | null;
@@ -235,6 +241,7 @@ export function decideRelease(
   // and keeps the run's start so the pipeline's timeout covers the whole run.
   const attempt = opts.refundAttempt || opts.continuation ? Math.max(0, item.attempt - 1) : item.attempt;
   const runStartedAt = opts.continuation ? (item.runStartedAt ?? null) : null;
+  const notBefore = opts.notBefore !== undefined && opts.notBefore > now ? opts.notBefore : null;
   const write = {
     status: "pending" as const,
     attempt,
@@ -242,6 +249,7 @@ export function decideRelease(
     leaseUntil: null,
     lastError: lastError ?? item.lastError,
     runStartedAt,
+    notBefore,
     updatedAt: now,
     pendingSince: now,
   };
@@ -256,6 +264,7 @@ export function decideRelease(
         lease: null,
         lastError: write.lastError,
         runStartedAt,
+        notBefore,
         updatedAt: now,
       },
     },
@@ -305,6 +314,7 @@ export function decideRedrive(
       leaseUntil: null,
       lastError,
       runStartedAt: null,
+      notBefore: null,
       updatedAt: now,
       pendingSince: now,
     },

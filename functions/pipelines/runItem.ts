@@ -17,7 +17,7 @@
 // its checkpoints and the attempt, and hands it to a fresh delivery that resumes at the next step.
 // The rule guesses from steps already run (a pipeline's steps are often alike); a next step longer
 // than the guess still ends at the request budget as a `timeout`, like any step too long for a request.
-import { PermanentError } from "../core/errors";
+import { PermanentError, RetryLaterError } from "../core/errors";
 import { jsonSize, limits } from "../core/limits";
 import type { Logger } from "../core/logger";
 import type { Item } from "../core/model";
@@ -41,7 +41,14 @@ export class RunInterrupted extends Error {
 export type RunOutcome =
   | { kind: "completed"; result: unknown; stepsRun: string[] }
   /** `timeout` is a transient failure that ends as kind `timeout` after the last attempt. */
-  | { kind: "failed"; errorClass: ErrorClass | "timeout"; message: string; step: string | null }
+  | {
+      kind: "failed";
+      errorClass: ErrorClass | "timeout";
+      message: string;
+      step: string | null;
+      /** A transient error that asked not to be retried sooner (RetryLaterError). */
+      retryAfterMs?: number;
+    }
   /** Shutdown or a lost lease: the item must not be failed for it. */
   | { kind: "interrupted"; reason: "shutdown" | "lease_lost"; message: string; step: string | null }
   /** The next step would not fit in what is left of this request: resume it in a fresh one. */
@@ -251,11 +258,18 @@ export async function runItem(input: RunItemInput): Promise<RunOutcome> {
       return { kind: "interrupted", reason: interrupted.reason, message: interrupted.message, step: current };
     }
     const where = current ? `step ${current}: ` : "";
+    const errorClass = classifyError(pipeline, err);
+    const retryAfterMs =
+      errorClass === "transient" &&
+      (err instanceof RetryLaterError || (err as Error)?.name === "RetryLaterError")
+        ? (err as RetryLaterError).retryAfterMs
+        : undefined;
     return {
       kind: "failed",
-      errorClass: classifyError(pipeline, err),
+      errorClass,
       message: `${where}${errorMessage(err)}`,
       step: current,
+      ...(retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && { retryAfterMs }),
     };
   } finally {
     keeper.stop();

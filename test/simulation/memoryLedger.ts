@@ -55,6 +55,7 @@ import type {
   LedgerOpCounts,
   Page,
   RedriveResult,
+  ReleaseOptions,
   TransitionResult,
 } from "../../functions/core/ports";
 import {
@@ -109,6 +110,7 @@ export interface ItemDoc {
   startedAt: number | null;
   finishedAt: number | null;
   runStartedAt?: number | null;
+  notBefore?: number | null;
   pendingSince: number | null;
   expireAt: number;
 }
@@ -153,6 +155,7 @@ export function toItem(data: DocData | undefined): Item | null {
     startedAt: d.startedAt,
     finishedAt: d.finishedAt,
     runStartedAt: d.runStartedAt ?? null,
+    notBefore: d.notBefore ?? null,
   };
 }
 
@@ -776,7 +779,7 @@ export class MemoryLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean; continuation?: boolean } = {},
+    opts: ReleaseOptions = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
@@ -1195,6 +1198,7 @@ export class MemoryLedger implements Ledger {
           leaseOwner: null,
           leaseUntil: null,
           runStartedAt: null,
+          notBefore: null,
           finishedAt: null,
           updatedAt: now,
           pendingSince: now,

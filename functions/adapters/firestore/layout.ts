@@ -123,6 +123,11 @@ export const itemFieldWrites: Record<string, FieldWrites> = {
     rate: "per-item",
     writes: "leaseItem: now unless a continuation kept it; releaseItem, redriveItem, resets: null",
   },
+  notBefore: {
+    values: "sequential",
+    rate: "per-item",
+    writes: "releaseItem after a Retry-After: now + the wait; leaseItem, redriveItem, resets: null",
+  },
   pendingSince: {
     values: "sequential",
     rate: "per-item",

@@ -29,6 +29,14 @@
 // message rather than a non-2xx answer, because a redelivery would come after the retry backoff and
 // count toward the message's maxDeliveryAttempts, so a long item would be dead-lettered.
 //
+// Not before (issue #17 §2): a transient failure that said when to try again (RetryLaterError: an
+// HTTP pipeline's 429 with a Retry-After longer than it waits out in the step) releases the item
+// with `notBefore` recorded, using the attempt as any transient failure does, and answers 5xx. A
+// delivery that finds the item not due writes nothing and uses no attempt: it waits for it when
+// the time left fits in the admission wait, else it is answered 429 so Pub/Sub redelivers after
+// its backoff — or, when the message is one delivery short of dead-lettering, acknowledged, the
+// item left pending for the stale-pending sweep to republish. No delivery leases it sooner.
+//
 // Per delivery the work is constant (F8): with a warm batch cache, 1 read + 1 write to lease,
 // 1 read + 1 write to complete, 1 read for the "anything left?" check — nothing scans the queue or
 // the batch. A pipeline name is read from the batch once per batch per instance (cached).
@@ -99,6 +107,8 @@ export interface WorkerStats {
   refused: number;
   /** Deliveries that handed their item to a fresh delivery after a checkpoint (continuations). */
   continued: number;
+  /** Deliveries that found their item not due yet (notBefore) and did not wait for it. */
+  deferred: number;
 }
 
 export interface WorkerHandler {
@@ -153,6 +163,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     unauthenticated: 0,
     refused: 0,
     continued: 0,
+    deferred: 0,
   };
   const shutdownController = new AbortController();
   const inflight = new Set<Promise<void>>();
@@ -270,11 +281,22 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     // biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
     pipeline: PipelineDefinition<any> | undefined,
     maxAttempts: number,
-    waitedMs: number,
+    admissionWaitedMs: number,
   ): Promise<Reply> {
     const owner = `${instanceId}/${randomUUID().slice(0, 8)}`;
+    let waitedMs = admissionWaitedMs;
 
-    const lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    let lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    while (lease.kind === "deferred") {
+      const dueInMs = lease.notBefore - clock.now();
+      if (dueInMs > admissionWaitMs - waitedMs) return deferDelivery(delivery, lease.notBefore, ilog);
+      // Due within the wait this delivery may still spend: wait for it rather than spend a delivery.
+      const waitStart = clock.now();
+      if (!(await sleepUnlessShutdown(Math.max(0, dueInMs))))
+        return errorReply(503, "shutting_down", "the worker is shutting down");
+      waitedMs += clock.now() - waitStart;
+      lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    }
     if (lease.kind === "skip") {
       if (lease.reason === "not_found")
         return poison(ilog, delivery, `unknown item ${ref.itemId} in batch ${ref.batchId}`);
@@ -326,6 +348,54 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           step: null,
         };
     return settleOutcome(ref, owner, item.attempt, maxAttempts, outcome, startedAt, ilog);
+  }
+
+  /** Sleeps `ms` unless the worker shuts down first (false then). */
+  function sleepUnlessShutdown(ms: number): Promise<boolean> {
+    const signal = shutdownController.signal;
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const onAbort = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(true);
+      }, ms);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** The item is not due before `notBefore`: ask for a later redelivery, using no attempt. */
+  function deferDelivery(delivery: PushDelivery, notBefore: number, ilog: Logger): Reply {
+    stats.deferred++;
+    const dueInSeconds = Math.max(1, Math.ceil((notBefore - clock.now()) / 1000));
+    const fields = {
+      notBefore: new Date(notBefore).toISOString(),
+      deliveryAttempt: delivery.deliveryAttempt,
+    };
+    // One delivery short of the dead-letter topic: acknowledge instead, and leave the item (pending,
+    // pendingSince set by its release) to the stale-pending sweep, so it is not dead-lettered for waiting.
+    if (delivery.deliveryAttempt !== null && delivery.deliveryAttempt >= settings.maxDeliveryAttempts - 1) {
+      ilog.info(
+        "item.deferred",
+        "item not due; acknowledged, the stale-pending sweep republishes it",
+        fields,
+      );
+      return ack("deferred", { notBefore: fields.notBefore });
+    }
+    ilog.info(
+      "item.deferred",
+      `item not due for ${dueInSeconds} s: redeliver later (no attempt was used)`,
+      fields,
+    );
+    return {
+      ...errorReply(429, "not_due", `the item may not run before ${fields.notBefore}; no attempt was used`, {
+        notBefore: fields.notBefore,
+      }),
+      headers: { "Retry-After": String(dueInSeconds) },
+    };
   }
 
   async function settleOutcome(
@@ -408,6 +478,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       ilog,
       fields,
       deliveredAt: startedAt,
+      retryAfterMs: outcome.retryAfterMs,
     });
   }
 
@@ -492,6 +563,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       ilog: Logger;
       fields: Record<string, unknown>;
       deliveredAt: number;
+      /** The error asked not to be retried sooner: recorded on the item as notBefore. */
+      retryAfterMs?: number;
     },
   ): Promise<Reply> {
     const kind = f.errorClass === "timeout" ? "timeout" : "transient";
@@ -505,13 +578,16 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
             };
       return failNow(ref, owner, error, f.ilog, f.fields);
     }
+    const notBefore = f.retryAfterMs !== undefined ? clock.now() + f.retryAfterMs : undefined;
     const released = await releaseQuietly(ref, owner, { kind, message: f.message }, f.ilog, {
       deliveredAt: f.deliveredAt,
+      notBefore,
     });
     stats.released++;
     f.ilog.warn("item.released", `attempt ${attempt} failed (${kind}), redelivery expected: ${f.message}`, {
       kind,
       released,
+      ...(notBefore !== undefined && { notBefore: new Date(notBefore).toISOString() }),
       ...f.fields,
     });
     return errorReply(500, kind === "timeout" ? "timeout" : "transient_failure", f.message, {
@@ -532,13 +608,17 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     owner: string,
     lastError: ItemError,
     ilog: Logger,
-    opts: { refundAttempt?: boolean; deliveredAt: number },
+    opts: { refundAttempt?: boolean; deliveredAt: number; notBefore?: number },
   ): Promise<boolean> {
     let released: boolean;
     try {
       released =
-        (await ledger.releaseItem(ref, owner, lastError, clock.now(), { refundAttempt: opts.refundAttempt }))
-          .kind === "done";
+        (
+          await ledger.releaseItem(ref, owner, lastError, clock.now(), {
+            refundAttempt: opts.refundAttempt,
+            notBefore: opts.notBefore,
+          })
+        ).kind === "done";
     } catch (err) {
       ilog.error("item.release_failed", `could not release the lease: ${errorMessage(err)}`);
       return false;
