@@ -32,6 +32,12 @@ const envSchema = z.object({
   TALLY_STALE_FINALIZING_SECONDS: intFrom(120),
   TALLY_RECONCILE_PAGE_SIZE: intFrom(500),
   TALLY_RETENTION_DAYS: intFrom(90),
+  /**
+   * The worker service's maximum instance count (issue #17 §2): a pipeline's `ratePerSecond` is split
+   * evenly across this many instances, so the pipeline stays under its rate however many run. The
+   * stack sets it from tally:workerMaxInstances, the local stack to its worker process count.
+   */
+  TALLY_WORKER_MAX_INSTANCES: z.coerce.number().int().min(1).max(1000).default(1),
   /** Lowers the coordinator's item cap per batch (413 beyond); unset: core/limits.ts. */
   TALLY_MAX_ITEMS_PER_BATCH: z.coerce.number().int().positive().max(limits.maxItemsPerBatch).optional(),
   /** OIDC verification of push / scheduler requests (on in the cloud, off locally: emulators send no token). */

@@ -58,6 +58,8 @@ export function handlerEnvironment(cfg: InfraConfig, projectId: string): Record<
     TALLY_STALE_FINALIZING_SECONDS: String(r.staleFinalizingSeconds),
     TALLY_RECONCILE_PAGE_SIZE: String(r.pageSize),
     TALLY_RETENTION_DAYS: String(cfg.retentionDays),
+    // The worker splits each pipeline's ratePerSecond across this many instances (issue #17 §2).
+    TALLY_WORKER_MAX_INSTANCES: String(cfg.worker.maxInstances),
     // HTTP pipelines (issue #17 §4): the coordinator checks submissions against them, the worker
     // runs them, the reconciler reads their maxAttempts when it redrives expired leases. Only set
     // when some are declared.

@@ -134,6 +134,8 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       TALLY_WORKER_TIMEOUT_SECONDS: String(delivery.workerTimeoutSeconds),
       TALLY_MIN_BACKOFF_SECONDS: String(delivery.minimumBackoffSeconds),
       TALLY_MAX_BACKOFF_SECONDS: String(delivery.maximumBackoffSeconds),
+      // Each worker process takes its share of a pipeline's ratePerSecond (issue #17 §2).
+      TALLY_WORKER_MAX_INSTANCES: String(workerCount),
       ...(options.staleSubmissionSeconds !== undefined && {
         TALLY_STALE_SUBMISSION_SECONDS: String(options.staleSubmissionSeconds),
       }),

@@ -131,6 +131,8 @@ export const firestoreIndexExemptions: Array<{ collection: string; field: string
     "updatedAt",
     "startedAt",
     "finishedAt",
+    "runStartedAt",
+    "notBefore",
     "pendingSince",
   ].map((field) => ({ collection: itemsCollection, field })),
   ...[

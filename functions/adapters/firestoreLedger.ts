@@ -43,6 +43,7 @@ import type {
   ListBatchesOptions,
   Page,
   RedriveResult,
+  ReleaseOptions,
   TransitionResult,
 } from "../core/ports";
 import { FirestoreBatchLifecycle } from "./firestore/batchLifecycle";
@@ -172,7 +173,7 @@ export class FirestoreLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: ReleaseOptions = {},
   ): Promise<TransitionResult> {
     return this.transitions.releaseItem(ref, owner, lastError, now, opts);
   }

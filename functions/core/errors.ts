@@ -40,6 +40,22 @@ export class PermanentError extends Error {
 }
 
 /**
+ * Thrown by pipeline code for a transient error whose cause said when to try again (a 429 or 503
+ * with Retry-After): the attempt fails transiently and the item is not leased again before
+ * `retryAfterMs` from now.
+ */
+export class RetryLaterError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "RetryLaterError";
+  }
+}
+
+/**
  * A fenced write was refused: the batch no longer admits it (finalization claimed, sealed,
  * terminated, or another generation). Answered 409; nothing of the refused write was stored.
  */

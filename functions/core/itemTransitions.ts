@@ -11,7 +11,7 @@
 // writes make an item live, and those are fenced against the batch's finalization (batchFence.ts).
 import type { Item, ItemError, ItemStatus } from "./model";
 import { isTerminalItemStatus } from "./model";
-import type { ItemRef, LeaseResult, RedriveResult, TransitionResult } from "./ports";
+import type { ItemRef, LeaseResult, RedriveResult, ReleaseOptions, TransitionResult } from "./ports";
 
 /**
  * The stored fields of an item that a transition writes: the item document's shape (the lease kept
@@ -28,6 +28,8 @@ export interface ItemWrite {
   error?: ItemError | null;
   lastError?: ItemError | null;
   finishedAt?: number | null;
+  runStartedAt?: number | null;
+  notBefore?: number | null;
   updatedAt: number;
   /** When the item last became pending and publishable; null once it is leased or terminal. */
   pendingSince?: number | null;
@@ -65,6 +67,9 @@ export function decideLease(
   if (isTerminalItemStatus(item.status)) return { result: { kind: "skip", reason: "terminal", item } };
   if (item.status === "running" && item.lease && item.lease.until > now)
     return { result: { kind: "skip", reason: "leased_by_other", item } };
+  // Checked before the attempts: an early delivery writes nothing and uses nothing.
+  if (item.status === "pending" && item.notBefore != null && now < item.notBefore)
+    return { result: { kind: "deferred", notBefore: item.notBefore, item } };
   if (item.attempt >= maxAttempts) {
     const error: ItemError = {
       kind: "attempts_exhausted",
@@ -93,6 +98,9 @@ export function decideLease(
     leaseUntil: now + leaseMs,
     heartbeatAt: now,
     startedAt: item.startedAt ?? now,
+    // A continuation resumes the run its previous request began; any other lease starts a new one.
+    runStartedAt: item.runStartedAt ?? now,
+    notBefore: null,
     updatedAt: now,
     pendingSince: null,
   };
@@ -107,6 +115,8 @@ export function decideLease(
         lease: { owner, until: write.leaseUntil },
         heartbeatAt: now,
         startedAt: write.startedAt,
+        runStartedAt: write.runStartedAt,
+        notBefore: null,
         updatedAt: now,
       },
     },
@@ -203,14 +213,17 @@ export function decideFail(
   };
 }
 
-/** Back to `pending` (transient error, shutdown), only for the lease holder; the error is kept. */
+/**
+ * Back to `pending` (transient error, shutdown, continuation), only for the lease holder; the error
+ * and the step checkpoints are kept.
+ */
 export function decideRelease(
   item: Item | null,
   ref: ItemRef,
   owner: string,
   lastError: ItemError | null,
   now: number,
-  opts: { refundAttempt?: boolean } = {},
+  opts: ReleaseOptions = {},
 ): Decision<TransitionResult> {
   if (!holdsLease(item, ref, owner)) {
     const seen = item as Item | null;
@@ -224,13 +237,19 @@ export function decideRelease(
   }
   // A release that is not the item's fault (the worker shutting down) gives the attempt back, so a
   // SIGTERM on the last attempt does not fail the item as attempts_exhausted.
-  const attempt = opts.refundAttempt ? Math.max(0, item.attempt - 1) : item.attempt;
+  // A continuation (the run goes on in a fresh request, issue #17 §3) is not the item's fault either,
+  // and keeps the run's start so the pipeline's timeout covers the whole run.
+  const attempt = opts.refundAttempt || opts.continuation ? Math.max(0, item.attempt - 1) : item.attempt;
+  const runStartedAt = opts.continuation ? (item.runStartedAt ?? null) : null;
+  const notBefore = opts.notBefore !== undefined && opts.notBefore > now ? opts.notBefore : null;
   const write = {
     status: "pending" as const,
     attempt,
     leaseOwner: null,
     leaseUntil: null,
     lastError: lastError ?? item.lastError,
+    runStartedAt,
+    notBefore,
     updatedAt: now,
     pendingSince: now,
   };
@@ -238,7 +257,16 @@ export function decideRelease(
     write,
     result: {
       kind: "done",
-      item: { ...item, status: "pending", attempt, lease: null, lastError: write.lastError, updatedAt: now },
+      item: {
+        ...item,
+        status: "pending",
+        attempt,
+        lease: null,
+        lastError: write.lastError,
+        runStartedAt,
+        notBefore,
+        updatedAt: now,
+      },
     },
   };
 }
@@ -285,6 +313,8 @@ export function decideRedrive(
       leaseOwner: null,
       leaseUntil: null,
       lastError,
+      runStartedAt: null,
+      notBefore: null,
       updatedAt: now,
       pendingSince: now,
     },

@@ -76,6 +76,16 @@ export interface Item {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /**
+   * When the current attempt's run began (issue #17 §3): a continuation keeps it, so the pipeline's
+   * timeout bounds the whole run across the requests it takes. Null while no attempt runs.
+   */
+  runStartedAt?: number | null;
+  /**
+   * No delivery may lease the item before this time: a transient failure whose cause asked to be
+   * retried no sooner (a 429 with a long Retry-After). Null when none.
+   */
+  notBefore?: number | null;
 }
 
 export interface BatchCounts {

@@ -46,7 +46,15 @@ export type LeaseResult =
   | { kind: "leased"; item: Item }
   /** The ledger's attempt count had reached the maximum: the item is now failed `attempts_exhausted`. */
   | { kind: "exhausted"; item: Item }
+  /** The item may not run before `notBefore` (its last failure asked so): nothing was written. */
+  | { kind: "deferred"; notBefore: number; item: Item }
   | { kind: "skip"; reason: SkipReason; item: Item | null };
+
+export interface ReleaseOptions {
+  refundAttempt?: boolean;
+  continuation?: boolean;
+  notBefore?: number;
+}
 
 export type TransitionResult =
   | { kind: "done"; item: Item }
@@ -197,15 +205,18 @@ export interface Ledger {
    */
   failItem(ref: ItemRef, error: ItemError, now: number, opts?: { owner?: string }): Promise<TransitionResult>;
   /**
-   * Back to `pending` (transient error, shutdown), only for the lease holder. `refundAttempt`: the
-   * release is not the item's fault (shutdown), so the attempt it took is given back.
+   * Back to `pending` (transient error, shutdown, continuation), only for the lease holder; step
+   * checkpoints are kept. `refundAttempt`: the release is not the item's fault (shutdown), so the
+   * attempt it took is given back. `continuation`: the run goes on in a fresh request (issue #17
+   * §3): the attempt is given back and the run's start (`runStartedAt`) kept. `notBefore`: no lease
+   * before this time (a Retry-After), recorded on the item.
    */
   releaseItem(
     ref: ItemRef,
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts?: { refundAttempt?: boolean },
+    opts?: ReleaseOptions,
   ): Promise<TransitionResult>;
   /** Running items whose lease lapsed before `now` (collection-group query on status + leaseUntil). */
   findExpiredLeases(now: number, limit: number): Promise<ItemRef[]>;

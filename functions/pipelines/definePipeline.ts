@@ -51,11 +51,13 @@ export interface PipelineDefinition<P = unknown> {
    */
   concurrency?: number;
   /**
-   * Item starts per second in one worker instance (token bucket, functions/pipelines/rateLimiter.ts);
-   * across N instances the pipeline may start up to N × this. Unset: no rate limit.
+   * Item starts per second of the whole pipeline, across its worker instances: each instance takes
+   * an equal share (this ÷ the worker's max instances, TALLY_WORKER_MAX_INSTANCES; token buckets,
+   * functions/pipelines/rateLimiter.ts). Any window of T seconds holds at most this × T +
+   * max(burst, max instances) starts. Unset: no rate limit.
    */
   ratePerSecond?: number;
-  /** Starts the rate limiter allows at once after an idle spell (bucket size); default 1. */
+  /** Starts the pipeline may make at once after an idle spell, split across instances; default 1. */
   burst?: number;
 }
 

@@ -22,7 +22,8 @@
 //     auth "oidc". The stack then grants the worker's service account roles/run.invoker on exactly
 //     that service (infra/httpTargets.ts); location and project default to the stack's. The worker
 //     itself ignores it. When a step URL is a run.app URL, one of them must be that service's.
-//   - concurrency / ratePerSecond / burst: the worker's per-instance admission (rateLimiter.ts).
+//   - concurrency / ratePerSecond / burst: the worker's admission (rateLimiter.ts): concurrency per
+//     instance, ratePerSecond and burst for the whole pipeline, split across the worker's instances.
 //
 // Per item per step: POST {url} with the JSON body — the payload for the first step; for a later
 // step {payload, outputs} (outputs: the earlier steps' outputs by step name) — and headers
@@ -33,9 +34,10 @@
 //               a redelivery never calls a finished step again.
 //   429       → transient. A Retry-After (seconds or an HTTP date) of at most 10 s is waited out
 //               inside the step (the sleep stops when the step's signal fires), up to 3 times per
-//               call, without using an attempt; a longer or missing one fails the attempt
-//               transiently and the redelivery comes after the subscription's backoff (10..300 s
-//               deployed). Nothing records a "not before" on the item: the ledger layout is unchanged.
+//               call, without using an attempt. A longer one fails the attempt transiently with a
+//               RetryLaterError: the worker records "not before now + Retry-After" on the item, and
+//               no delivery leases it sooner (createWorkerHandler.ts). A missing one fails the attempt
+//               transiently; the redelivery comes after the subscription's backoff.
 //   5xx, connection errors, timeouts → transient (timeouts end as kind `timeout` after the last
 //               attempt, as for every pipeline).
 //   3xx       → permanent (redirects are not followed: a POST would turn into a GET; declare the
@@ -48,7 +50,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { createIdentityTokenSource, type IdentityTokenSource } from "../auth/identityToken";
-import { PermanentError } from "../core/errors";
+import { PermanentError, RetryLaterError } from "../core/errors";
 import { limits } from "../core/limits";
 import {
   definePipeline,
@@ -453,8 +455,11 @@ async function callStep(c: StepCall): Promise<unknown> {
         }
         continue;
       }
-      const after = retryAfter === null ? "no Retry-After" : `Retry-After ${Math.ceil(retryAfter / 1000)} s`;
-      throw new Error(`${where} answered 429 (${after}): ${message}`);
+      if (retryAfter === null) throw new Error(`${where} answered 429 (no Retry-After): ${message}`);
+      throw new RetryLaterError(
+        `${where} answered 429 (Retry-After ${Math.ceil(retryAfter / 1000)} s): ${message}`,
+        retryAfter,
+      );
     }
     if (status >= 500) throw new Error(`${where} answered ${status}: ${message}`);
     if (status >= 300 && status < 400)

@@ -2,13 +2,23 @@
 // The worker asks the pipeline's gate for a slot BEFORE it leases the item, so a delivery that
 // cannot start in time is answered for redelivery without using a ledger attempt.
 //
-// Rate: a token bucket refilled at `ratePerSecond`, holding at most `burst` tokens (default 1); one
-// token per item start. Starts in any interval of length T are at most burst + ratePerSecond × T,
-// so with the default burst of 1 a 1-s window holds at most ratePerSecond + 1 starts (the documented
-// burst). The bucket starts full.
+// Rate is the PIPELINE's: instances share nothing but the ledger and the queue, and a shared counter
+// would be one hot Firestore document (about 1 write/s sustained), so each instance takes an equal
+// share. With N = the worker's maximum instance count (TALLY_WORKER_MAX_INSTANCES), an instance
+// refills a token bucket at ratePerSecond / N and holds at most max(1, burst / N) tokens (a bucket
+// needs room for one whole token); one token per item start; the bucket starts full. Starts of one
+// instance in any interval of T seconds are at most its capacity + its rate × T, so the pipeline's,
+// summed over N instances, are at most
+//     ratePerSecond × T + max(burst, N)
+// — the documented burst is max(burst, N): a 1-s window holds at most ratePerSecond + max(burst, N)
+// starts, however many instances run. The trade-off: fewer running instances than N start
+// proportionally fewer items (one of 20 instances alone runs at ratePerSecond / 20), because an
+// instance cannot know how many others are up. Set the worker's max instances to what the pipeline
+// should use (and min instances as high, for a steady rate).
 //
-// Concurrency: at most `concurrency` items of the pipeline run at once in this instance; a slot is
-// held from admission until the delivery is answered.
+// Concurrency: at most `concurrency` items of the pipeline run at once in this instance (not split:
+// the hard cap on the pipeline's in-flight items is concurrency × N); a slot is held from admission
+// until the delivery is answered.
 //
 // Waiting: deliveries queue first in, first out (a redelivery joins at the back) and each waits at
 // most `maxWaitMs` for both a slot and a token; past that `acquire` answers null and the worker
@@ -22,8 +32,32 @@ export interface GateLimits {
   concurrency?: number;
   /** Item starts per second in one worker instance. */
   ratePerSecond?: number;
-  /** Tokens the bucket holds (starts allowed at once after an idle spell); default 1. */
+  /** Tokens the bucket holds (starts allowed at once after an idle spell, ≥ 1); default 1. */
   burst?: number;
+}
+
+/** What a pipeline declares: its rate and burst are the pipeline's, across all instances. */
+export interface PipelineLimits {
+  concurrency?: number;
+  ratePerSecond?: number;
+  burst?: number;
+}
+
+/** One instance's share of a pipeline's limits when up to `instances` instances run. */
+export function instanceShare(limits: PipelineLimits, instances: number): GateLimits {
+  if (!(Number.isInteger(instances) && instances >= 1))
+    throw new Error(`instances must be a whole number ≥ 1 (got ${instances})`);
+  return {
+    concurrency: limits.concurrency,
+    ratePerSecond: limits.ratePerSecond === undefined ? undefined : limits.ratePerSecond / instances,
+    burst: limits.ratePerSecond === undefined ? undefined : Math.max(1, (limits.burst ?? 1) / instances),
+  };
+}
+
+/** The most starts the pipeline makes in any window of `seconds`, across `instances` instances. */
+export function startsBound(limits: PipelineLimits, instances: number, seconds: number): number {
+  if (limits.ratePerSecond === undefined) return Number.POSITIVE_INFINITY;
+  return limits.ratePerSecond * seconds + Math.max(limits.burst ?? 1, instances);
 }
 
 export class TokenBucket {
@@ -35,8 +69,8 @@ export class TokenBucket {
     private readonly now: () => number = Date.now,
   ) {
     if (!(ratePerSecond > 0)) throw new Error(`ratePerSecond must be above 0 (got ${ratePerSecond})`);
-    if (!(Number.isInteger(burst) && burst >= 1))
-      throw new Error(`burst must be a whole number ≥ 1 (got ${burst})`);
+    // Not necessarily whole: an instance's share of a pipeline's burst (instanceShare).
+    if (!(burst >= 1)) throw new Error(`burst must be at least 1 (got ${burst})`);
     this.tokens = burst;
     this.last = now();
   }
@@ -173,17 +207,23 @@ export class PipelineGate {
   }
 }
 
-/** One gate per pipeline name, built on first use from the pipeline's declared limits. */
+/**
+ * One gate per pipeline name, built on first use from this instance's share of the pipeline's
+ * declared limits (`instances`: the worker's maximum instance count).
+ */
 export class PipelineGates {
   private readonly gates = new Map<string, PipelineGate>();
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    readonly instances: number = 1,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** The pipeline's gate, or null when it declares no limit. */
-  gateFor(name: string, limits: GateLimits): PipelineGate | null {
+  gateFor(name: string, limits: PipelineLimits): PipelineGate | null {
     if (limits.concurrency === undefined && limits.ratePerSecond === undefined) return null;
     let gate = this.gates.get(name);
     if (!gate) {
-      gate = new PipelineGate(limits, this.now);
+      gate = new PipelineGate(instanceShare(limits, this.instances), this.now);
       this.gates.set(name, gate);
     }
     return gate;

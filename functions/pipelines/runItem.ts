@@ -8,7 +8,16 @@
 // fires, even if the step ignores it. Errors are classified here (F11): PermanentError or the
 // pipeline's classifyError → permanent; timeouts → transient of kind `timeout`; anything else →
 // transient. The caller (the worker handler) turns the outcome into ledger transitions.
-import { PermanentError } from "../core/errors";
+//
+// Continuations (issue #17 §3): an item may need longer than one push request (the ack deadline caps
+// a request at 600 s) as long as each step fits in one. After each checkpointed step the runner
+// compares what is left of this request's budget with what the next step is expected to need — the
+// longest step this request has run, plus a quarter, plus a second for the writes that follow — and
+// when it does not fit it stops there with `continued`: the worker then releases the item keeping
+// its checkpoints and the attempt, and hands it to a fresh delivery that resumes at the next step.
+// The rule guesses from steps already run (a pipeline's steps are often alike); a next step longer
+// than the guess still ends at the request budget as a `timeout`, like any step too long for a request.
+import { PermanentError, RetryLaterError } from "../core/errors";
 import { jsonSize, limits } from "../core/limits";
 import type { Logger } from "../core/logger";
 import type { Item } from "../core/model";
@@ -32,9 +41,23 @@ export class RunInterrupted extends Error {
 export type RunOutcome =
   | { kind: "completed"; result: unknown; stepsRun: string[] }
   /** `timeout` is a transient failure that ends as kind `timeout` after the last attempt. */
-  | { kind: "failed"; errorClass: ErrorClass | "timeout"; message: string; step: string | null }
+  | {
+      kind: "failed";
+      errorClass: ErrorClass | "timeout";
+      message: string;
+      step: string | null;
+      /** A transient error that asked not to be retried sooner (RetryLaterError). */
+      retryAfterMs?: number;
+    }
   /** Shutdown or a lost lease: the item must not be failed for it. */
-  | { kind: "interrupted"; reason: "shutdown" | "lease_lost"; message: string; step: string | null };
+  | { kind: "interrupted"; reason: "shutdown" | "lease_lost"; message: string; step: string | null }
+  /** The next step would not fit in what is left of this request: resume it in a fresh one. */
+  | { kind: "continued"; stepsRun: string[]; nextStep: string; message: string };
+
+/** Room the next step is expected to need: the longest step run so far, + 25 %, + 1 s for the writes. */
+export function expectedStepMs(longestStepMs: number): number {
+  return Math.ceil(longestStepMs * 1.25) + 1000;
+}
 
 export interface RunItemInput {
   // biome-ignore lint/suspicious/noExplicitAny: the registry holds pipelines of every payload type.
@@ -47,8 +70,16 @@ export interface RunItemInput {
   clock: Clock;
   log: Logger;
   leaseMs: number;
-  /** The item's timeout for this attempt (the pipeline's, capped by the worker's request timeout). */
+  /**
+   * What is left of the pipeline's timeout for this attempt's run (the whole run, across the
+   * requests continuations spread it over).
+   */
   itemTimeoutMs: number;
+  /**
+   * What this request may still use (the worker's request timeout less a margin). Given: the run
+   * stops at it (a `timeout`) and hands over to a fresh request when the next step would not fit.
+   */
+  requestBudgetMs?: number;
   /** Fired when the worker shuts down. */
   shutdown: AbortSignal;
   /** Receives the lease keeper (tests and op counters read its heartbeat count). */
@@ -112,16 +143,38 @@ export async function runItem(input: RunItemInput): Promise<RunOutcome> {
   if (!validated.ok)
     return { kind: "failed", errorClass: "permanent", message: validated.message, step: null };
   const payload = validated.payload;
+  if (input.itemTimeoutMs <= 0)
+    return {
+      kind: "failed",
+      errorClass: "timeout",
+      message: `the item timed out: its pipeline's timeout (${pipeline.timeoutSeconds} s) ran out before this request`,
+      step: null,
+    };
 
   // One controller for the item: timeout, shutdown and a lost lease all abort it with a reason.
   const itemController = new AbortController();
   const interrupt = (reason: InterruptReason, message: string) => {
     if (!itemController.signal.aborted) itemController.abort(new RunInterrupted(reason, message));
   };
-  const itemTimer = setTimeout(
-    () => interrupt("timeout", `the item timed out after ${input.itemTimeoutMs} ms`),
-    input.itemTimeoutMs,
-  );
+  const requestStart = clock.now();
+  const requestBound = input.requestBudgetMs !== undefined && input.requestBudgetMs < input.itemTimeoutMs;
+  const itemTimer = requestBound
+    ? setTimeout(
+        () =>
+          interrupt(
+            "timeout",
+            `the step did not finish within the request's budget (${input.requestBudgetMs} ms): a step must fit in one request (workerTimeoutSeconds)`,
+          ),
+        input.requestBudgetMs,
+      )
+    : setTimeout(
+        () =>
+          interrupt(
+            "timeout",
+            `the item timed out after ${pipeline.timeoutSeconds} s (its pipeline's timeout, for the whole run)`,
+          ),
+        input.itemTimeoutMs,
+      );
   const onShutdown = () => interrupt("shutdown", "the worker is shutting down");
   if (input.shutdown.aborted) onShutdown();
   else input.shutdown.addEventListener("abort", onShutdown, { once: true });
@@ -143,6 +196,7 @@ export async function runItem(input: RunItemInput): Promise<RunOutcome> {
   const outputs: Record<string, unknown> = {};
   const stepsRun: string[] = [];
   let current: string | null = null;
+  let longestStepMs = 0;
   try {
     for (const [index, step] of steps.entries()) {
       const checkpoint = item.steps[step.name];
@@ -150,9 +204,21 @@ export async function runItem(input: RunItemInput): Promise<RunOutcome> {
         outputs[step.name] = checkpoint.output ?? null;
         continue;
       }
+      if (stepsRun.length > 0 && requestBound) {
+        const left = input.requestBudgetMs! - (clock.now() - requestStart);
+        if (left < expectedStepMs(longestStepMs))
+          return {
+            kind: "continued",
+            stepsRun,
+            nextStep: step.name,
+            message: `${left} ms left in this request, step ${step.name} is expected to need ${expectedStepMs(longestStepMs)} ms`,
+          };
+      }
       current = step.name;
       const isLast = index === steps.length - 1;
+      const stepStart = clock.now();
       const output = await runStep(step, payload, { ...outputs }, itemController.signal, input, keeper);
+      longestStepMs = Math.max(longestStepMs, clock.now() - stepStart);
       stepsRun.push(step.name);
       if (!isLast) {
         const size = jsonSize(output);
@@ -192,11 +258,18 @@ export async function runItem(input: RunItemInput): Promise<RunOutcome> {
       return { kind: "interrupted", reason: interrupted.reason, message: interrupted.message, step: current };
     }
     const where = current ? `step ${current}: ` : "";
+    const errorClass = classifyError(pipeline, err);
+    const retryAfterMs =
+      errorClass === "transient" &&
+      (err instanceof RetryLaterError || (err as Error)?.name === "RetryLaterError")
+        ? (err as RetryLaterError).retryAfterMs
+        : undefined;
     return {
       kind: "failed",
-      errorClass: classifyError(pipeline, err),
+      errorClass,
       message: `${where}${errorMessage(err)}`,
       step: current,
+      ...(retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && { retryAfterMs }),
     };
   } finally {
     keeper.stop();

@@ -596,6 +596,49 @@ export function runLedgerContract(name: string, make: () => Promise<LedgerUnderT
         });
       });
 
+      it("a continuation keeps checkpoints, the attempt and the run's start; notBefore defers leases without a write", async () => {
+        const id = await batchWith(1, "continuation");
+        const r = ref(id, "i0");
+        await ledger.leaseItem(r, "w1", LEASE, 2, T0 + 10);
+        expect(await ledger.getItem(id, "i0")).toMatchObject({ attempt: 1, runStartedAt: T0 + 10 });
+        await ledger.checkpointStep(r, "w1", "a", { n: 1 }, T0 + 20);
+        // Handed over: the attempt is given back, the run's start kept.
+        expect((await ledger.releaseItem(r, "w1", null, T0 + 30, { continuation: true })).kind).toBe("done");
+        expect(await ledger.getItem(id, "i0")).toMatchObject({
+          status: "pending",
+          attempt: 0,
+          runStartedAt: T0 + 10,
+          steps: { a: { status: "succeeded", output: { n: 1 } } },
+        });
+        // The next delivery resumes the same run as attempt 1 again.
+        expect(await ledger.leaseItem(r, "w2", LEASE, 2, T0 + 40)).toMatchObject({
+          kind: "leased",
+          item: { attempt: 1, runStartedAt: T0 + 10 },
+        });
+        // A transient failure with a Retry-After: not before T0 + 1000; the run's start is dropped.
+        await ledger.releaseItem(r, "w2", { kind: "transient", message: "429" }, T0 + 50, {
+          notBefore: T0 + 1000,
+        });
+        const released = await ledger.getItem(id, "i0");
+        expect(released).toMatchObject({
+          status: "pending",
+          attempt: 1,
+          notBefore: T0 + 1000,
+          runStartedAt: null,
+        });
+        // Early: deferred, nothing written (not even on the last attempt: exhaustion waits too).
+        expect(await ledger.leaseItem(r, "w3", LEASE, 1, T0 + 999)).toMatchObject({
+          kind: "deferred",
+          notBefore: T0 + 1000,
+        });
+        expect((await ledger.getItem(id, "i0"))!.updatedAt).toBe(released!.updatedAt);
+        // Due: leased as attempt 2, a new run, notBefore cleared.
+        expect(await ledger.leaseItem(r, "w3", LEASE, 2, T0 + 1000)).toMatchObject({
+          kind: "leased",
+          item: { attempt: 2, runStartedAt: T0 + 1000, notBefore: null },
+        });
+      });
+
       it("finds lapsed leases and redrives them, or fails them at the last attempt", async () => {
         const id = await batchWith(3, "redrive");
         const t = T0 + 5_000_000;

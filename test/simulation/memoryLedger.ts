@@ -58,6 +58,7 @@ import type {
   ListBatchesOptions,
   Page,
   RedriveResult,
+  ReleaseOptions,
   TransitionResult,
 } from "../../functions/core/ports";
 import {
@@ -116,6 +117,8 @@ export interface ItemDoc {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  runStartedAt?: number | null;
+  notBefore?: number | null;
   pendingSince: number | null;
   expireAt: number;
 }
@@ -159,6 +162,8 @@ export function toItem(data: DocData | undefined): Item | null {
     updatedAt: d.updatedAt,
     startedAt: d.startedAt,
     finishedAt: d.finishedAt,
+    runStartedAt: d.runStartedAt ?? null,
+    notBefore: d.notBefore ?? null,
   };
 }
 
@@ -827,7 +832,7 @@ export class MemoryLedger implements Ledger {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: ReleaseOptions = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
@@ -1245,6 +1250,8 @@ export class MemoryLedger implements Ledger {
           lastError: d.data!.error ?? null,
           leaseOwner: null,
           leaseUntil: null,
+          runStartedAt: null,
+          notBefore: null,
           finishedAt: null,
           updatedAt: now,
           pendingSince: now,

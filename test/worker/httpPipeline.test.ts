@@ -17,10 +17,13 @@ import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/
 import { finalizedWithInvariant, serveCoordinator, submit, TargetServer } from "./support/httpTarget";
 import {
   buildDeps,
+  envelope,
   type PushTopology,
+  post,
   provisionPush,
   type ServedWorker,
   serveWorker,
+  submitBatch,
   tempDataDir,
   testConfig,
 } from "./support/workerHarness";
@@ -220,15 +223,64 @@ describe("HTTP pipelines: each error class", () => {
     }
   });
 
-  it("429 with a Retry-After longer than the in-step bound is transient: the attempt is released and retried", async () => {
+  it("429 with a Retry-After longer than the in-step bound is transient and honoured: no call before it", async () => {
+    // 12 s: past the 10-s in-step wait, while Pub/Sub redelivers after 1–2 s here.
     target.behaviours.set("/limited-long", (req, calls) =>
-      calls === 1 ? { status: 429, headers: { "retry-after": "120" }, body: "quota exceeded" } : echo(req),
+      calls === 1 ? { status: 429, headers: { "retry-after": "12" }, body: "quota exceeded" } : echo(req),
     );
     const { batchId, items } = await runBatch("http-429-long", 1);
-    expect(items.get("i0")).toMatchObject({ status: "succeeded", attempt: 2 });
+    expect(items.get("i0")).toMatchObject({ status: "succeeded", attempt: 2, notBefore: null });
     const released = deps.logs.filter((l) => l.event === "item.released" && l.batchId === batchId);
     expect(released).toHaveLength(1);
-    expect(released[0]!.message).toContain("answered 429 (Retry-After 120 s): quota exceeded");
+    expect(released[0]!.message).toContain("answered 429 (Retry-After 12 s): quota exceeded");
+    expect(released[0]!.notBefore).toEqual(expect.any(String));
+    const calls = target.callsTo("/limited-long").filter((r) => r.batchId === batchId);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(12_000);
+  });
+
+  it("a delivery of an item not due yet uses no attempt: 429 not_due, or acknowledged one delivery short of dead-lettering", async () => {
+    // A worker that waits at most 200 ms: the item below is due in a minute.
+    const impatient = await serveWorker(deps, { admissionWaitMs: 200, instanceId: "impatient" });
+    try {
+      // Not published: only the test's own deliveries reach the item.
+      const { batchId } = await submitBatch(deps, "http-429-long", [{ itemId: "d", payload: {} }], {
+        publish: false,
+      });
+      // Take the item and release it as a Retry-After of 60 s would.
+      const ref = { batchId, itemId: "d", generation: 1 };
+      const taken = await probe.leaseItem(ref, "test-owner", 30_000, 3, Date.now());
+      if (taken.kind !== "leased") throw new Error(`lease: ${taken.kind}`);
+      const notBefore = Date.now() + 60_000;
+      await probe.releaseItem(ref, "test-owner", { kind: "transient", message: "429" }, Date.now(), {
+        notBefore,
+      });
+      const before = await probe.getItem(batchId, "d");
+      expect(before).toMatchObject({ status: "pending", attempt: taken.item.attempt, notBefore });
+
+      const message = (deliveryAttempt: number) => ({
+        ...envelope({ batchId, itemId: "d", generation: "1" }),
+        deliveryAttempt,
+      });
+      const early = await post(impatient.url, message(1));
+      expect(early.status).toBe(429);
+      expect(early.body).toMatchObject({
+        error: { code: "not_due", details: { notBefore: new Date(notBefore).toISOString() } },
+      });
+      // maxDeliveryAttempts is 6 here: the 5th delivery is acknowledged rather than dead-lettered next.
+      const last = await post(impatient.url, message(5));
+      expect(last).toMatchObject({ status: 200, body: { outcome: "deferred" } });
+      // Nothing was written: same attempt, still not due.
+      expect(await probe.getItem(batchId, "d")).toMatchObject({
+        status: "pending",
+        attempt: taken.item.attempt,
+        notBefore,
+        updatedAt: before!.updatedAt,
+      });
+      expect(impatient.handler.stats.deferred).toBe(2);
+    } finally {
+      await impatient.close();
+    }
   });
 
   it("503 is transient: released, retried, succeeded", async () => {

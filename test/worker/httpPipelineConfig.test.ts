@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createIdentityTokenSource } from "../../functions/auth/identityToken";
 import { loadConfig } from "../../functions/config";
 import { parseHttpPipelineDeclarations, parseRetryAfter } from "../../functions/pipelines/httpPipeline";
-import { PipelineGate, TokenBucket } from "../../functions/pipelines/rateLimiter";
+import { instanceShare, PipelineGate, startsBound, TokenBucket } from "../../functions/pipelines/rateLimiter";
 import { getPipeline, pipelineNames } from "../../functions/pipelines/registry";
 import { parseStartArgs } from "../../local/stackOptions";
 
@@ -252,6 +252,42 @@ describe("rate limiter", () => {
     now = 100_000;
     expect([b3.tryTake(), b3.tryTake(), b3.tryTake(), b3.tryTake()]).toEqual([true, true, true, false]);
     expect(b3.msUntilToken()).toBe(200);
+  });
+
+  it("the rate is the pipeline's: N instances each take 1/N, and together stay under rate × T + max(burst, N)", () => {
+    expect(instanceShare({ ratePerSecond: 5 }, 2)).toEqual({
+      ratePerSecond: 2.5,
+      burst: 1,
+      concurrency: undefined,
+    });
+    expect(instanceShare({ ratePerSecond: 10, burst: 8, concurrency: 3 }, 4)).toEqual({
+      ratePerSecond: 2.5,
+      burst: 2,
+      concurrency: 3,
+    });
+    expect(() => instanceShare({ ratePerSecond: 5 }, 0)).toThrow(/instances must be a whole number/);
+    for (const [rate, burst, n] of [
+      [5, 1, 2],
+      [5, 1, 3],
+      [20, 10, 4],
+      [1, 1, 7],
+    ] as const) {
+      let now = 0;
+      const share = instanceShare({ ratePerSecond: rate, burst }, n);
+      const buckets = Array.from(
+        { length: n },
+        () => new TokenBucket(share.ratePerSecond!, share.burst!, () => now),
+      );
+      // Every instance takes a token as soon as it can (the worst case for the pipeline's rate).
+      const starts: number[] = [];
+      for (now = 0; now <= 10_000; now += 5) for (const b of buckets) if (b.tryTake()) starts.push(now);
+      const maxInWindow = Math.max(...starts.map((t) => starts.filter((s) => s >= t && s < t + 1000).length));
+      expect(maxInWindow, `${rate}/s burst ${burst} over ${n} instances`).toBeLessThanOrEqual(
+        startsBound({ ratePerSecond: rate, burst }, n, 1),
+      );
+      // …and the pipeline as a whole still runs at its rate when every instance is busy.
+      expect(starts.length).toBeGreaterThanOrEqual(rate * 10);
+    }
   });
 
   it("gate: concurrency slots are FIFO, a waiter past its wait is refused (null), a release admits the next", async () => {

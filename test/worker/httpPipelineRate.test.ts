@@ -1,12 +1,16 @@
 // Per-pipeline admission (issue #17 §2) for HTTP pipelines: a pipeline limited to 5 starts per
-// second (burst 1: at most 5 + 1 starts in any 1-s window, rateLimiter.ts) over 200 items, pushed by
-// the Pub/Sub emulator to the worker, against a real local HTTP server recording arrival times —
-// every item succeeds, the invariant holds, no 1-s window holds more than the limit plus the burst.
-// 200 items at 5/s take 40 s at the least; the test stays under a minute on two cores.
+// second over 200 items, pushed by the Pub/Sub emulator through a round-robin front door
+// (local/frontDoor.ts, Cloud Run's load balancer locally) to TWO worker instances that share
+// nothing but the ledger and the queue, each configured with TALLY_WORKER_MAX_INSTANCES=2 and so
+// taking 2.5/s — against a real local HTTP server recording arrival times: every item succeeds, the
+// invariant holds, and no 1-s window holds more than the documented bound, rate + max(burst, N)
+// (rateLimiter.ts). 200 items at 5/s take 40 s at the least; the test stays under a minute.
 // And the refusal path: a delivery that finds the pipeline's concurrency taken and gets no slot in
 // its admission wait is answered 429 before the lease — the item stays pending with no attempt.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
+import { startsBound } from "../../functions/pipelines/rateLimiter";
+import { type FrontDoor, startFrontDoor } from "../../local/frontDoor";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
 import { finalizedWithInvariant, serveCoordinator, submit, TargetServer } from "./support/httpTarget";
 import {
@@ -31,9 +35,12 @@ const probe = new FirestoreLedger(db);
 const rate = 5;
 const burst = 1;
 const itemCount = 200;
+const instances = 2;
 
 let deps: Awaited<ReturnType<typeof buildDeps>>;
 let worker: ServedWorker;
+let worker2: ServedWorker;
+let frontDoor: FrontDoor;
 let refusingWorker: ServedWorker;
 let coordinator: Awaited<ReturnType<typeof serveCoordinator>>;
 let topology: PushTopology;
@@ -46,19 +53,32 @@ beforeAll(async () => {
     { name: "http-single", url: target.url("/hold"), timeoutSeconds: 30, concurrency: 1 },
   ]);
   process.env.TALLY_HTTP_PIPELINES = json;
-  const config = testConfig(projectId, data.dir, { TALLY_HTTP_PIPELINES: json });
+  const config = testConfig(projectId, data.dir, {
+    TALLY_HTTP_PIPELINES: json,
+    TALLY_WORKER_MAX_INSTANCES: String(instances),
+  });
   deps = await buildDeps(config, db, pubsub);
-  worker = await serveWorker(deps);
+  // Two instances: each its own handler, so its own gates (nothing shared but ledger and queue).
+  worker = await serveWorker(deps, { instanceId: "instance-1" });
+  worker2 = await serveWorker(deps, { instanceId: "instance-2" });
+  frontDoor = await startFrontDoor({
+    backends: () => [
+      { name: "instance-1", url: worker.url },
+      { name: "instance-2", url: worker2.url },
+    ],
+  });
   // A second instance with a short admission wait, driven by the test's own deliveries.
   refusingWorker = await serveWorker(deps, { admissionWaitMs: 300, instanceId: "refusing" });
   coordinator = await serveCoordinator(deps);
-  topology = await provisionPush(pubsub, config, worker.url);
+  topology = await provisionPush(pubsub, config, `${frontDoor.url}/`);
 });
 
 afterAll(async () => {
   await topology?.deadLetters.close();
   await topology?.close();
+  await frontDoor?.close();
   await worker?.close();
+  await worker2?.close();
   await refusingWorker?.close();
   await coordinator?.close();
   await target.stop();
@@ -71,7 +91,8 @@ afterAll(async () => {
 });
 
 describe("rate limit", () => {
-  it(`${itemCount} items at ${rate}/s: never more than ${rate} + ${burst} calls in any 1-s window, every item succeeded`, async () => {
+  const bound = startsBound({ ratePerSecond: rate, burst }, instances, 1);
+  it(`${itemCount} items at ${rate}/s over ${instances} instances: never more than ${bound} calls in any 1-s window, every item succeeded`, async () => {
     target.behaviours.set("/rated", (req) => ({ status: 200, body: { ok: req.itemId } }));
     const batchId = `rated-${Date.now().toString(36)}`;
     const items = Array.from({ length: itemCount }, (_, i) => ({ id: `r${i}`, payload: { value: i } }));
@@ -94,10 +115,16 @@ describe("rate limit", () => {
     expect(arrivals).toHaveLength(itemCount);
     const windows = arrivals.map((t) => arrivals.filter((s) => s >= t && s < t + 1000).length);
     const busiest = Math.max(...windows);
+    const started1 = worker.handler.stats.succeeded;
+    const started2 = worker2.handler.stats.succeeded;
     console.log(
-      `rate test: ${itemCount} items in ${elapsed} ms; busiest 1-s window ${busiest} calls (limit ${rate} + burst ${burst})`,
+      `rate test: ${itemCount} items in ${elapsed} ms; busiest 1-s window ${busiest} calls (bound ${rate} + max(${burst}, ${instances}) = ${bound}); succeeded per instance ${started1}/${started2}; refused ${worker.handler.stats.refused}/${worker2.handler.stats.refused}`,
     );
-    expect(busiest).toBeLessThanOrEqual(rate + burst);
+    expect(busiest).toBeLessThanOrEqual(bound);
+    // Both instances worked: the bound held across instances, not inside one.
+    expect(started1).toBeGreaterThan(itemCount / 4);
+    expect(started2).toBeGreaterThan(itemCount / 4);
+    expect(started1 + started2).toBe(itemCount);
     // Not trivially slow either: the limiter let the pipeline run near its rate.
     expect(arrivals.at(-1)! - arrivals[0]!).toBeLessThan((itemCount / rate) * 1000 * 1.5);
     expect(report.apiCounts.succeeded).toBe(itemCount);

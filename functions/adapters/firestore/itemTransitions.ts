@@ -17,7 +17,7 @@ import {
   type ItemWrite,
 } from "../../core/itemTransitions";
 import type { Batch, Item, ItemError, NewItem } from "../../core/model";
-import type { ItemRef, LeaseResult, RedriveResult, TransitionResult } from "../../core/ports";
+import type { ItemRef, LeaseResult, RedriveResult, ReleaseOptions, TransitionResult } from "../../core/ports";
 import { itemKey } from "./layout";
 import {
   commitGroups,
@@ -384,7 +384,7 @@ export class FirestoreItemTransitions extends LedgerPart {
     owner: string,
     lastError: ItemError | null,
     now: number,
-    opts: { refundAttempt?: boolean } = {},
+    opts: ReleaseOptions = {},
   ): Promise<TransitionResult> {
     this.forgetLease(ref);
     return this.tx(async (tx) => {
@@ -474,6 +474,8 @@ export class FirestoreItemTransitions extends LedgerPart {
       lastError: d.get("error") ?? null,
       leaseOwner: null,
       leaseUntil: null,
+      runStartedAt: null,
+      notBefore: null,
       finishedAt: null,
       updatedAt: now,
       pendingSince: now,

@@ -118,6 +118,16 @@ export const itemFieldWrites: Record<string, FieldWrites> = {
   updatedAt: { values: "sequential", rate: "per-item", writes: "every item write: now" },
   startedAt: { values: "sequential", rate: "per-item", writes: "leaseItem (first lease): now" },
   finishedAt: { values: "sequential", rate: "per-item", writes: "completeItem, failItem: now" },
+  runStartedAt: {
+    values: "sequential",
+    rate: "per-item",
+    writes: "leaseItem: now unless a continuation kept it; releaseItem, redriveItem, resets: null",
+  },
+  notBefore: {
+    values: "sequential",
+    rate: "per-item",
+    writes: "releaseItem after a Retry-After: now + the wait; leaseItem, redriveItem, resets: null",
+  },
   pendingSince: {
     values: "sequential",
     rate: "per-item",

@@ -63,6 +63,10 @@ export interface ItemDoc {
   updatedAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** When the current attempt's run began; kept across continuations (absent on older documents). */
+  runStartedAt?: number | null;
+  /** No lease before this time (a Retry-After); absent on older documents. */
+  notBefore?: number | null;
   /** When the item last became pending and publishable; null while its batch is blocked. */
   pendingSince: number | null;
   expireAt: Timestamp;
@@ -111,6 +115,8 @@ export function toItem(snap: DocumentSnapshot): Item | null {
     updatedAt: d.updatedAt,
     startedAt: d.startedAt,
     finishedAt: d.finishedAt,
+    runStartedAt: d.runStartedAt ?? null,
+    notBefore: d.notBefore ?? null,
   };
 }
 

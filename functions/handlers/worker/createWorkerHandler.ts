@@ -10,7 +10,8 @@
 // Shutdown aborts running steps, releases their leases and answers their deliveries 503 (F9).
 //
 // Admission (issue #17 §2): a pipeline that declares `concurrency` or `ratePerSecond` is admitted
-// through its gate (functions/pipelines/rateLimiter.ts) BEFORE the lease — the lease is what uses a
+// through its gate (functions/pipelines/rateLimiter.ts; the rate is the pipeline's, this instance
+// takes 1 / TALLY_WORKER_MAX_INSTANCES of it) BEFORE the lease — the lease is what uses a
 // ledger attempt. A delivery waits first in, first out for a slot and a token, at most
 // `admissionWaitMs`; if none comes it is answered 429 `rate_limited` (503 when the worker shuts
 // down meanwhile) with nothing written to the ledger: a Pub/Sub delivery used, no attempt. Because
@@ -18,6 +19,23 @@
 // functions/topology.ts), the wait is long (a quarter of the request timeout, at most 60 s) so that
 // a refused item is rare and always able to run later; the time waited is taken off the item's
 // budget so the item still finishes inside the request.
+//
+// Continuations (issue #17 §3): a pipeline's timeoutSeconds bounds the whole run of an attempt,
+// which may span several push requests; each request still ends within the worker's request
+// timeout. When the runner stops after a checkpointed step because the next one would not fit in
+// this request (runItem.ts), the item is released with its checkpoints, the attempt given back and
+// the run's start kept (Ledger.releaseItem `continuation`), a fresh doorbell is published and the
+// delivery acknowledged: the next delivery resumes at the next step as the same attempt. A fresh
+// message rather than a non-2xx answer, because a redelivery would come after the retry backoff and
+// count toward the message's maxDeliveryAttempts, so a long item would be dead-lettered.
+//
+// Not before (issue #17 §2): a transient failure that said when to try again (RetryLaterError: an
+// HTTP pipeline's 429 with a Retry-After longer than it waits out in the step) releases the item
+// with `notBefore` recorded, using the attempt as any transient failure does, and answers 5xx. A
+// delivery that finds the item not due writes nothing and uses no attempt: it waits for it when
+// the time left fits in the admission wait, else it is answered 429 so Pub/Sub redelivers after
+// its backoff — or, when the message is one delivery short of dead-lettering, acknowledged, the
+// item left pending for the stale-pending sweep to republish. No delivery leases it sooner.
 //
 // Per delivery the work is constant (F8): with a warm batch cache, 1 read + 1 write to lease,
 // 1 read + 1 write to complete, 1 read for the "anything left?" check — nothing scans the queue or
@@ -87,6 +105,10 @@ export interface WorkerStats {
   unauthenticated: number;
   /** Deliveries refused before the lease by a pipeline's concurrency or rate limit (no attempt used). */
   refused: number;
+  /** Deliveries that handed their item to a fresh delivery after a checkpoint (continuations). */
+  continued: number;
+  /** Deliveries that found their item not due yet (notBefore) and did not wait for it. */
+  deferred: number;
 }
 
 export interface WorkerHandler {
@@ -126,7 +148,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   const itemBudgetMs = Math.max(1000, requestMs - Math.min(5000, requestMs / 10));
   const shutdownTimeoutMs = opts.shutdownTimeoutMs ?? 8000;
   const admissionWaitMs = opts.admissionWaitMs ?? Math.min(60_000, Math.floor(requestMs / 4));
-  const gates = new PipelineGates();
+  const gates = new PipelineGates(config.env.TALLY_WORKER_MAX_INSTANCES);
   const finalizeDeps: FinalizeDeps = finalizeDepsFor(deps, log);
 
   const verifier = buildVerifier(deps, opts);
@@ -140,6 +162,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     interrupted: 0,
     unauthenticated: 0,
     refused: 0,
+    continued: 0,
+    deferred: 0,
   };
   const shutdownController = new AbortController();
   const inflight = new Set<Promise<void>>();
@@ -228,7 +252,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
         stats.refused++;
         if (shutdownController.signal.aborted)
           return errorReply(503, "shutting_down", "the worker is shutting down");
-        const message = `pipeline ${pipelineName} is at its limit in this instance (${describeLimits(pipeline!)}); no slot within ${admissionWaitMs} ms — redeliver later (no attempt was used)`;
+        const message = `pipeline ${pipelineName} is at its limit in this instance (${describeLimits(pipeline!, gates.instances)}); no slot within ${admissionWaitMs} ms — redeliver later (no attempt was used)`;
         ilog.info("item.admission_refused", message, {
           pipeline: pipelineName,
           waitedMs,
@@ -257,11 +281,22 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     // biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
     pipeline: PipelineDefinition<any> | undefined,
     maxAttempts: number,
-    waitedMs: number,
+    admissionWaitedMs: number,
   ): Promise<Reply> {
     const owner = `${instanceId}/${randomUUID().slice(0, 8)}`;
+    let waitedMs = admissionWaitedMs;
 
-    const lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    let lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    while (lease.kind === "deferred") {
+      const dueInMs = lease.notBefore - clock.now();
+      if (dueInMs > admissionWaitMs - waitedMs) return deferDelivery(delivery, lease.notBefore, ilog);
+      // Due within the wait this delivery may still spend: wait for it rather than spend a delivery.
+      const waitStart = clock.now();
+      if (!(await sleepUnlessShutdown(Math.max(0, dueInMs))))
+        return errorReply(503, "shutting_down", "the worker is shutting down");
+      waitedMs += clock.now() - waitStart;
+      lease = await ledger.leaseItem(ref, owner, leaseMs, maxAttempts, clock.now());
+    }
     if (lease.kind === "skip") {
       if (lease.reason === "not_found")
         return poison(ilog, delivery, `unknown item ${ref.itemId} in batch ${ref.batchId}`);
@@ -289,6 +324,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       deliveryAttempt: delivery.deliveryAttempt,
     });
     const startedAt = clock.now();
+    // The run's budget counts from its first request (a continuation keeps runStartedAt).
+    const runStartedAt = item.runStartedAt ?? startedAt;
     const outcome: RunOutcome = pipeline
       ? await runItem({
           pipeline,
@@ -299,7 +336,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           clock,
           log: ilog,
           leaseMs,
-          itemTimeoutMs: Math.min(pipeline.timeoutSeconds * 1000, Math.max(1000, itemBudgetMs - waitedMs)),
+          itemTimeoutMs: pipeline.timeoutSeconds * 1000 - (startedAt - runStartedAt),
+          requestBudgetMs: Math.max(1000, itemBudgetMs - waitedMs),
           shutdown: shutdownController.signal,
         })
       : {
@@ -310,6 +348,54 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           step: null,
         };
     return settleOutcome(ref, owner, item.attempt, maxAttempts, outcome, startedAt, ilog);
+  }
+
+  /** Sleeps `ms` unless the worker shuts down first (false then). */
+  function sleepUnlessShutdown(ms: number): Promise<boolean> {
+    const signal = shutdownController.signal;
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const onAbort = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(true);
+      }, ms);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** The item is not due before `notBefore`: ask for a later redelivery, using no attempt. */
+  function deferDelivery(delivery: PushDelivery, notBefore: number, ilog: Logger): Reply {
+    stats.deferred++;
+    const dueInSeconds = Math.max(1, Math.ceil((notBefore - clock.now()) / 1000));
+    const fields = {
+      notBefore: new Date(notBefore).toISOString(),
+      deliveryAttempt: delivery.deliveryAttempt,
+    };
+    // One delivery short of the dead-letter topic: acknowledge instead, and leave the item (pending,
+    // pendingSince set by its release) to the stale-pending sweep, so it is not dead-lettered for waiting.
+    if (delivery.deliveryAttempt !== null && delivery.deliveryAttempt >= settings.maxDeliveryAttempts - 1) {
+      ilog.info(
+        "item.deferred",
+        "item not due; acknowledged, the stale-pending sweep republishes it",
+        fields,
+      );
+      return ack("deferred", { notBefore: fields.notBefore });
+    }
+    ilog.info(
+      "item.deferred",
+      `item not due for ${dueInSeconds} s: redeliver later (no attempt was used)`,
+      fields,
+    );
+    return {
+      ...errorReply(429, "not_due", `the item may not run before ${fields.notBefore}; no attempt was used`, {
+        notBefore: fields.notBefore,
+      }),
+      headers: { "Retry-After": String(dueInSeconds) },
+    };
   }
 
   async function settleOutcome(
@@ -351,6 +437,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       await settle(ref.batchId, ilog);
       return ack("succeeded");
     }
+    if (outcome.kind === "continued") return continueInFreshDelivery(ref, owner, outcome, ilog, fields);
     if (outcome.kind === "interrupted") {
       stats.interrupted++;
       if (outcome.reason === "lease_lost") {
@@ -391,7 +478,53 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       ilog,
       fields,
       deliveredAt: startedAt,
+      retryAfterMs: outcome.retryAfterMs,
     });
+  }
+
+  /** Hands the item to a fresh delivery that resumes at the next step, as the same attempt. */
+  async function continueInFreshDelivery(
+    ref: ItemRef,
+    owner: string,
+    outcome: Extract<RunOutcome, { kind: "continued" }>,
+    ilog: Logger,
+    fields: Record<string, unknown>,
+  ): Promise<Reply> {
+    let released: Awaited<ReturnType<typeof ledger.releaseItem>>;
+    try {
+      released = await ledger.releaseItem(ref, owner, null, clock.now(), { continuation: true });
+    } catch (err) {
+      // Still leased by this delivery: the lease runs out and the reconciler redrives the item.
+      ilog.error("item.release_failed", `could not hand the item over: ${errorMessage(err)}`);
+      return errorReply(503, "continuation_failed", "the item could not be handed over; it is redriven");
+    }
+    if (released.kind === "skip") {
+      stats.skipped++;
+      ilog.info("item.idempotent_skip", `continuation not recorded: ${released.reason}`, {
+        reason: released.reason,
+        ...fields,
+      });
+      return ack("skipped", { reason: released.reason });
+    }
+    stats.continued++;
+    try {
+      await deps.queue.publish([ref]);
+    } catch (err) {
+      // The item is pending with its checkpoints: a redelivery of this message resumes it as well
+      // (and if none comes, the stale-pending sweep republishes it).
+      ilog.error("item.republish_failed", `could not publish the continuation: ${errorMessage(err)}`);
+      return errorReply(503, "continuation_not_published", "the item was released; redeliver to resume it");
+    }
+    ilog.info(
+      "item.continued",
+      `handed over to a fresh delivery at step ${outcome.nextStep}: ${outcome.message}`,
+      {
+        nextStep: outcome.nextStep,
+        stepsRun: outcome.stepsRun,
+        ...fields,
+      },
+    );
+    return ack("continued", { nextStep: outcome.nextStep });
   }
 
   async function failNow(
@@ -430,6 +563,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       ilog: Logger;
       fields: Record<string, unknown>;
       deliveredAt: number;
+      /** The error asked not to be retried sooner: recorded on the item as notBefore. */
+      retryAfterMs?: number;
     },
   ): Promise<Reply> {
     const kind = f.errorClass === "timeout" ? "timeout" : "transient";
@@ -443,13 +578,16 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
             };
       return failNow(ref, owner, error, f.ilog, f.fields);
     }
+    const notBefore = f.retryAfterMs !== undefined ? clock.now() + f.retryAfterMs : undefined;
     const released = await releaseQuietly(ref, owner, { kind, message: f.message }, f.ilog, {
       deliveredAt: f.deliveredAt,
+      notBefore,
     });
     stats.released++;
     f.ilog.warn("item.released", `attempt ${attempt} failed (${kind}), redelivery expected: ${f.message}`, {
       kind,
       released,
+      ...(notBefore !== undefined && { notBefore: new Date(notBefore).toISOString() }),
       ...f.fields,
     });
     return errorReply(500, kind === "timeout" ? "timeout" : "transient_failure", f.message, {
@@ -470,13 +608,17 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     owner: string,
     lastError: ItemError,
     ilog: Logger,
-    opts: { refundAttempt?: boolean; deliveredAt: number },
+    opts: { refundAttempt?: boolean; deliveredAt: number; notBefore?: number },
   ): Promise<boolean> {
     let released: boolean;
     try {
       released =
-        (await ledger.releaseItem(ref, owner, lastError, clock.now(), { refundAttempt: opts.refundAttempt }))
-          .kind === "done";
+        (
+          await ledger.releaseItem(ref, owner, lastError, clock.now(), {
+            refundAttempt: opts.refundAttempt,
+            notBefore: opts.notBefore,
+          })
+        ).kind === "done";
     } catch (err) {
       ilog.error("item.release_failed", `could not release the lease: ${errorMessage(err)}`);
       return false;
@@ -591,10 +733,13 @@ function send(res: Response, reply: Reply): void {
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: see WorkerHandlerOptions.pipelines
-function describeLimits(p: PipelineDefinition<any>): string {
+function describeLimits(p: PipelineDefinition<any>, instances: number): string {
   const parts: string[] = [];
   if (p.concurrency !== undefined) parts.push(`concurrency ${p.concurrency}`);
-  if (p.ratePerSecond !== undefined) parts.push(`${p.ratePerSecond}/s, burst ${p.burst ?? 1}`);
+  if (p.ratePerSecond !== undefined)
+    parts.push(
+      `${p.ratePerSecond}/s, burst ${p.burst ?? 1} for the pipeline: ${p.ratePerSecond / instances}/s in each of up to ${instances} instances`,
+    );
   return parts.join(", ");
 }
 
