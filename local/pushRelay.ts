@@ -18,6 +18,8 @@
 // (items pending at attempt 0 until the stale-pending sweep). Here every pulled message is pushed
 // at once and ends in an ack or a nack (or its deadline passes): nothing else holds it.
 
+import { setMaxListeners } from "node:events";
+
 export interface PushRelayStats {
   pushed: number;
   acked: number;
@@ -61,6 +63,9 @@ export function startPushRelay(opts: {
   const subscriptionPath = `projects/${opts.projectId}/subscriptions/${opts.subscription}`;
   const api = `http://${opts.emulatorHost}/v1/${subscriptionPath}`;
   const stopping = new AbortController();
+  // Every pull, push and ack in flight listens on it (AbortSignal.any): up to the relay's
+  // concurrency at once, legitimately more than Node's default warning threshold of 10.
+  setMaxListeners(0, stopping.signal);
   const pushes = new Set<Promise<void>>();
   let slotFreed: (() => void) | null = null;
 
@@ -181,14 +186,16 @@ export function startPushRelay(opts: {
 
 function idle(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
+    // The listener goes when the timer fires: an idle relay sleeps thousands of times, and a
+    // listener left behind by each would pile up on the one long-lived signal.
+    const onAbort = () => {
+      clearTimeout(t);
+      resolve();
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
   });
 }
