@@ -213,6 +213,20 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
 
     const pipelineName = await pipelineNameOf(ref.batchId);
     if (pipelineName === null) return poison(ilog, delivery, `unknown batch ${ref.batchId}`);
+    // A worker deployed for one pipeline (its resources, its secrets) never runs another's item: a
+    // doorbell on the wrong topic is published again on the right one and acknowledged here.
+    if (config.workerPipeline !== undefined && pipelineName !== config.workerPipeline) {
+      try {
+        await deps.queue.publish(pipelineName, [ref]);
+      } catch (err) {
+        return errorReply(503, "unavailable", `could not reroute to pipeline ${pipelineName}: ${errorMessage(err)}`);
+      }
+      ilog.warn("item.rerouted", `item of pipeline ${pipelineName} reached the ${config.workerPipeline} worker: rerouted`, {
+        pipeline: pipelineName,
+        worker: config.workerPipeline,
+      });
+      return ack("rerouted", { pipeline: pipelineName });
+    }
     const pipeline = lookupPipeline(pipelineName);
     const maxAttempts = pipeline?.maxAttempts ?? settings.maxItemAttempts;
 
@@ -483,7 +497,9 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     }
     if (released && clock.now() - opts.deliveredAt >= ackDeadlineMs * 0.9) {
       try {
-        await deps.queue.publish([ref]);
+        // The batch's pipeline is cached from this delivery's own lookup: its topic is this worker's.
+        const pipelineName = await pipelineNameOf(ref.batchId);
+        if (pipelineName !== null) await deps.queue.publish(pipelineName, [ref]);
         ilog.info(
           "item.republished",
           "released after the delivery's ack deadline: a fresh doorbell was published",
