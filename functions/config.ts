@@ -131,7 +131,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig
   };
 }
 
-function parsePipelineDelivery(raw: string | undefined, problems: string[]): Record<string, Partial<DeliverySettings>> {
+function parsePipelineDelivery(
+  raw: string | undefined,
+  problems: string[],
+): Record<string, Partial<DeliverySettings>> {
   if (raw === undefined || raw.trim() === "") return {};
   let value: unknown;
   try {
@@ -143,7 +146,9 @@ function parsePipelineDelivery(raw: string | undefined, problems: string[]): Rec
   const parsed = pipelineDeliverySchema.safeParse(value);
   if (!parsed.success) {
     problems.push(
-      ...parsed.error.issues.map((i) => `${[pipelineDeliveryVariable, ...i.path.map(String)].join(".")}: ${i.message}`),
+      ...parsed.error.issues.map(
+        (i) => `${[pipelineDeliveryVariable, ...i.path.map(String)].join(".")}: ${i.message}`,
+      ),
     );
     return {};
   }

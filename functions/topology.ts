@@ -144,13 +144,17 @@ export function buildPipelineTopology(
   delivery: DeliverySettings,
 ): PipelineTopology {
   if (!/^[a-z][a-z0-9-]{0,62}$/.test(pipeline))
-    throw new Error(`pipeline name ${JSON.stringify(pipeline)} must match [a-z][a-z0-9-]* (at most 63 characters)`);
+    throw new Error(
+      `pipeline name ${JSON.stringify(pipeline)} must match [a-z][a-z0-9-]* (at most 63 characters)`,
+    );
   const workTopic = `${prefix}-work-${pipeline}`;
   const workSubscription = `${workTopic}-push`;
   // Topic and subscription ids allow 255 characters: a ≤41-character prefix (functions/config.ts) and
   // a ≤63-character pipeline name always fit, so these are never shortened (and always readable).
   if (workSubscription.length > nameLimits.subscription)
-    throw new Error(`pipeline ${pipeline}: subscription name ${workSubscription} exceeds ${nameLimits.subscription} characters`);
+    throw new Error(
+      `pipeline ${pipeline}: subscription name ${workSubscription} exceeds ${nameLimits.subscription} characters`,
+    );
   return {
     pipeline,
     workTopic,
@@ -227,7 +231,10 @@ function nameCollisions(t: Topology): string[] {
       [
         ["the dead-letter subscription", t.deadLetterSubscription],
         ["the parking subscription", t.parkedSubscription],
-        ...t.pipelines.map((x): [string, string] => [`pipeline ${x.pipeline}'s subscription`, x.workSubscription]),
+        ...t.pipelines.map((x): [string, string] => [
+          `pipeline ${x.pipeline}'s subscription`,
+          x.workSubscription,
+        ]),
       ],
     ],
     [
@@ -238,13 +245,17 @@ function nameCollisions(t: Topology): string[] {
         ...t.pipelines.map((x): [string, string] => [`pipeline ${x.pipeline}'s worker`, x.workerService]),
       ],
     ],
-    ["service account", t.pipelines.map((x): [string, string] => [`pipeline ${x.pipeline}'s worker`, x.workerAccountId])],
+    [
+      "service account",
+      t.pipelines.map((x): [string, string] => [`pipeline ${x.pipeline}'s worker`, x.workerAccountId]),
+    ],
   ];
   for (const [kind, named] of kinds) {
     const owner = new Map<string, string>();
     for (const [who, name] of named) {
       const first = owner.get(name);
-      if (first) problems.push(`${who} and ${first} would share the ${kind} name ${name}: rename the pipeline`);
+      if (first)
+        problems.push(`${who} and ${first} would share the ${kind} name ${name}: rename the pipeline`);
       else owner.set(name, who);
     }
   }

@@ -40,9 +40,13 @@ export function httpTargets(cfg: InfraConfig): HttpTarget[] {
  * reordering pipelines moves nothing.
  */
 export function httpTargetInvokerName(prefix: string, t: HttpTarget, pipeline: string): string {
-  return [`${prefix}-http-target-invoker`, t.name, t.location, ...(t.project ? [t.project] : []), pipeline].join(
-    "-",
-  );
+  return [
+    `${prefix}-http-target-invoker`,
+    t.name,
+    t.location,
+    ...(t.project ? [t.project] : []),
+    pipeline,
+  ].join("-");
 }
 
 /** The grants, by the pipeline whose worker they are for (its worker is deployed after them). */

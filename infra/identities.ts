@@ -10,7 +10,10 @@ import type { Topology } from "../functions/topology";
 export const identityRoles = {
   coordinator: { suffix: "coord", purpose: "runs the coordinator (HTTP API and dashboard)" },
   reconciler: { suffix: "recon", purpose: "runs the reconciler (scheduled repair, dead-letter recording)" },
-  workPush: { suffix: "push", purpose: "identity of the work subscriptions' pushes to the pipelines' workers" },
+  workPush: {
+    suffix: "push",
+    purpose: "identity of the work subscriptions' pushes to the pipelines' workers",
+  },
   deadLetterPush: {
     suffix: "dlq",
     purpose: "identity of the dead-letter subscription's pushes to the reconciler",
@@ -82,6 +85,9 @@ export function handlerAccounts(
   return [
     ["coordinator", identities.coordinator],
     ["reconciler", identities.reconciler],
-    ...Object.entries(workers).map(([pipeline, sa]): [string, gcp.serviceaccount.Account] => [`worker-${pipeline}`, sa]),
+    ...Object.entries(workers).map(([pipeline, sa]): [string, gcp.serviceaccount.Account] => [
+      `worker-${pipeline}`,
+      sa,
+    ]),
   ];
 }

@@ -137,7 +137,12 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
       },
       {
         parent,
-        dependsOn: [...m.apis.on("pubsub.googleapis.com"), agentPublishesDeadLetters, workPushTokens, ...ready],
+        dependsOn: [
+          ...m.apis.on("pubsub.googleapis.com"),
+          agentPublishesDeadLetters,
+          workPushTokens,
+          ...ready,
+        ],
       },
     );
     // The Pub/Sub service agent must be able to acknowledge on this subscription to move a message
@@ -150,13 +155,23 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     // The coordinator publishes this pipeline's doorbells on submission, retry and resume.
     new gcp.pubsub.TopicIAMMember(
       `${p}-work-topic-${x.pipeline}-coordinator-publisher`,
-      { project: m.project, topic: topic.name, role: "roles/pubsub.publisher", member: m.identities.coordinator.member },
+      {
+        project: m.project,
+        topic: topic.name,
+        role: "roles/pubsub.publisher",
+        member: m.identities.coordinator.member,
+      },
       { parent },
     );
     // The reconciler republishes this pipeline's doorbells (redrive, stale pending, cursors).
     new gcp.pubsub.TopicIAMMember(
       `${p}-work-topic-${x.pipeline}-reconciler-publisher`,
-      { project: m.project, topic: topic.name, role: "roles/pubsub.publisher", member: m.identities.reconciler.member },
+      {
+        project: m.project,
+        topic: topic.name,
+        role: "roles/pubsub.publisher",
+        member: m.identities.reconciler.member,
+      },
       { parent },
     );
     const worker = m.workerAccounts[x.pipeline];

@@ -13,8 +13,8 @@
 // every alert policy and the dashboard depend on the gates of the metrics their filters name.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { Apis } from "./apis";
 import type { Topology } from "../functions/topology";
+import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
 import { eventFilter, handlerLogFilter, workerServices } from "./logQueries";
 import { userMetricPrefix, userMetricsNamed } from "./policy/monitoringFilter";

@@ -6,9 +6,10 @@
 // behaviour. Problems are returned, each naming its key (tally:pipelines.<name>.<field>), so
 // config.ts reports them together with every other problem.
 //
-//   pulumi config set --path 'tally:pipelines.text-stats.cpu' 4
-//   pulumi config set --path 'tally:pipelines.text-stats.memory' 8Gi
-//   pulumi config set --path 'tally:pipelines.llm.secrets.OPENAI_API_KEY' openai-api-key
+// A JSON text, like tally:httpPipelines (Pulumi's project schema has no object type for it):
+//   pulumi config set tally:pipelines "$(cat pipelines.json)"
+//   {"text-stats": {"cpu": 4, "memory": "8Gi", "concurrency": 1, "maxInstances": 5,
+//                   "secrets": {"API_KEY": "text-stats-api-key"}}}
 import { z } from "zod";
 import { type DeliverySettings, validateDelivery } from "../functions/topology";
 
@@ -71,28 +72,47 @@ export function sizingProblems(s: WorkerSizing): { field: keyof WorkerSizing; me
   const out: { field: keyof WorkerSizing; message: string }[] = [];
   const mib = memoryMiB(s.memory);
   if (mib === undefined) {
-    out.push({ field: "memory", message: `must be a memory size such as "512Mi" or "4Gi" (got ${JSON.stringify(s.memory)})` });
+    out.push({
+      field: "memory",
+      message: `must be a memory size such as "512Mi" or "4Gi" (got ${JSON.stringify(s.memory)})`,
+    });
     return out;
   }
   if (mib < 128) out.push({ field: "memory", message: `must be at least 128Mi (got ${s.memory})` });
   const whole = memoryPerCpu[s.cpu];
   if (whole) {
     if (mib > whole.maxMiB)
-      out.push({ field: "memory", message: `${s.memory} is more than ${s.cpu} CPU allows (at most ${whole.maxMiB / 1024}Gi); raise cpu` });
+      out.push({
+        field: "memory",
+        message: `${s.memory} is more than ${s.cpu} CPU allows (at most ${whole.maxMiB / 1024}Gi); raise cpu`,
+      });
     if (mib < whole.minMiB)
-      out.push({ field: "memory", message: `${s.cpu} CPUs need at least ${whole.minMiB / 1024}Gi of memory (got ${s.memory})` });
+      out.push({
+        field: "memory",
+        message: `${s.cpu} CPUs need at least ${whole.minMiB / 1024}Gi of memory (got ${s.memory})`,
+      });
     return out;
   }
   const fraction = /^0?\.\d{1,3}$/.test(s.cpu) ? Number(s.cpu) : Number.NaN;
   if (!(fraction >= 0.08 && fraction < 1)) {
-    out.push({ field: "cpu", message: `must be 1, 2, 4, 6 or 8, or a fraction from 0.08 to 1 such as "0.5" (got ${JSON.stringify(s.cpu)})` });
+    out.push({
+      field: "cpu",
+      message: `must be 1, 2, 4, 6 or 8, or a fraction from 0.08 to 1 such as "0.5" (got ${JSON.stringify(s.cpu)})`,
+    });
     return out;
   }
   if (s.concurrency !== 1)
-    out.push({ field: "concurrency", message: `must be 1 with less than 1 CPU (cpu ${s.cpu}, got ${s.concurrency})` });
-  if (mib > 1024) out.push({ field: "memory", message: `more than 1Gi needs a whole CPU (cpu ${s.cpu}, got ${s.memory})` });
+    out.push({
+      field: "concurrency",
+      message: `must be 1 with less than 1 CPU (cpu ${s.cpu}, got ${s.concurrency})`,
+    });
+  if (mib > 1024)
+    out.push({ field: "memory", message: `more than 1Gi needs a whole CPU (cpu ${s.cpu}, got ${s.memory})` });
   else if (mib > 512 && fraction < 0.5)
-    out.push({ field: "memory", message: `more than 512Mi needs at least 0.5 CPU (cpu ${s.cpu}, got ${s.memory})` });
+    out.push({
+      field: "memory",
+      message: `more than 512Mi needs at least 0.5 CPU (cpu ${s.cpu}, got ${s.memory})`,
+    });
   return out;
 }
 
@@ -120,7 +140,9 @@ const variableName = z
 const secretReference = z.union([
   z.string().regex(secretIdPattern, "must be a Secret Manager secret id (1..255 letters, digits, - and _)"),
   z.strictObject({
-    secret: z.string().regex(secretIdPattern, "must be a Secret Manager secret id (1..255 letters, digits, - and _)"),
+    secret: z
+      .string()
+      .regex(secretIdPattern, "must be a Secret Manager secret id (1..255 letters, digits, - and _)"),
     version: z
       .union([z.string(), z.number()])
       .transform(String)
@@ -130,7 +152,11 @@ const secretReference = z.union([
 ]);
 
 const int = (min: number, max: number) =>
-  z.number().int(`must be an integer in ${min}..${max}`).min(min, `must be in ${min}..${max}`).max(max, `must be in ${min}..${max}`);
+  z
+    .number()
+    .int(`must be an integer in ${min}..${max}`)
+    .min(min, `must be in ${min}..${max}`)
+    .max(max, `must be in ${min}..${max}`);
 
 const entry = z.strictObject({
   cpu: z.union([z.string(), z.number()]).transform(String).optional(),
@@ -196,7 +222,9 @@ export function parsePipelineDeployments(
     };
     for (const p of sizingProblems(sizing)) problems.push(`${at}.${p.field}: ${p.message}`);
     if (sizing.minInstances > sizing.maxInstances)
-      problems.push(`${at}.minInstances (${sizing.minInstances}) must not exceed maxInstances (${sizing.maxInstances})`);
+      problems.push(
+        `${at}.minInstances (${sizing.minInstances}) must not exceed maxInstances (${sizing.maxInstances})`,
+      );
 
     const delivery: Partial<DeliverySettings> = {};
     if (e.ackDeadlineSeconds !== undefined) delivery.ackDeadlineSeconds = e.ackDeadlineSeconds;

@@ -17,8 +17,8 @@
 // dependency cycle, and lets the policies check push endpoints at preview time.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { Apis } from "./apis";
 import { type PipelineTopology, pipelineTopology } from "../functions/topology";
+import type { Apis } from "./apis";
 import type { HandlerSizing, InfraConfig } from "./config";
 import type { FunctionSource } from "./functionSource";
 import type { Identities, WorkerAccounts } from "./identities";
@@ -139,8 +139,14 @@ export function createServices(
         }),
       ),
   };
-  const sizing: Record<HandlerRole, HandlerSizing> = { coordinator: cfg.coordinator, reconciler: cfg.reconciler };
-  const ingress: Record<HandlerRole, string> = { coordinator: "ALLOW_ALL", reconciler: "ALLOW_INTERNAL_ONLY" };
+  const sizing: Record<HandlerRole, HandlerSizing> = {
+    coordinator: cfg.coordinator,
+    reconciler: cfg.reconciler,
+  };
+  const ingress: Record<HandlerRole, string> = {
+    coordinator: "ALLOW_ALL",
+    reconciler: "ALLOW_INTERNAL_ONLY",
+  };
   const descriptions: Record<HandlerRole, string> = {
     coordinator: "Tally coordinator: batch API and dashboard",
     reconciler: "Tally reconciler: scheduled repair and dead-letter recording",
@@ -198,7 +204,13 @@ export function createServices(
   const invoker = (name: string, service: string, after: pulumi.Resource, member: pulumi.Input<string>) =>
     new gcp.cloudrunv2.ServiceIamMember(
       name,
-      { project: a.project.projectId, location: cfg.region, name: service, role: "roles/run.invoker", member },
+      {
+        project: a.project.projectId,
+        location: cfg.region,
+        name: service,
+        role: "roles/run.invoker",
+        member,
+      },
       { parent, dependsOn: [after] },
     );
 
@@ -277,7 +289,12 @@ export function createServices(
       },
     );
     // The work subscriptions' push identity calls this pipeline's worker.
-    const pushInvoker = invoker(`${p}-worker-${deployment.name}-invoker-push`, x.workerService, fn, identities.workPush.member);
+    const pushInvoker = invoker(
+      `${p}-worker-${deployment.name}-invoker-push`,
+      x.workerService,
+      fn,
+      identities.workPush.member,
+    );
     return { deployment, topology: x, fn, url, ready: [fn, pushInvoker], secretGrants };
   });
 

@@ -55,7 +55,6 @@ export function resultsTableSchemaJson(): string {
   );
 }
 
-
 export function createStorage(
   a: {
     cfg: InfraConfig;

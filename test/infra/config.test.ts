@@ -36,8 +36,18 @@ describe("stack configuration", () => {
     const cfg = parse({});
     expect(cfg.prefix).toBe("tally-dev");
     expect(cfg.region).toBe("us-central1");
-    expect(cfg.topology.workTopic).toBe("tally-dev-work");
-    expect(cfg.topology.workSubscription).toBe("tally-dev-work-push");
+    expect(cfg.topology.pipelines.map((x) => [x.pipeline, x.workTopic, x.workSubscription])).toEqual([
+      ["demo", "tally-dev-work-demo", "tally-dev-work-demo-push"],
+      ["text-stats", "tally-dev-work-text-stats", "tally-dev-work-text-stats-push"],
+    ]);
+    // Without tally:pipelines every pipeline runs as today's single worker did.
+    for (const d of cfg.pipelines)
+      expect(d).toMatchObject({
+        sizing: { cpu: "1", memory: "1Gi", concurrency: 16, minInstances: 0, maxInstances: 20 },
+        delivery: {},
+        environment: {},
+        secrets: [],
+      });
     expect(cfg.topology.delivery).toEqual(defaultDelivery);
     expect(cfg.topology.reconcile.schedule).toBe("* * * * *");
     expect(cfg.topology.reconcile.timeZone).toBe("Etc/UTC");
@@ -97,6 +107,7 @@ describe("stack configuration", () => {
     expect(cfg.topology.reconcile).toMatchObject({ schedule: "*/2 * * * *", timeZone: "Europe/Paris" });
     expect(cfg.coordinatorInvokers).toEqual(["user:ana@example.com", "group:ops@example.com"]);
     expect(cfg.worker).toEqual({
+      cpu: "1",
       timeoutSeconds: 240,
       concurrency: 4,
       maxInstances: 50,

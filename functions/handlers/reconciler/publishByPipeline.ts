@@ -6,7 +6,10 @@ import type { ItemRef } from "../../core/ports";
 import type { ReconcileContext } from "./reconcileContext";
 
 /** Batch id → pipeline, for the batches of `refs` that exist. */
-export async function pipelinesOfBatches(ctx: ReconcileContext, refs: ItemRef[]): Promise<Map<string, string>> {
+export async function pipelinesOfBatches(
+  ctx: ReconcileContext,
+  refs: ItemRef[],
+): Promise<Map<string, string>> {
   const ids = [...new Set(refs.map((r) => r.batchId))];
   const batches = ids.length > 0 ? await ctx.deps.ledger.getBatches(ids) : [];
   const out = new Map<string, string>();

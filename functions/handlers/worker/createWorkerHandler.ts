@@ -213,19 +213,17 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
 
     const pipelineName = await pipelineNameOf(ref.batchId);
     if (pipelineName === null) return poison(ilog, delivery, `unknown batch ${ref.batchId}`);
-    // A worker deployed for one pipeline (its resources, its secrets) never runs another's item: a
-    // doorbell on the wrong topic is published again on the right one and acknowledged here.
+    // A worker deployed for one pipeline (its resources, its secrets) never runs another's item. A
+    // doorbell on the wrong topic is acknowledged untouched: the item stays pending, and the
+    // reconciler's stale-pending sweep publishes it on its own pipeline's topic (it may publish
+    // there; this worker may not).
     if (config.workerPipeline !== undefined && pipelineName !== config.workerPipeline) {
-      try {
-        await deps.queue.publish(pipelineName, [ref]);
-      } catch (err) {
-        return errorReply(503, "unavailable", `could not reroute to pipeline ${pipelineName}: ${errorMessage(err)}`);
-      }
-      ilog.warn("item.rerouted", `item of pipeline ${pipelineName} reached the ${config.workerPipeline} worker: rerouted`, {
-        pipeline: pipelineName,
-        worker: config.workerPipeline,
-      });
-      return ack("rerouted", { pipeline: pipelineName });
+      ilog.warn(
+        "item.misrouted",
+        `item of pipeline ${pipelineName} reached the ${config.workerPipeline} worker: left pending for the reconciler to republish`,
+        { pipeline: pipelineName, worker: config.workerPipeline },
+      );
+      return ack("misrouted", { pipeline: pipelineName });
     }
     const pipeline = lookupPipeline(pipelineName);
     const maxAttempts = pipeline?.maxAttempts ?? settings.maxItemAttempts;
