@@ -130,12 +130,13 @@ const reservedVariables = [
   "FUNCTION_TARGET",
   "FUNCTION_SIGNATURE_TYPE",
 ];
-const variableName = z
-  .string()
-  .regex(envNamePattern, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
-  .refine((v) => !v.startsWith("TALLY_") && !v.startsWith("X_GOOGLE_") && !reservedVariables.includes(v), {
-    message: "is set by the stack or by Cloud Run (TALLY_*, X_GOOGLE_*, PORT, K_*, …) and cannot be declared",
-  });
+/** Why `name` cannot be a variable a pipeline declares; null when it can. */
+function variableProblem(name: string): string | null {
+  if (!envNamePattern.test(name)) return "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)";
+  if (name.startsWith("TALLY_") || name.startsWith("X_GOOGLE_") || reservedVariables.includes(name))
+    return "is set by the stack or by Cloud Run (TALLY_*, X_GOOGLE_*, PORT, K_*, …) and cannot be declared";
+  return null;
+}
 
 const secretReference = z.union([
   z.string().regex(secretIdPattern, "must be a Secret Manager secret id (1..255 letters, digits, - and _)"),
@@ -173,8 +174,9 @@ const entry = z.strictObject({
   leaseSeconds: int(10, 3600).optional(),
   minimumBackoffSeconds: int(0, 600).optional(),
   maximumBackoffSeconds: int(0, 600).optional(),
-  environment: z.record(variableName, z.string().max(32_768)).optional(),
-  secrets: z.record(variableName, secretReference).optional(),
+  // Variable names are checked by variableProblem (zod reports a bad record key without its message).
+  environment: z.record(z.string(), z.string().max(32_768)).optional(),
+  secrets: z.record(z.string(), secretReference).optional(),
 });
 
 export interface PipelineDeclarations {
@@ -199,19 +201,38 @@ export function parsePipelineDeployments(
       return { deployments: [], problems: [`${key}: not valid JSON (${(err as Error).message})`] };
     }
   }
-  const parsed = z.record(z.string(), entry).safeParse(value);
-  if (!parsed.success)
-    return {
-      deployments: [],
-      problems: parsed.error.issues.map((i) => `${[key, ...i.path.map(String)].join(".")}: ${i.message}`),
-    };
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return { deployments: [], problems: [`${key}: must be a JSON object keyed by pipeline name`] };
   const names = [...known.code, ...known.http.map((h) => h.name)];
-  for (const name of Object.keys(parsed.data))
-    if (!names.includes(name)) problems.push(`${key}.${name}: no such pipeline (known: ${names.join(", ")})`);
+  const entries = new Map<string, z.infer<typeof entry>>();
+  const refused = new Set<string>();
+  // Each entry on its own, so one bad entry does not hide the others' problems.
+  for (const [name, raw] of Object.entries(value)) {
+    if (!names.includes(name)) {
+      problems.push(`${key}.${name}: no such pipeline (known: ${names.join(", ")})`);
+      continue;
+    }
+    const parsed = entry.safeParse(raw);
+    if (!parsed.success) {
+      problems.push(
+        ...parsed.error.issues.map((i) => `${[key, name, ...i.path.map(String)].join(".")}: ${i.message}`),
+      );
+      refused.add(name);
+    } else entries.set(name, parsed.data);
+    for (const field of ["environment", "secrets"] as const) {
+      const record = (raw as Record<string, unknown> | null)?.[field];
+      if (record && typeof record === "object")
+        for (const variable of Object.keys(record)) {
+          const why = variableProblem(variable);
+          if (why) problems.push(`${key}.${name}.${field}.${variable}: ${why}`);
+        }
+    }
+  }
 
   const deployments: PipelineDeployment[] = [];
   for (const name of names) {
-    const e = parsed.data[name] ?? {};
+    if (refused.has(name)) continue;
+    const e = entries.get(name) ?? {};
     const at = `${key}.${name}`;
     const sizing: WorkerSizing = {
       cpu: e.cpu ?? defaults.sizing.cpu,
