@@ -57,8 +57,8 @@ export class UsageError extends Error {}
 export const startUsage = `Usage: npm start -- [options]
 
 Runs the Tally local stack in the foreground: the Pub/Sub and Firestore emulators, the topology as
-the Pulumi stack declares it, the coordinator, N workers behind a local front door, the reconciler
-and a scheduler loop calling it. Ctrl-C stops everything.
+the Pulumi stack declares it, the coordinator, N workers per pipeline (each pipeline's behind its
+own local front door), the reconciler and a scheduler loop calling it. Ctrl-C stops everything.
 
 Options:
   --port N                    coordinator port (default 8080; 0 = any free port)
