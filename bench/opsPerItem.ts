@@ -106,13 +106,15 @@ export async function runOpsPerItem(opts: {
     TALLY_MAX_BACKOFF_SECONDS: "2",
   };
   const config = loadConfig(env);
+  // Every pipeline's doorbells on one topic the bench pulls from (the routing is not measured here).
+  const benchTopic = `${config.topology.prefix}-work-bench`;
   const db = firestoreClient(opts.hosts, projectId);
   const pubsub = pubsubClient(opts.hosts, projectId);
   const coordinatorLedger = new FirestoreLedger(db);
   const workerLedger = new FirestoreLedger(db);
   const probe = new FirestoreLedger(db);
-  const coordinatorQueue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
-  const workerQueue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
+  const coordinatorQueue = new PubSubWorkQueue(pubsub, () => benchTopic);
+  const workerQueue = new PubSubWorkQueue(pubsub, () => benchTopic);
   const coordinatorSink = new DuckDBResultSink(join(dataDir, "results.duckdb"));
   const workerSink = new DuckDBResultSink(join(dataDir, "results.duckdb"));
   const common = { config, clock: systemClock, log: quietLog() };
@@ -165,6 +167,7 @@ export async function runOpsPerItem(opts: {
 
   try {
     await provisionTopics(pubsub, config.topology);
+    await pubsub.createTopic(benchTopic);
 
     // --- submission only ----------------------------------------------------------------------
     for (const n of [1, 2, 500, 501]) {
@@ -176,8 +179,8 @@ export async function runOpsPerItem(opts: {
 
     // --- delivery: one doorbell at a time, as a push envelope ----------------------------------
     const [subscription] = await pubsub
-      .topic(config.topology.workTopic)
-      .createSubscription(`${config.topology.workTopic}-bench-pull`, { ackDeadlineSeconds: 60 });
+      .topic(benchTopic)
+      .createSubscription(`${benchTopic}-bench-pull`, { ackDeadlineSeconds: 60 });
     subscription.setOptions({ flowControl: { maxMessages: 1, allowExcessMessages: false } });
     subscription.on("message", (m: Message) => {
       deliveries++;

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../functions/config";
+import { pipelineTopology } from "../functions/topology";
 import { TallyClient } from "../local/client/tallyClient";
 import { clearFirestore, startFirestoreEmulator } from "../local/emulators";
 import { provisionTopics } from "../local/provisionTopology";
@@ -326,7 +327,7 @@ export async function runSubmission(opts: {
       await provisionTopics(pubsub, config.topology);
       const raw = await measureRawSubmission({
         pubsub,
-        topicName: config.topology.workTopic,
+        topicName: pipelineTopology(config.topology, "demo").workTopic,
         items: n,
         writeTarget: async () => {
           if (shared)

@@ -4,7 +4,29 @@ import { z } from "zod";
 import { limits } from "./core/limits";
 import { type HttpPipelineDeclaration, parseHttpPipelineDeclarations } from "./pipelines/httpPipeline";
 import { codePipelineNames, httpPipelinesVariable } from "./pipelines/registry";
-import { buildTopology, defaultDelivery, type Topology } from "./topology";
+import {
+  buildTopology,
+  type DeliverySettings,
+  defaultDelivery,
+  pipelineTopology,
+  type Topology,
+} from "./topology";
+
+/** Per-pipeline delivery settings (issue #17 §1): JSON, pipeline name → the settings that differ. */
+export const pipelineDeliveryVariable = "TALLY_PIPELINE_DELIVERY";
+/** Set on a worker function: the one pipeline it runs. */
+export const workerPipelineVariable = "TALLY_WORKER_PIPELINE";
+
+const deliveryOverride = z.strictObject({
+  ackDeadlineSeconds: z.number().int().optional(),
+  maxDeliveryAttempts: z.number().int().optional(),
+  minimumBackoffSeconds: z.number().int().optional(),
+  maximumBackoffSeconds: z.number().int().optional(),
+  leaseSeconds: z.number().int().optional(),
+  maxItemAttempts: z.number().int().optional(),
+  workerTimeoutSeconds: z.number().int().optional(),
+}) satisfies z.ZodType<Partial<DeliverySettings>>;
+const pipelineDeliverySchema = z.record(z.string(), deliveryOverride);
 
 const intFrom = (def: number) => z.coerce.number().int().positive().default(def);
 
@@ -45,6 +67,10 @@ const envSchema = z.object({
   TALLY_OIDC_SERVICE_ACCOUNT: z.string().optional(),
   /** HTTP pipelines (issue #17 §4): a JSON array of declarations, functions/pipelines/httpPipeline.ts. */
   TALLY_HTTP_PIPELINES: z.string().optional(),
+  /** Per-pipeline delivery settings (the stack sets it from tally:pipelines; infra/services.ts). */
+  TALLY_PIPELINE_DELIVERY: z.string().optional(),
+  /** The worker's pipeline: a worker serves one pipeline's subscription (issue #17 §1). */
+  TALLY_WORKER_PIPELINE: z.string().optional(),
 });
 
 export type TallyEnv = z.infer<typeof envSchema>;
@@ -55,6 +81,8 @@ export interface TallyConfig {
   topology: Topology;
   /** The HTTP pipelines declared in TALLY_HTTP_PIPELINES (validated; the registry builds them). */
   httpPipelines: HttpPipelineDeclaration[];
+  /** A worker's one pipeline (TALLY_WORKER_PIPELINE); undefined: a worker that takes any pipeline (tests). */
+  workerPipeline?: string;
 }
 
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig {
@@ -67,9 +95,22 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig
     codePipelineNames,
   );
   if (!http.ok) problems.push(...http.problems);
-  if (!parsed.success || !http.ok) throw new Error(`invalid Tally configuration: ${problems.join("; ")}`);
+  const perPipeline = parsePipelineDelivery(source[pipelineDeliveryVariable], problems);
+  if (problems.length > 0 || !parsed.success)
+    throw new Error(`invalid Tally configuration: ${problems.join("; ")}`);
   const env = parsed.data;
+  const declarations = http.ok ? http.declarations : [];
+  const names = [...codePipelineNames, ...declarations.map((d) => d.name)];
+  for (const name of Object.keys(perPipeline))
+    if (!names.includes(name))
+      problems.push(`${pipelineDeliveryVariable}.${name}: no such pipeline (known: ${names.join(", ")})`);
+  if (env.TALLY_WORKER_PIPELINE !== undefined && !names.includes(env.TALLY_WORKER_PIPELINE))
+    problems.push(
+      `${workerPipelineVariable}: no such pipeline ${JSON.stringify(env.TALLY_WORKER_PIPELINE)} (known: ${names.join(", ")})`,
+    );
+  if (problems.length > 0) throw new Error(`invalid Tally configuration: ${problems.join("; ")}`);
   const topology = buildTopology({
+    pipelines: names.map((name) => ({ name, delivery: perPipeline[name] })),
     prefix: env.TALLY_PREFIX,
     delivery: {
       ackDeadlineSeconds: env.TALLY_ACK_DEADLINE_SECONDS,
@@ -87,5 +128,46 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): TallyConfig
       staleFinalizingSeconds: env.TALLY_STALE_FINALIZING_SECONDS,
     },
   });
-  return { env, projectId: env.GOOGLE_CLOUD_PROJECT, topology, httpPipelines: http.declarations };
+  return {
+    env,
+    projectId: env.GOOGLE_CLOUD_PROJECT,
+    topology,
+    httpPipelines: declarations,
+    workerPipeline: env.TALLY_WORKER_PIPELINE,
+  };
+}
+
+function parsePipelineDelivery(
+  raw: string | undefined,
+  problems: string[],
+): Record<string, Partial<DeliverySettings>> {
+  if (raw === undefined || raw.trim() === "") return {};
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    problems.push(`${pipelineDeliveryVariable}: not valid JSON (${(err as Error).message})`);
+    return {};
+  }
+  const parsed = pipelineDeliverySchema.safeParse(value);
+  if (!parsed.success) {
+    problems.push(
+      ...parsed.error.issues.map(
+        (i) => `${[pipelineDeliveryVariable, ...i.path.map(String)].join(".")}: ${i.message}`,
+      ),
+    );
+    return {};
+  }
+  return parsed.data;
+}
+
+/**
+ * The configuration a worker runs with: a worker deployed for one pipeline (TALLY_WORKER_PIPELINE)
+ * applies that pipeline's delivery settings — its ack deadline, request timeout, attempts — where
+ * the handler reads the topology's.
+ */
+export function workerConfig(config: TallyConfig): TallyConfig {
+  if (config.workerPipeline === undefined) return config;
+  const own = pipelineTopology(config.topology, config.workerPipeline);
+  return { ...config, topology: { ...config.topology, delivery: own.delivery } };
 }

@@ -9,6 +9,7 @@
 // be built (bad configuration, an adapter that fails to start) or that throws is answered 500
 // `internal` here (not by the framework's text crash page), with the details in the logs only.
 import { http } from "@google-cloud/functions-framework";
+import { workerConfig } from "./config";
 import { createLogger } from "./core/logger";
 import { createDashboard } from "./dashboard";
 import { createCoordinatorHandler } from "./handlers/coordinator";
@@ -56,7 +57,10 @@ function lazy<H extends AnyHandler>(component: string, build: (deps: HandlerDeps
 const coordinator = lazy("coordinator", (deps) =>
   createCoordinatorHandler(deps, { dashboard: createDashboard(deps) as HttpHandler }),
 );
-const worker = lazy("worker", (deps): WorkerHandler => createWorkerHandler(deps));
+const worker = lazy(
+  "worker",
+  (deps): WorkerHandler => createWorkerHandler({ ...deps, config: workerConfig(deps.config) }),
+);
 const reconciler = lazy("reconciler", (deps) => createReconcilerHandler(deps));
 
 http("coordinator", coordinator.handler as never);

@@ -5,7 +5,7 @@
 import { Firestore } from "@google-cloud/firestore";
 import { PubSub } from "@google-cloud/pubsub";
 import { FirestoreLedger } from "./adapters/firestoreLedger";
-import { PubSubWorkQueue } from "./adapters/pubsubWorkQueue";
+import { PubSubWorkQueue, topologyTopics } from "./adapters/pubsubWorkQueue";
 import { createResultSink } from "./adapters/resultSinkFactory";
 import { loadConfig, type TallyConfig } from "./config";
 import { createLogger, type Logger } from "./core/logger";
@@ -34,7 +34,7 @@ export async function createDeps(component: string, config: TallyConfig = loadCo
     failAfterCompletionRate: faults.failAfterCompletionRate,
     skipFinalizeRate: faults.skipFinalizeRate,
   });
-  const queue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
+  const queue = new PubSubWorkQueue(pubsub, topologyTopics(config.topology));
   const sink = await createResultSink(config);
   const log = createLogger({ component });
   return {

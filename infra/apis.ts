@@ -17,6 +17,7 @@ export const requiredApis = [
   "monitoring.googleapis.com",
   "pubsub.googleapis.com",
   "run.googleapis.com", // Cloud Run functions run as Cloud Run services
+  "secretmanager.googleapis.com", // pipelines' secrets, mounted as environment variables (issue #17 §1)
   "storage.googleapis.com",
 ] as const;
 

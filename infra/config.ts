@@ -12,6 +12,7 @@ import {
 import { codePipelineNames } from "../functions/pipelines/registry";
 import { buildTopology, type DeliverySettings, type Topology, validateDelivery } from "../functions/topology";
 import { cronProblems } from "./cronExpression";
+import { type PipelineDeployment, parsePipelineDeployments } from "./pipelineDeployments";
 
 export const configNamespace = "tally";
 
@@ -53,11 +54,15 @@ export const configKeys = {
   worker5xxRatio: "alert when the worker's 5xx share of requests exceeds this over 5 min (0..1, default 0.2)",
   httpPipelines:
     'HTTP pipelines (issue #17): a JSON array of declarations, functions/pipelines/httpPipeline.ts (default "[]", none)',
+  pipelines:
+    "per-pipeline worker settings (issue #17 §1): a map pipeline name → {cpu, memory, concurrency, minInstances, maxInstances, timeoutSeconds, ackDeadlineSeconds, maxItemAttempts, maxDeliveryAttempts, environment, secrets}, infra/pipelineDeployments.ts (default {}: every pipeline sized by the worker* keys)",
 } as const;
 
 export type ConfigKey = keyof typeof configKeys;
 
 export interface HandlerSizing {
+  /** Cloud Run CPU ("1", "2", … or a fraction); every handler but a pipeline's worker uses "1". */
+  cpu: string;
   timeoutSeconds: number;
   maxInstances: number;
   minInstances: number;
@@ -79,8 +84,11 @@ export interface InfraConfig {
   retentionDays: number;
   logSinkDataset?: string;
   coordinator: HandlerSizing;
+  /** The stack-wide worker keys: what a pipeline's worker gets where tally:pipelines says nothing. */
   worker: HandlerSizing;
   reconciler: HandlerSizing;
+  /** One worker per pipeline, in the topology's order (topology.pipelines holds their delivery). */
+  pipelines: PipelineDeployment[];
   alerts: { oldestUnackedSeconds: number; worker5xxRatio: number };
   /** Declared HTTP pipelines, validated; passed to the handlers as TALLY_HTTP_PIPELINES. */
   httpPipelines: HttpPipelineDeclaration[];
@@ -245,6 +253,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
 
   const memoryPattern = /^\d+(Mi|Gi)$/;
   const worker: HandlerSizing = {
+    cpu: "1",
     timeoutSeconds: delivery.workerTimeoutSeconds,
     concurrency: int("workerConcurrency", 16, 1, 1000),
     maxInstances: int("workerMaxInstances", 20, 1, 1000),
@@ -256,6 +265,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
       `${key("workerMinInstances")} (${worker.minInstances}) must not exceed ${key("workerMaxInstances")} (${worker.maxInstances})`,
     );
   const coordinator: HandlerSizing = {
+    cpu: "1",
     timeoutSeconds: int("coordinatorTimeoutSeconds", 900, 1, 3600),
     concurrency: 80,
     maxInstances: int("coordinatorMaxInstances", 10, 1, 1000),
@@ -263,6 +273,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
     memory: "1Gi",
   };
   const reconciler: HandlerSizing = {
+    cpu: "1",
     // The dead-letter subscription shares the ack deadline, so the timeout must fit inside it.
     timeoutSeconds: Math.min(reconcilerTimeoutCapSeconds, delivery.ackDeadlineSeconds),
     concurrency: 16,
@@ -280,11 +291,27 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
   );
   if (!http.ok) problems.push(...http.problems);
 
+  const deployments = parsePipelineDeployments(
+    source("pipelines"),
+    key("pipelines"),
+    {
+      code: codePipelineNames,
+      http: (http.ok ? http.declarations : []).map((d, index) => ({
+        name: d.name,
+        index,
+        secretHeaderVariables: d.secretHeaders ?? {},
+      })),
+    },
+    { sizing: worker, delivery },
+    key("httpPipelines"),
+  );
+  problems.push(...deployments.problems);
+
   const config: InfraConfig = {
     stack: ctx.stack,
     prefix,
     region,
-    topology: buildTopologySafely(prefix, delivery, schedule, timeZone, problems),
+    topology: buildTopologySafely(prefix, delivery, schedule, timeZone, deployments.deployments, problems),
     alertEmail,
     coordinatorInvokers,
     resultsDataset,
@@ -311,6 +338,7 @@ export function parseInfraConfig(source: ConfigSource, ctx: ConfigContext): Infr
       worker5xxRatio: fraction("worker5xxRatio", 0.2),
     },
     httpPipelines: http.ok ? http.declarations : [],
+    pipelines: deployments.deployments,
   };
   if (problems.length > 0) throw new InfraConfigError(problems);
   return config;
@@ -321,11 +349,23 @@ function buildTopologySafely(
   delivery: DeliverySettings,
   schedule: string,
   timeZone: string,
+  pipelines: PipelineDeployment[],
   problems: string[],
 ): Topology {
   // With problems already found, build from defaults so the error lists every problem at once.
-  if (problems.length > 0) return buildTopology({ prefix: "invalid" });
-  return buildTopology({ prefix, delivery, reconcile: { schedule, timeZone } });
+  if (problems.length > 0) return buildTopology({ prefix: "invalid", pipelines: [] });
+  try {
+    return buildTopology({
+      prefix,
+      delivery,
+      reconcile: { schedule, timeZone },
+      pipelines: pipelines.map((d) => ({ name: d.name, delivery: d.delivery })),
+    });
+  } catch (err) {
+    // Names that collide or cannot be fitted (functions/topology.ts), named by pipeline.
+    problems.push(`${key("pipelines")}: ${(err as Error).message}`);
+    return buildTopology({ prefix: "invalid", pipelines: [] });
+  }
 }
 
 function isTimeZone(tz: string): boolean {

@@ -5,7 +5,7 @@ import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import type { Apis } from "./apis";
 import type { Bundle } from "./bundle/buildBundle";
-import type { Identities } from "./identities";
+import type { Identities, WorkerAccounts } from "./identities";
 import { iamPropagationSeconds, PropagationWait } from "./readiness";
 
 export interface FunctionSource {
@@ -38,6 +38,7 @@ export function createFunctionSource(
     bundle: Bundle;
     apis: Apis;
     identities: Identities;
+    workerAccounts: WorkerAccounts;
   },
   parent?: pulumi.Resource,
 ): FunctionSource {
@@ -115,7 +116,12 @@ export function createFunctionSource(
     },
     {
       parent,
-      dependsOn: [...builderGrants, a.identities.coordinator, a.identities.worker, a.identities.reconciler],
+      dependsOn: [
+        ...builderGrants,
+        a.identities.coordinator,
+        a.identities.reconciler,
+        ...Object.values(a.workerAccounts),
+      ],
     },
   );
   return { bucket, object, builderGrants, builderReady };

@@ -1,14 +1,15 @@
 // `roles/run.invoker` on the Cloud Run services that HTTP pipelines call (issue #17 §4). A
 // declaration that names its target (`cloudRunService`, functions/pipelines/httpPipeline.ts) gets
-// one grant: the worker's service account — every pipeline runs in the one worker, and its identity
-// token is what the calls carry (auth "oidc") — on exactly that service. Nothing wider: no
-// project-level grant (the policy rule no-project-wide-run-invoker refuses one). A declaration
-// without `cloudRunService` adds no resource; its target's IAM is the deployer's business.
+// one grant: that pipeline's worker's service account — each pipeline runs in its own worker
+// (issue #17 §1), and its identity token is what the calls carry (auth "oidc") — on exactly that
+// service. Nothing wider: no other pipeline's account, no project-level grant (the policy rule
+// no-project-wide-run-invoker refuses one). A declaration without `cloudRunService` adds no
+// resource; its target's IAM is the deployer's business.
 import * as gcp from "@pulumi/gcp";
 import type * as pulumi from "@pulumi/pulumi";
 import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
-import type { Identities } from "./identities";
+import type { WorkerAccounts } from "./identities";
 
 export interface HttpTarget {
   name: string;
@@ -34,30 +35,45 @@ export function httpTargets(cfg: InfraConfig): HttpTarget[] {
   return [...byKey.values()];
 }
 
-/** Logical name of a target's grant: from the service, so adding or reordering pipelines moves nothing. */
-export function httpTargetInvokerName(prefix: string, t: HttpTarget): string {
-  return [`${prefix}-http-target-invoker`, t.name, t.location, ...(t.project ? [t.project] : [])].join("-");
+/**
+ * Logical name of one pipeline's grant on a target: from the service and the pipeline, so adding or
+ * reordering pipelines moves nothing.
+ */
+export function httpTargetInvokerName(prefix: string, t: HttpTarget, pipeline: string): string {
+  return [
+    `${prefix}-http-target-invoker`,
+    t.name,
+    t.location,
+    ...(t.project ? [t.project] : []),
+    pipeline,
+  ].join("-");
 }
 
+/** The grants, by the pipeline whose worker they are for (its worker is deployed after them). */
 export function grantHttpTargetInvokers(a: {
   cfg: InfraConfig;
   projectId: pulumi.Output<string>;
   apis: Apis;
-  identities: Identities;
-}): gcp.cloudrunv2.ServiceIamMember[] {
-  return httpTargets(a.cfg).map(
-    (t) =>
-      // The worker calls this service for its HTTP pipelines; Cloud Run IAM admits its token only with this role.
-      new gcp.cloudrunv2.ServiceIamMember(
-        httpTargetInvokerName(a.cfg.prefix, t),
+  workerAccounts: WorkerAccounts;
+}): Record<string, gcp.cloudrunv2.ServiceIamMember[]> {
+  const byPipeline: Record<string, gcp.cloudrunv2.ServiceIamMember[]> = {};
+  for (const t of httpTargets(a.cfg))
+    for (const pipeline of t.pipelines) {
+      const account = a.workerAccounts[pipeline];
+      if (!account) throw new Error(`no service account for pipeline ${pipeline}`);
+      // Pipeline `pipeline`'s worker calls this service; Cloud Run IAM admits its token only with this role.
+      const grant = new gcp.cloudrunv2.ServiceIamMember(
+        httpTargetInvokerName(a.cfg.prefix, t, pipeline),
         {
           project: t.project ?? a.projectId,
           location: t.location,
           name: t.name,
           role: "roles/run.invoker",
-          member: a.identities.worker.member,
+          member: account.member,
         },
         { dependsOn: a.apis.on("run.googleapis.com") },
-      ),
-  );
+      );
+      byPipeline[pipeline] = [...(byPipeline[pipeline] ?? []), grant];
+    }
+  return byPipeline;
 }

@@ -6,11 +6,16 @@ import type { HandlerRole } from "./services";
 
 const quote = (s: string) => JSON.stringify(s);
 
-/** Log entries from Tally's handlers (all three, or the ones named). */
-export function handlerLogFilter(topology: Topology, roles?: HandlerRole[]): string {
-  const names = (roles ?? (["coordinator", "worker", "reconciler"] as HandlerRole[])).map((r) =>
-    quote(topology.services[r]),
-  );
+/** Every worker service, one per pipeline. */
+export function workerServices(topology: Topology): string[] {
+  return topology.pipelines.map((x) => x.workerService);
+}
+
+/** Log entries from Tally's handlers (the coordinator, the reconciler and every worker, or the roles named). */
+export function handlerLogFilter(topology: Topology, roles?: (HandlerRole | "worker")[]): string {
+  const names = (roles ?? ["coordinator", "reconciler", "worker"])
+    .flatMap((r) => (r === "worker" ? workerServices(topology) : [topology.services[r]]))
+    .map(quote);
   return `resource.type="cloud_run_revision" AND resource.labels.service_name=(${names.join(" OR ")})`;
 }
 

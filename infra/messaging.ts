@@ -1,17 +1,30 @@
-// Pub/Sub: the work topic and its push subscription to the worker, the dead-letter topic and its push
-// subscription to the reconciler, and a parking topic for dead letters the reconciler itself could
-// not take. Names, ack deadline, retry and dead-letter settings come from the shared topology.
+// Pub/Sub: one work topic per pipeline with its push subscription to that pipeline's worker
+// (issue #17 §1), the shared dead-letter topic and its push subscription to the reconciler, and a
+// parking topic for dead letters the reconciler itself could not take. Names, ack deadlines, retry
+// and dead-letter settings come from the shared topology (each pipeline's own delivery settings).
 //
 // Messages are doorbells (ids only; the Firestore ledger is the record), so the last-resort parking
 // subscription is for inspection: the reconciler's scans find and settle the items regardless.
+//
+// Why a topic per pipeline rather than subscription filters on one topic: the Pub/Sub emulator
+// accepts filters and ignores them (measured: a filtered subscription received every message), so
+// the local stack could not run what is deployed.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { Topology } from "../functions/topology";
+import type { PipelineTopology, Topology } from "../functions/topology";
 import type { Apis } from "./apis";
-import type { Identities } from "./identities";
+import type { Identities, WorkerAccounts } from "./identities";
 
 /** Subscriptions keep undelivered messages for the maximum Pub/Sub allows. */
 export const messageRetention = "604800s";
+
+export interface PipelineEndpoint {
+  topology: PipelineTopology;
+  /** Base URL of the pipeline's worker, also the OIDC audience it verifies. */
+  workerUrl: pulumi.Input<string>;
+  /** The worker and its invoker grant: pushing before they exist only burns delivery attempts. */
+  ready: pulumi.Resource[];
+}
 
 export interface MessagingInputs {
   topology: Topology;
@@ -19,24 +32,25 @@ export interface MessagingInputs {
   labels: Record<string, string>;
   apis: Apis;
   identities: Identities;
-  /** Base URLs of the push targets, also the OIDC audiences the handlers verify. */
-  workerUrl: pulumi.Input<string>;
+  workerAccounts: WorkerAccounts;
+  pipelines: PipelineEndpoint[];
   reconcilerUrl: pulumi.Input<string>;
-  /** The handlers and their invoker grants: pushing before they exist only burns delivery attempts. */
-  pushTargets: pulumi.Resource[];
+  /** The reconciler and its invoker grants. */
+  reconcilerReady: pulumi.Resource[];
+}
+
+export interface PipelineMessaging {
+  pipeline: string;
+  topic: gcp.pubsub.Topic;
+  subscription: gcp.pubsub.Subscription;
 }
 
 export interface Messaging {
-  workTopic: gcp.pubsub.Topic;
+  pipelines: PipelineMessaging[];
   deadLetterTopic: gcp.pubsub.Topic;
   parkedTopic: gcp.pubsub.Topic;
-  workSubscription: gcp.pubsub.Subscription;
   deadLetterSubscription: gcp.pubsub.Subscription;
   parkedSubscription: gcp.pubsub.Subscription;
-}
-
-export function parkedTopicName(topology: Topology): string {
-  return `${topology.deadLetterTopic}-parked`;
 }
 
 export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): Messaging {
@@ -49,11 +63,6 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
   // policies can match it against the topic before anything exists.
   const topicPath = (name: string) => pulumi.interpolate`projects/${m.project}/topics/${name}`;
 
-  const workTopic = new gcp.pubsub.Topic(
-    `${p}-topic-work`,
-    { project: m.project, name: t.workTopic, labels: m.labels },
-    opts,
-  );
   const deadLetterTopic = new gcp.pubsub.Topic(
     `${p}-topic-dead-letter`,
     { project: m.project, name: t.deadLetterTopic, labels: m.labels },
@@ -61,11 +70,12 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
   );
   const parkedTopic = new gcp.pubsub.Topic(
     `${p}-topic-parked`,
-    { project: m.project, name: parkedTopicName(t), labels: m.labels },
+    { project: m.project, name: t.parkedTopic, labels: m.labels },
     opts,
   );
 
-  // The Pub/Sub service agent publishes dead letters: without this grant dead-lettering silently never happens.
+  // The Pub/Sub service agent publishes dead letters of every pipeline's subscription: without this
+  // grant dead-lettering silently never happens.
   const agentPublishesDeadLetters = new gcp.pubsub.TopicIAMMember(
     `${p}-dead-letter-topic-agent-publisher`,
     { project: m.project, topic: deadLetterTopic.name, role: "roles/pubsub.publisher", member: agent },
@@ -92,43 +102,89 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
   const workPushTokens = agentMintsTokens("work-push", m.identities.workPush);
   const deadLetterPushTokens = agentMintsTokens("dead-letter-push", m.identities.deadLetterPush);
 
-  const retryPolicy = {
-    minimumBackoff: `${d.minimumBackoffSeconds}s`,
-    maximumBackoff: `${d.maximumBackoffSeconds}s`,
-  };
+  const retryPolicy = (s: { minimumBackoffSeconds: number; maximumBackoffSeconds: number }) => ({
+    minimumBackoff: `${s.minimumBackoffSeconds}s`,
+    maximumBackoff: `${s.maximumBackoffSeconds}s`,
+  });
 
-  const workSubscription = new gcp.pubsub.Subscription(
-    `${p}-sub-work`,
-    {
-      project: m.project,
-      name: t.workSubscription,
-      topic: workTopic.name,
-      labels: m.labels,
-      // For push the ack deadline is also the request timeout; the worker's timeout fits inside it.
-      ackDeadlineSeconds: d.ackDeadlineSeconds,
-      messageRetentionDuration: messageRetention,
-      expirationPolicy: { ttl: "" },
-      retryPolicy,
-      deadLetterPolicy: {
-        deadLetterTopic: topicPath(t.deadLetterTopic),
-        maxDeliveryAttempts: d.maxDeliveryAttempts,
+  const pipelines = m.pipelines.map(({ topology: x, workerUrl, ready }): PipelineMessaging => {
+    const own = x.delivery;
+    const topic = new gcp.pubsub.Topic(
+      `${p}-topic-work-${x.pipeline}`,
+      { project: m.project, name: x.workTopic, labels: { ...m.labels, "tally-pipeline": x.pipeline } },
+      opts,
+    );
+    const subscription = new gcp.pubsub.Subscription(
+      `${p}-sub-work-${x.pipeline}`,
+      {
+        project: m.project,
+        name: x.workSubscription,
+        topic: topic.name,
+        labels: { ...m.labels, "tally-pipeline": x.pipeline },
+        // For push the ack deadline is also the request timeout; this pipeline's worker timeout fits inside it.
+        ackDeadlineSeconds: own.ackDeadlineSeconds,
+        messageRetentionDuration: messageRetention,
+        expirationPolicy: { ttl: "" },
+        retryPolicy: retryPolicy(own),
+        deadLetterPolicy: {
+          deadLetterTopic: topicPath(t.deadLetterTopic),
+          maxDeliveryAttempts: own.maxDeliveryAttempts,
+        },
+        pushConfig: {
+          pushEndpoint: pulumi.interpolate`${workerUrl}/`,
+          oidcToken: { serviceAccountEmail: m.identities.workPush.email, audience: workerUrl },
+        },
       },
-      pushConfig: {
-        pushEndpoint: pulumi.interpolate`${m.workerUrl}/`,
-        oidcToken: { serviceAccountEmail: m.identities.workPush.email, audience: m.workerUrl },
+      {
+        parent,
+        dependsOn: [
+          ...m.apis.on("pubsub.googleapis.com"),
+          agentPublishesDeadLetters,
+          workPushTokens,
+          ...ready,
+        ],
       },
-    },
-    {
-      parent,
-      dependsOn: [
-        ...m.apis.on("pubsub.googleapis.com"),
-        agentPublishesDeadLetters,
-        workPushTokens,
-        ...m.pushTargets,
-      ],
-    },
-  );
-
+    );
+    // The Pub/Sub service agent must be able to acknowledge on this subscription to move a message
+    // to the dead-letter topic.
+    new gcp.pubsub.SubscriptionIAMMember(
+      `${p}-work-sub-${x.pipeline}-agent-subscriber`,
+      { project: m.project, subscription: subscription.name, role: "roles/pubsub.subscriber", member: agent },
+      { parent },
+    );
+    // The coordinator publishes this pipeline's doorbells on submission, retry and resume.
+    new gcp.pubsub.TopicIAMMember(
+      `${p}-work-topic-${x.pipeline}-coordinator-publisher`,
+      {
+        project: m.project,
+        topic: topic.name,
+        role: "roles/pubsub.publisher",
+        member: m.identities.coordinator.member,
+      },
+      { parent },
+    );
+    // The reconciler republishes this pipeline's doorbells (redrive, stale pending, cursors).
+    new gcp.pubsub.TopicIAMMember(
+      `${p}-work-topic-${x.pipeline}-reconciler-publisher`,
+      {
+        project: m.project,
+        topic: topic.name,
+        role: "roles/pubsub.publisher",
+        member: m.identities.reconciler.member,
+      },
+      { parent },
+    );
+    const worker = m.workerAccounts[x.pipeline];
+    if (!worker) throw new Error(`no service account for pipeline ${x.pipeline}`);
+    // This pipeline's worker publishes a fresh doorbell for an item it released after its ack
+    // deadline, on its own pipeline's topic only.
+    new gcp.pubsub.TopicIAMMember(
+      `${p}-work-topic-${x.pipeline}-worker-publisher`,
+      { project: m.project, topic: topic.name, role: "roles/pubsub.publisher", member: worker.member },
+      { parent },
+    );
+    return { pipeline: x.pipeline, topic, subscription };
+  });
   const deadLetterSubscription = new gcp.pubsub.Subscription(
     `${p}-sub-dead-letter`,
     {
@@ -136,13 +192,13 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
       name: t.deadLetterSubscription,
       topic: deadLetterTopic.name,
       labels: m.labels,
-      // Same deadline as the work subscription; the reconciler's timeout is capped to fit inside it.
+      // The stack-wide deadline; the reconciler's timeout is capped to fit inside it.
       ackDeadlineSeconds: d.ackDeadlineSeconds,
       messageRetentionDuration: messageRetention,
       expirationPolicy: { ttl: "" },
-      retryPolicy,
+      retryPolicy: retryPolicy(d),
       deadLetterPolicy: {
-        deadLetterTopic: topicPath(parkedTopicName(t)),
+        deadLetterTopic: topicPath(t.parkedTopic),
         maxDeliveryAttempts: d.maxDeliveryAttempts,
       },
       pushConfig: {
@@ -156,7 +212,7 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
         ...m.apis.on("pubsub.googleapis.com"),
         agentPublishesParked,
         deadLetterPushTokens,
-        ...m.pushTargets,
+        ...m.reconcilerReady,
       ],
     },
   );
@@ -167,7 +223,7 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     `${p}-sub-parked`,
     {
       project: m.project,
-      name: `${parkedTopicName(t)}-hold`,
+      name: t.parkedSubscription,
       topic: parkedTopic.name,
       labels: m.labels,
       ackDeadlineSeconds: 60,
@@ -177,18 +233,6 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     opts,
   );
 
-  // The Pub/Sub service agent must be able to acknowledge on the source subscription to move a message
-  // to the dead-letter topic.
-  new gcp.pubsub.SubscriptionIAMMember(
-    `${p}-work-sub-agent-subscriber`,
-    {
-      project: m.project,
-      subscription: workSubscription.name,
-      role: "roles/pubsub.subscriber",
-      member: agent,
-    },
-    { parent },
-  );
   // Same for the dead-letter subscription, whose exhausted messages move to the parking topic.
   new gcp.pubsub.SubscriptionIAMMember(
     `${p}-dead-letter-sub-agent-subscriber`,
@@ -201,26 +245,5 @@ export function createMessaging(m: MessagingInputs, parent?: pulumi.Resource): M
     { parent },
   );
 
-  // Handlers publish doorbells: the coordinator on submission, the worker when a finished batch
-  // releases its dependents, the reconciler when it redrives or resumes work.
-  for (const role of ["coordinator", "worker", "reconciler"] as const)
-    new gcp.pubsub.TopicIAMMember(
-      `${p}-work-topic-${role}-publisher`,
-      {
-        project: m.project,
-        topic: workTopic.name,
-        role: "roles/pubsub.publisher",
-        member: m.identities[role].member,
-      },
-      { parent },
-    );
-
-  return {
-    workTopic,
-    deadLetterTopic,
-    parkedTopic,
-    workSubscription,
-    deadLetterSubscription,
-    parkedSubscription,
-  };
+  return { pipelines, deadLetterTopic, parkedTopic, deadLetterSubscription, parkedSubscription };
 }

@@ -13,9 +13,10 @@
 // every alert policy and the dashboard depend on the gates of the metrics their filters name.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import type { Topology } from "../functions/topology";
 import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
-import { eventFilter, handlerLogFilter } from "./logQueries";
+import { eventFilter, handlerLogFilter, workerServices } from "./logQueries";
 import { userMetricPrefix, userMetricsNamed } from "./policy/monitoringFilter";
 import { MetricReadiness } from "./readiness";
 
@@ -163,11 +164,17 @@ function subscriptionFilter(metric: string, subscriptions: string[]): string {
   ].join(" AND ");
 }
 
-function workerRequests(service: string, codeClass?: string): string {
+/** Every pipeline's work subscription. */
+function workSubscriptions(t: Topology): string[] {
+  return t.pipelines.map((x) => x.workSubscription);
+}
+
+/** Requests to the workers (every pipeline's, summed by the conditions' reducers). */
+function workerRequests(services: string[], codeClass?: string): string {
   return [
     'metric.type = "run.googleapis.com/request_count"',
     'resource.type = "cloud_run_revision"',
-    labelIn("resource.labels.service_name", [service]),
+    labelIn("resource.labels.service_name", services),
     ...(codeClass ? [labelIn("metric.labels.response_code_class", [codeClass])] : []),
   ].join(" AND ");
 }
@@ -268,7 +275,7 @@ export function createMonitoring(
           displayName: "Pub/Sub dead-lettered messages > 0",
           conditionThreshold: {
             filter: subscriptionFilter("dead_letter_message_count", [
-              t.workSubscription,
+              ...workSubscriptions(t),
               t.deadLetterSubscription,
             ]),
             comparison: "COMPARISON_GT",
@@ -293,7 +300,7 @@ export function createMonitoring(
         {
           displayName: `oldest unacked work message older than ${cfg.alerts.oldestUnackedSeconds} s`,
           conditionThreshold: {
-            filter: subscriptionFilter("oldest_unacked_message_age", [t.workSubscription]),
+            filter: subscriptionFilter("oldest_unacked_message_age", workSubscriptions(t)),
             comparison: "COMPARISON_GT",
             thresholdValue: cfg.alerts.oldestUnackedSeconds,
             duration: "300s",
@@ -346,8 +353,8 @@ export function createMonitoring(
         {
           displayName: `worker 5xx responses above ${cfg.alerts.worker5xxRatio * 100}% of requests`,
           conditionThreshold: {
-            filter: workerRequests(t.services.worker, "5xx"),
-            denominatorFilter: workerRequests(t.services.worker),
+            filter: workerRequests(workerServices(t), "5xx"),
+            denominatorFilter: workerRequests(workerServices(t)),
             comparison: "COMPARISON_GT",
             thresholdValue: cfg.alerts.worker5xxRatio,
             duration: "300s",
@@ -442,15 +449,15 @@ export function dashboardJson(cfg: InfraConfig, metricName: (k: LogMetricKey) =>
   const widgets = [
     chart(
       "Work messages undelivered",
-      subscriptionFilter("num_undelivered_messages", [t.workSubscription]),
+      subscriptionFilter("num_undelivered_messages", workSubscriptions(t)),
       "ALIGN_MAX",
     ),
     chart(
       "Oldest unacked work message (s)",
-      subscriptionFilter("oldest_unacked_message_age", [t.workSubscription]),
+      subscriptionFilter("oldest_unacked_message_age", workSubscriptions(t)),
       "ALIGN_MAX",
     ),
-    chart("Worker requests by response class", workerRequests(t.services.worker), "ALIGN_RATE", [
+    chart("Worker requests by response class", workerRequests(workerServices(t)), "ALIGN_RATE", [
       "metric.label.response_code_class",
     ]),
     chart(

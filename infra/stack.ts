@@ -8,7 +8,7 @@ import { type Bundle, buildBundle } from "./bundle/buildBundle";
 import { loadInfraConfig } from "./config";
 import { createFunctionSource } from "./functionSource";
 import { grantHttpTargetInvokers } from "./httpTargets";
-import { createIdentities } from "./identities";
+import { createIdentities, createWorkerAccounts } from "./identities";
 import { createMessaging } from "./messaging";
 import { createMonitoring } from "./monitoring";
 import { createScheduling } from "./scheduling";
@@ -20,14 +20,21 @@ export interface StackOptions {
   bundle?: () => Bundle;
 }
 
+/** One pipeline's deployable unit (issue #17 §1). */
+export interface PipelineOutputs {
+  workerUrl: pulumi.Output<string>;
+  workTopic: pulumi.Output<string>;
+  workSubscription: pulumi.Output<string>;
+  serviceAccount: pulumi.Output<string>;
+}
+
 export interface StackOutputs {
   coordinatorUrl: pulumi.Output<string>;
-  workerUrl: pulumi.Output<string>;
   reconcilerUrl: pulumi.Output<string>;
-  workTopic: pulumi.Output<string>;
+  /** Pipeline name → its worker, work topic, subscription and account. */
+  pipelines: Record<string, PipelineOutputs>;
   deadLetterTopic: pulumi.Output<string>;
   parkedTopic: pulumi.Output<string>;
-  workSubscription: pulumi.Output<string>;
   deadLetterSubscription: pulumi.Output<string>;
   parkedSubscription: pulumi.Output<string>;
   schedulerJob: pulumi.Output<string>;
@@ -53,7 +60,8 @@ export function createStack(options: StackOptions = {}): StackOutputs {
 
   const apis = enableApis(cfg.prefix, projectId);
   const identities = createIdentities(cfg.prefix, projectId, { dependsOn: apis.on("iam.googleapis.com") });
-  const storage = createStorage({ cfg, project: projectId, labels, apis, identities });
+  const workerAccounts = createWorkerAccounts(t, projectId, { dependsOn: apis.on("iam.googleapis.com") });
+  const storage = createStorage({ cfg, project: projectId, labels, apis, identities, workerAccounts });
   const source = createFunctionSource({
     prefix: cfg.prefix,
     project: projectId,
@@ -62,14 +70,16 @@ export function createStack(options: StackOptions = {}): StackOutputs {
     bundle,
     apis,
     identities,
+    workerAccounts,
   });
-  const httpTargetInvokers = grantHttpTargetInvokers({ cfg, projectId, apis, identities });
+  const httpTargetInvokers = grantHttpTargetInvokers({ cfg, projectId, apis, workerAccounts });
   const services = createServices({
     cfg,
     project,
     labels,
     apis,
     identities,
+    workerAccounts,
     source,
     workerAfter: httpTargetInvokers,
   });
@@ -79,9 +89,10 @@ export function createStack(options: StackOptions = {}): StackOutputs {
     labels,
     apis,
     identities,
-    workerUrl: services.urls.worker,
+    workerAccounts,
+    pipelines: services.workers.map((w) => ({ topology: w.topology, workerUrl: w.url, ready: w.ready })),
     reconcilerUrl: services.urls.reconciler,
-    pushTargets: [...services.ready.worker, ...services.ready.reconciler],
+    reconcilerReady: services.reconcilerReady,
   });
   const job = createScheduling({
     cfg,
@@ -89,24 +100,33 @@ export function createStack(options: StackOptions = {}): StackOutputs {
     apis,
     identities,
     reconcilerUrl: services.urls.reconciler,
-    reconcilerReady: services.ready.reconciler,
+    reconcilerReady: services.reconcilerReady,
   });
   const monitoring = createMonitoring({ cfg, project: projectId, labels, apis });
 
   return {
     coordinatorUrl: services.urls.coordinator,
-    workerUrl: services.urls.worker,
     reconcilerUrl: services.urls.reconciler,
-    workTopic: messaging.workTopic.name,
+    pipelines: Object.fromEntries(
+      services.workers.map((w, i) => [
+        w.deployment.name,
+        {
+          workerUrl: w.url,
+          workTopic: messaging.pipelines[i]!.topic.name,
+          workSubscription: messaging.pipelines[i]!.subscription.name,
+          serviceAccount: workerAccounts[w.deployment.name]!.email,
+        },
+      ]),
+    ),
     deadLetterTopic: messaging.deadLetterTopic.name,
     parkedTopic: messaging.parkedTopic.name,
-    workSubscription: messaging.workSubscription.name,
     deadLetterSubscription: messaging.deadLetterSubscription.name,
     parkedSubscription: messaging.parkedSubscription.name,
     schedulerJob: job.name,
     resultsTable: pulumi.interpolate`${projectId}.${storage.resultsDataset.datasetId}.${storage.resultsTable.tableId}`,
     dashboardUrl: monitoring.dashboardUrl,
     functionSourceObject: bundle.objectName,
+    // The shared accounts by role; each pipeline's worker account is under `pipelines`.
     serviceAccounts: Object.fromEntries(Object.entries(identities).map(([role, sa]) => [role, sa.email])),
   };
 }

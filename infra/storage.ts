@@ -16,7 +16,7 @@ import {
 } from "../functions/adapters/firestoreIndexes";
 import type { Apis } from "./apis";
 import type { InfraConfig } from "./config";
-import type { Identities } from "./identities";
+import { handlerAccounts, type Identities, type WorkerAccounts } from "./identities";
 import { handlerLogFilter } from "./logQueries";
 
 /** Custom-role ids allow ^[a-zA-Z0-9_.]{3,64}$ (terraform-provider-google google/verify/validation.go). */
@@ -55,8 +55,6 @@ export function resultsTableSchemaJson(): string {
   );
 }
 
-const handlers = ["coordinator", "worker", "reconciler"] as const;
-
 export function createStorage(
   a: {
     cfg: InfraConfig;
@@ -64,10 +62,12 @@ export function createStorage(
     labels: Record<string, string>;
     apis: Apis;
     identities: Identities;
+    workerAccounts: WorkerAccounts;
   },
   parent?: pulumi.Resource,
 ): Storage {
-  const { cfg, identities } = a;
+  const { cfg } = a;
+  const handlers = handlerAccounts(a.identities, a.workerAccounts);
   const p = cfg.prefix;
 
   // --- Firestore ---------------------------------------------------------------------------------
@@ -139,11 +139,11 @@ export function createStorage(
       ),
   );
   // Firestore has no per-collection IAM: roles/datastore.user on the project is the narrowest grant
-  // that lets a handler read and write the ledger. Only the three handlers get it.
-  for (const role of handlers)
+  // that lets a handler read and write the ledger. Only the handlers get it (each pipeline's worker too).
+  for (const [role, account] of handlers)
     new gcp.projects.IAMMember(
       `${p}-${role}-datastore-user`,
-      { project: a.project, role: "roles/datastore.user", member: identities[role].member },
+      { project: a.project, role: "roles/datastore.user", member: account.member },
       { parent },
     );
 
@@ -202,7 +202,7 @@ export function createStorage(
     },
     { parent, dependsOn: a.apis.on("iam.googleapis.com") },
   );
-  for (const role of handlers) {
+  for (const [role, account] of handlers) {
     // Whichever handler finalizes a batch exports its results (worker: after the last item;
     // reconciler: the safety net; coordinator: cancelling a batch with nothing left running), and any
     // of them may take over an export another one started.
@@ -212,7 +212,7 @@ export function createStorage(
         project: a.project,
         datasetId: resultsDataset.datasetId,
         role: "roles/bigquery.dataEditor",
-        member: identities[role].member,
+        member: account.member,
       },
       { parent },
     );
@@ -223,7 +223,7 @@ export function createStorage(
       {
         project: a.project,
         role: pulumi.interpolate`projects/${a.project}/roles/${exporterRoleId(p)}`,
-        member: identities[role].member,
+        member: account.member,
       },
       { parent, dependsOn: [exporterRole, ...a.apis.on("bigquery.googleapis.com")] },
     );

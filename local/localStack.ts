@@ -1,15 +1,18 @@
 // The local stack (DESIGN.md §5), programmatically: `npm start`, the demo, the chaos suite, the
 // dashboard test and the benchmarks all start it through `startLocalStack`. It runs the real
 // emulators, provisions the topology from the same `Topology` the Pulumi program uses, starts the
-// coordinator, N workers (behind a round-robin front door, as Cloud Run's) and the reconciler as
-// separate supervised processes serving the Functions Framework targets, and a scheduler loop
-// calling the reconciler. `stop()` shuts the handlers down gracefully, then the emulators' process
+// coordinator, one group of N workers per pipeline (each group behind its own round-robin front
+// door, as each pipeline's Cloud Run service; issue #17 §1) and the reconciler as separate
+// supervised processes serving the Functions Framework targets, and a scheduler loop calling the
+// reconciler. Each pipeline's subscription pushes to its own group only, and each of its workers
+// runs with TALLY_WORKER_PIPELINE set, as deployed. `stop()` shuts the handlers down gracefully, then the emulators' process
 // groups; nothing is left running.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { PubSub } from "@google-cloud/pubsub";
 import { loadConfig, type TallyConfig } from "../functions/config";
+import type { PipelineTopology } from "../functions/topology";
 import { type Emulators, exportFirestore, freePort, startEmulators } from "./emulators";
 import { type FrontDoor, startFrontDoor } from "./frontDoor";
 import { formatLogLine } from "./logLines";
@@ -23,9 +26,21 @@ import { waitFor } from "./waitFor";
 
 export type { LocalStackOptions } from "./stackOptions";
 
+/** One pipeline's deployable unit, locally: its topic, subscription, front door and worker group. */
+export interface LocalPipeline {
+  pipeline: string;
+  topology: PipelineTopology;
+  /** The front door its subscription pushes (or its relay posts) to. */
+  frontDoor: FrontDoor;
+  /** Its worker processes (also in `LocalStack.workers`, numbered across every group). */
+  workers: SupervisedProcess[];
+  /** Null with `pushConcurrency: 0`. */
+  pushRelay: PushRelay | null;
+}
+
 export interface LocalStackPids {
   coordinator: number | null;
-  /** Index 0 is "worker 1". */
+  /** Index 0 is "worker 1"; every pipeline's group, in the topology's order. */
   workers: (number | null)[];
   reconciler: number | null;
   /** The emulators' process-group leaders. */
@@ -37,8 +52,8 @@ export interface LocalStack {
     coordinator: string;
     dashboard: string;
     reconciler: string;
-    /** The front door the work subscription pushes to. */
-    frontDoor: string;
+    /** Pipeline name → the front door its work subscription pushes to. */
+    frontDoors: Record<string, string>;
     workers: string[];
   };
   /** Current process ids (a restarted process has a new one). */
@@ -54,11 +69,13 @@ export interface LocalStack {
   /** The ready block as printed by `npm start`. */
   readyLines: string[];
   coordinator: SupervisedProcess;
+  /** Every worker process, every pipeline's group in the topology's order ("worker 1" first). */
   workers: SupervisedProcess[];
   reconciler: SupervisedProcess;
-  frontDoor: FrontDoor;
-  /** Null with `pushConcurrency: 0`. */
-  pushRelay: PushRelay | null;
+  /** One per pipeline, in the topology's order. */
+  pipelines: LocalPipeline[];
+  /** The named pipeline's unit; throws for an unknown pipeline. */
+  pipeline(name: string): LocalPipeline;
   scheduler: SchedulerLoop | null;
   /** Signals worker `n` (1-based, as printed) — SIGKILL by default. Returns the pid signalled. */
   killWorker(n: number, signal?: NodeJS.Signals): number;
@@ -78,6 +95,7 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
   const output = options.output ?? ((line: string) => process.stdout.write(`${line}\n`));
   const say = (line: string) => output(`[stack] ${line}`);
   const projectId = options.projectId ?? "tally-local";
+  /** Workers per pipeline. */
   const workerCount = options.workers ?? 2;
   const tickMs = Math.round((options.tickSeconds ?? 5) * 1000);
   const dataDir = prepareDataDir(resolve(options.dataDir ?? ".tally"), !!options.persist);
@@ -145,6 +163,9 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       ...(options.staleFinalizingSeconds !== undefined && {
         TALLY_STALE_FINALIZING_SECONDS: String(options.staleFinalizingSeconds),
       }),
+      ...(options.pipelineDelivery && {
+        TALLY_PIPELINE_DELIVERY: JSON.stringify(options.pipelineDelivery),
+      }),
       ...(options.verbose && { TALLY_LOG_LEVEL: "DEBUG" }),
       ...options.env,
     };
@@ -167,15 +188,32 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       },
       onEvent: (message: string) => output(`[supervisor] ${message}`),
     };
-    const makeProcess = (name: string, component: Component, port: number) =>
+    const makeProcess = (
+      name: string,
+      component: Component,
+      port: number,
+      own: Record<string, string> = {},
+    ) =>
       new SupervisedProcess(
-        { name, component, port, env: { ...handlerEnv, ...options.componentEnv?.[component] } },
+        { name, component, port, env: { ...handlerEnv, ...own, ...options.componentEnv?.[component] } },
         hooks,
       );
     const coordinator = makeProcess("coordinator", "coordinator", coordinatorPort || (await freePort()));
+    // One group per pipeline, numbered across groups ("worker 1" … "worker N·P"); each worker serves
+    // only its pipeline, as its deployed function does.
     const workers: SupervisedProcess[] = [];
-    for (let i = 1; i <= workerCount; i++)
-      workers.push(makeProcess(`worker ${i}`, "worker", await freePort()));
+    const groups: { topology: PipelineTopology; workers: SupervisedProcess[] }[] = [];
+    for (const x of topology.pipelines) {
+      const group: SupervisedProcess[] = [];
+      for (let i = 1; i <= workerCount; i++) {
+        const w = makeProcess(`worker ${workers.length + 1}`, "worker", await freePort(), {
+          TALLY_WORKER_PIPELINE: x.pipeline,
+        });
+        group.push(w);
+        workers.push(w);
+      }
+      groups.push({ topology: x, workers: group });
+    }
     // Coordinator port + 2 when it is free (8082 by default: what `tally reconcile` calls without
     // --reconciler-url); any free port otherwise.
     const reconcilerPort =
@@ -185,11 +223,16 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
     const reconciler = makeProcess("reconciler", "reconciler", reconcilerPort);
     const all = [coordinator, ...workers, reconciler];
 
-    const frontDoor = await startFrontDoor({
-      backends: () => workers.filter((w) => w.live).map((w) => ({ name: w.name, url: w.url })),
-      onError: options.verbose ? (m) => output(`[front door] ${m}`) : undefined,
-    });
-    cleanups.push(() => frontDoor.close());
+    const frontDoors = new Map<string, FrontDoor>();
+    for (const g of groups) {
+      const door = await startFrontDoor({
+        backends: () => g.workers.filter((w) => w.live).map((w) => ({ name: w.name, url: w.url })),
+        onError: options.verbose ? (m) => output(`[front door ${g.topology.pipeline}] ${m}`) : undefined,
+      });
+      frontDoors.set(g.topology.pipeline, door);
+      cleanups.push(() => door.close());
+    }
+    const doorOf = (pipeline: string) => frontDoors.get(pipeline)!;
     // Handlers stop (gracefully) before the front door closes: a worker's answers to the deliveries
     // it releases on SIGTERM still reach Pub/Sub.
     const handlersStop = cleanups.length;
@@ -208,33 +251,54 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       pubsub,
       topology,
       projectId,
-      { worker: `${frontDoor.url}/`, deadLetter: `${reconciler.url}${topology.deadLetterPath}` },
+      {
+        workers: Object.fromEntries(
+          groups.map((g) => [g.topology.pipeline, `${doorOf(g.topology.pipeline).url}/`]),
+        ),
+        deadLetter: `${reconciler.url}${topology.deadLetterPath}`,
+      },
       { relayWork: pushConcurrency > 0 },
     );
-    say(
-      `topology provisioned: ${topology.workTopic} → ${topology.workSubscription} (${pushConcurrency > 0 ? "relayed" : "push"} to ${frontDoor.url}/, ack ${delivery.ackDeadlineSeconds} s, backoff ${delivery.minimumBackoffSeconds}–${delivery.maximumBackoffSeconds} s, dead-letter after ${delivery.maxDeliveryAttempts}) ; ${topology.deadLetterTopic} → ${topology.deadLetterSubscription} (push ${reconciler.url}${topology.deadLetterPath})`,
-    );
-    say(`front door: ${frontDoor.url} → ${workers.map((w) => w.name).join(", ")}`);
-
-    const pushRelay =
-      pushConcurrency > 0
-        ? startPushRelay({
-            emulatorHost: emulators.pubsubHost,
-            projectId,
-            subscription: topology.workSubscription,
-            endpoint: `${frontDoor.url}/`,
-            concurrency: pushConcurrency,
-            ackDeadlineSeconds: delivery.ackDeadlineSeconds,
-            onError: options.verbose ? (m) => output(`[push relay] ${m}`) : undefined,
-          })
-        : null;
-    if (pushRelay) {
-      // Runs after the handlers stopped (cleanups run in reverse): their last answers are still relayed.
-      cleanups.splice(handlersStop, 0, () => pushRelay.stop());
+    for (const g of groups) {
+      const x = g.topology;
+      const d = x.delivery;
       say(
-        `push relay: ${topology.workSubscription} is pulled and pushed to the front door, ${pushConcurrency} requests at a time`,
+        `pipeline ${x.pipeline}: ${x.workTopic} → ${x.workSubscription} (${pushConcurrency > 0 ? "relayed" : "push"} to ${doorOf(x.pipeline).url}/ → ${g.workers.map((w) => w.name).join(", ")}; ack ${d.ackDeadlineSeconds} s, backoff ${d.minimumBackoffSeconds}–${d.maximumBackoffSeconds} s, dead-letter after ${d.maxDeliveryAttempts})`,
       );
     }
+    say(
+      `dead letters: ${topology.deadLetterTopic} → ${topology.deadLetterSubscription} (push ${reconciler.url}${topology.deadLetterPath})`,
+    );
+
+    const pipelines: LocalPipeline[] = groups.map((g) => {
+      const x = g.topology;
+      const pushRelay =
+        pushConcurrency > 0
+          ? startPushRelay({
+              emulatorHost: emulators.pubsubHost,
+              projectId,
+              subscription: x.workSubscription,
+              endpoint: `${doorOf(x.pipeline).url}/`,
+              concurrency: pushConcurrency,
+              ackDeadlineSeconds: x.delivery.ackDeadlineSeconds,
+              onError: options.verbose ? (m) => output(`[push relay ${x.pipeline}] ${m}`) : undefined,
+            })
+          : null;
+      if (pushRelay) {
+        // Runs after the handlers stopped (cleanups run in reverse): their last answers are still relayed.
+        cleanups.splice(handlersStop, 0, () => pushRelay.stop());
+        say(
+          `push relay: ${x.workSubscription} is pulled and pushed to its front door, ${pushConcurrency} requests at a time`,
+        );
+      }
+      return {
+        pipeline: x.pipeline,
+        topology: x,
+        frontDoor: doorOf(x.pipeline),
+        workers: g.workers,
+        pushRelay,
+      };
+    });
 
     const reconcileUrl = `${reconciler.url}${topology.reconcilePath}`;
     const scheduler =
@@ -251,13 +315,16 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       coordinator: coordinator.url,
       dashboard: `${coordinator.url}/`,
       reconciler: reconciler.url,
-      frontDoor: frontDoor.url,
+      frontDoors: Object.fromEntries(pipelines.map((x) => [x.pipeline, x.frontDoor.url])),
       workers: workers.map((w) => w.url),
     };
+    const pipelineOfWorker = new Map(
+      pipelines.flatMap((x) => x.workers.map((w) => [w, x.pipeline] as const)),
+    );
     const readyLines = formatReadyLines({
       coordinator: urls.coordinator,
       dashboard: urls.dashboard,
-      workers: workers.map((w) => ({ url: w.url, pid: w.pid! })),
+      workers: workers.map((w) => ({ url: w.url, pid: w.pid!, pipeline: pipelineOfWorker.get(w) })),
       reconciler: { url: reconciler.url, pid: reconciler.pid! },
       results: resultsPath,
     });
@@ -288,8 +355,15 @@ export async function startLocalStack(options: LocalStackOptions = {}): Promise<
       coordinator,
       workers,
       reconciler,
-      frontDoor,
-      pushRelay,
+      pipelines,
+      pipeline: (name) => {
+        const found = pipelines.find((x) => x.pipeline === name);
+        if (!found)
+          throw new RangeError(
+            `no pipeline ${name} (pipelines: ${pipelines.map((x) => x.pipeline).join(", ")})`,
+          );
+        return found;
+      },
       scheduler,
       killWorker: (n, signal = "SIGKILL") => workerAt(n).kill(signal),
       waitForWorkerRestart: (n, previousPid, timeoutMs) => workerAt(n).waitForRestart(previousPid, timeoutMs),

@@ -1,15 +1,15 @@
 // Provisions the Pub/Sub topology on the emulator from the same `Topology` object the Pulumi program
 // declares its resources from (functions/topology.ts), so the local stack runs with the deployed
-// delivery settings: the work topic, its dead-letter topic, the worker push subscription (ack
-// deadline, retry policy, dead-letter policy, never-expiring) and the dead-letter push subscription
-// — a dead-letter topic without a subscription would lose messages. Push endpoints are the local
-// handlers; the emulator sends no OIDC token, so none is configured here.
+// delivery settings: each pipeline's work topic and its push subscription to that pipeline's workers
+// (its ack deadline, retry policy, dead-letter policy, never-expiring), the shared dead-letter topic
+// and its push subscription — a dead-letter topic without a subscription would lose messages. Push
+// endpoints are the local handlers; the emulator sends no OIDC token, so none is configured here.
 import type { PubSub, SubscriptionMetadata } from "@google-cloud/pubsub";
 import type { Topology } from "../functions/topology";
 
 export interface PushEndpoints {
-  /** The front door in front of the worker processes. */
-  worker: string;
+  /** Pipeline name → the front door in front of that pipeline's worker processes. */
+  workers: Record<string, string>;
   /** The reconciler's dead-letter receiver (`…/dead-letter`). */
   deadLetter: string;
 }
@@ -22,14 +22,14 @@ export interface SubscriptionSpec {
 
 export interface ProvisionOptions {
   /**
-   * Deliver the work subscription through the push relay (pushRelay.ts): the emulator refuses to
-   * pull from a push subscription, so it is created without a push endpoint, every other setting
-   * unchanged, and the relay pushes to `endpoints.worker`.
+   * Deliver the work subscriptions through push relays (pushRelay.ts): the emulator refuses to pull
+   * from a push subscription, so they are created without a push endpoint, every other setting
+   * unchanged, and a relay per pipeline pushes to `endpoints.workers[pipeline]`.
    */
   relayWork?: boolean;
 }
 
-/** The two push subscriptions, as the Pulumi stack declares them, with local push endpoints. */
+/** The push subscriptions, as the Pulumi stack declares them, with local push endpoints. */
 export function subscriptionSpecs(
   topology: Topology,
   projectId: string,
@@ -40,43 +40,45 @@ export function subscriptionSpecs(
   // ttl unset inside a present expirationPolicy means "never expire" (Pulumi: `ttl: ""`); leaving
   // the policy out would give the 31-day default.
   const neverExpire = { ttl: null };
+  const retryPolicy = (s: { minimumBackoffSeconds: number; maximumBackoffSeconds: number }) => ({
+    minimumBackoff: { seconds: s.minimumBackoffSeconds },
+    maximumBackoff: { seconds: s.maximumBackoffSeconds },
+  });
   return [
-    {
-      name: topology.workSubscription,
-      topic: topology.workTopic,
-      metadata: {
-        pushConfig: opts.relayWork ? {} : { pushEndpoint: endpoints.worker },
-        ackDeadlineSeconds: d.ackDeadlineSeconds,
-        retryPolicy: {
-          minimumBackoff: { seconds: d.minimumBackoffSeconds },
-          maximumBackoff: { seconds: d.maximumBackoffSeconds },
+    ...topology.pipelines.map((x): SubscriptionSpec => {
+      const endpoint = endpoints.workers[x.pipeline];
+      if (!endpoint) throw new Error(`no local push endpoint for pipeline ${x.pipeline}`);
+      return {
+        name: x.workSubscription,
+        topic: x.workTopic,
+        metadata: {
+          pushConfig: opts.relayWork ? {} : { pushEndpoint: endpoint },
+          ackDeadlineSeconds: x.delivery.ackDeadlineSeconds,
+          retryPolicy: retryPolicy(x.delivery),
+          deadLetterPolicy: {
+            deadLetterTopic: `projects/${projectId}/topics/${topology.deadLetterTopic}`,
+            maxDeliveryAttempts: x.delivery.maxDeliveryAttempts,
+          },
+          expirationPolicy: neverExpire,
         },
-        deadLetterPolicy: {
-          deadLetterTopic: `projects/${projectId}/topics/${topology.deadLetterTopic}`,
-          maxDeliveryAttempts: d.maxDeliveryAttempts,
-        },
-        expirationPolicy: neverExpire,
-      },
-    },
+      };
+    }),
     {
       name: topology.deadLetterSubscription,
       topic: topology.deadLetterTopic,
       metadata: {
         pushConfig: { pushEndpoint: endpoints.deadLetter },
         ackDeadlineSeconds: d.ackDeadlineSeconds,
-        retryPolicy: {
-          minimumBackoff: { seconds: d.minimumBackoffSeconds },
-          maximumBackoff: { seconds: d.maximumBackoffSeconds },
-        },
+        retryPolicy: retryPolicy(d),
         expirationPolicy: neverExpire,
       },
     },
   ];
 }
 
-/** Creates both topics (idempotent). Done before the handlers start so the coordinator can publish. */
+/** Creates every pipeline's work topic and the dead-letter topic (idempotent), before the handlers start. */
 export async function provisionTopics(pubsub: PubSub, topology: Topology): Promise<void> {
-  for (const name of [topology.workTopic, topology.deadLetterTopic]) {
+  for (const name of [...topology.pipelines.map((x) => x.workTopic), topology.deadLetterTopic]) {
     const topic = pubsub.topic(name);
     const [exists] = await topic.exists();
     if (!exists) await alreadyExistsIsFine(topic.create());

@@ -2,7 +2,7 @@
 // (the chaos suite and benchmarks may run `npm start` as a subprocess and parse its output):
 //   coordinator: http://127.0.0.1:PORT
 //   dashboard: http://127.0.0.1:PORT/
-//   worker 1: http://127.0.0.1:PORT pid PID      (one per worker)
+//   worker 1 (demo): http://127.0.0.1:PORT pid PID      (one per worker, with its pipeline)
 //   reconciler: http://127.0.0.1:PORT pid PID
 //   results: PATH-TO-DUCKDB-FILE
 //   ready
@@ -11,7 +11,8 @@
 export interface ReadyInfo {
   coordinator: string;
   dashboard: string;
-  workers: Array<{ url: string; pid: number }>;
+  /** Numbered across every pipeline's group; `pipeline` is the one the worker serves. */
+  workers: Array<{ url: string; pid: number; pipeline?: string }>;
   reconciler: { url: string; pid: number };
   results: string;
 }
@@ -20,7 +21,9 @@ export function formatReadyLines(info: ReadyInfo): string[] {
   return [
     `coordinator: ${info.coordinator}`,
     `dashboard: ${info.dashboard}`,
-    ...info.workers.map((w, i) => `worker ${i + 1}: ${w.url} pid ${w.pid}`),
+    ...info.workers.map(
+      (w, i) => `worker ${i + 1}${w.pipeline ? ` (${w.pipeline})` : ""}: ${w.url} pid ${w.pid}`,
+    ),
     `reconciler: ${info.reconciler.url} pid ${info.reconciler.pid}`,
     `results: ${info.results}`,
     "ready",
@@ -33,10 +36,15 @@ export function parseReadyLines(output: string): ReadyInfo | null {
   if (!lines.includes("ready")) return null;
   const info: Partial<ReadyInfo> & { workers: ReadyInfo["workers"] } = { workers: [] };
   for (const line of lines) {
-    const worker = /^worker (\d+): (http:\/\/\S+) pid (\d+)$/.exec(line);
+    const worker = /^worker (\d+)(?: \(([a-z][a-z0-9-]*)\))?: (http:\/\/\S+) pid (\d+)$/.exec(line);
     const reconciler = /^reconciler: (http:\/\/\S+) pid (\d+)$/.exec(line);
     const plain = /^(coordinator|dashboard|results): (\S.*)$/.exec(line);
-    if (worker) info.workers[Number(worker[1]) - 1] = { url: worker[2]!, pid: Number(worker[3]) };
+    if (worker)
+      info.workers[Number(worker[1]) - 1] = {
+        url: worker[3]!,
+        pid: Number(worker[4]),
+        ...(worker[2] ? { pipeline: worker[2] } : {}),
+      };
     else if (reconciler) info.reconciler = { url: reconciler[1]!, pid: Number(reconciler[2]) };
     else if (plain) info[plain[1] as "coordinator" | "dashboard" | "results"] = plain[2]!;
   }

@@ -9,7 +9,7 @@ import { type DeliverySettings, defaultDelivery, validateDelivery } from "../fun
 export interface LocalStackOptions {
   /** Coordinator port (default 8080; 0 picks a free one). */
   port?: number;
-  /** Worker processes behind the front door (default 2). */
+  /** Worker processes per pipeline, each group behind its own front door (default 2). */
   workers?: number;
   /** Seconds between the local scheduler's `POST /reconcile` calls (default 5; fractions allowed). */
   tickSeconds?: number;
@@ -23,6 +23,11 @@ export interface LocalStackOptions {
   pushConcurrency?: number;
   /** Delivery settings (DESIGN.md §2.5); unset ones keep the topology's defaults. */
   delivery?: Partial<DeliverySettings>;
+  /**
+   * One pipeline's own delivery settings over `delivery` (its subscription and its workers), as
+   * `tally:pipelines` sets them in the stack; handed to the handlers as TALLY_PIPELINE_DELIVERY.
+   */
+  pipelineDelivery?: Record<string, Partial<DeliverySettings>>;
   /** Reconciler staleness thresholds (seconds). */
   staleSubmissionSeconds?: number;
   stalePendingSeconds?: number;
@@ -52,12 +57,12 @@ export class UsageError extends Error {}
 export const startUsage = `Usage: npm start -- [options]
 
 Runs the Tally local stack in the foreground: the Pub/Sub and Firestore emulators, the topology as
-the Pulumi stack declares it, the coordinator, N workers behind a local front door, the reconciler
-and a scheduler loop calling it. Ctrl-C stops everything.
+the Pulumi stack declares it, the coordinator, N workers per pipeline (each pipeline's behind its
+own local front door), the reconciler and a scheduler loop calling it. Ctrl-C stops everything.
 
 Options:
   --port N                    coordinator port (default 8080; 0 = any free port)
-  --workers N                 worker processes (default 2)
+  --workers N                 worker processes per pipeline (default 2)
   --tick SECONDS              scheduler tick: POST /reconcile every SECONDS (default 5)
   --lease-seconds N           item lease (default ${defaultDelivery.leaseSeconds})
   --ack-deadline N            push ack deadline = request timeout (default ${defaultDelivery.ackDeadlineSeconds})

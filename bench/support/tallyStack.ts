@@ -59,6 +59,9 @@ export interface BenchStack {
   stop(): Promise<void>;
 }
 
+/** The pipeline the benchmarks submit (bench/submission.ts). */
+export const benchPipeline = "demo";
+
 export async function startBenchStack(opts: {
   workers: number;
   /** Initial scheduler tick (null: no scheduler until setTick). */
@@ -95,12 +98,15 @@ export async function startBenchStack(opts: {
   const pubsub = pubsubClient(hosts, stack.projectId);
   const probe = new FirestoreLedger(db);
   const topology = stack.config.topology;
+  // The benchmarks submit `demo` items (bench/submission.ts): they measure its unit — its
+  // subscription, front door and worker group. The other pipelines' workers idle.
+  const unit = stack.pipeline(benchPipeline);
   const workSpec = () =>
     subscriptionSpecs(topology, stack.projectId, {
-      worker: `${stack.urls.frontDoor}/`,
+      workers: stack.urls.frontDoors,
       deadLetter: `${stack.urls.reconciler}${topology.deadLetterPath}`,
-    })[0]!;
-  const stats = () => stack.frontDoor.stats();
+    }).find((s) => s.name === unit.topology.workSubscription)!;
+  const stats = () => unit.frontDoor.stats();
   const reconcileUrl = `${stack.urls.reconciler}${topology.reconcilePath}`;
   let loop: ReconcileLoop | null = null;
   let tickSeconds: number | null = null;
@@ -129,14 +135,14 @@ export async function startBenchStack(opts: {
     answered2xx: () => Object.values(stats().responses).reduce((a, r) => a + (r["2xx"] ?? 0), 0),
     forwarded: () => Object.values(stats().forwarded).reduce((a, b) => a + b, 0),
     workerCpuSeconds: () =>
-      stack.pids.workers.reduce<number>((a, pid) => a + (pid === null ? 0 : (cpuSeconds(pid) ?? 0)), 0),
+      unit.workers.reduce<number>((a, w) => a + (w.pid === null ? 0 : (cpuSeconds(w.pid) ?? 0)), 0),
     pauseDeliveries: async () => {
-      await pubsub.subscription(topology.workSubscription).modifyPushConfig({});
+      await pubsub.subscription(unit.topology.workSubscription).modifyPushConfig({});
     },
     resumeDeliveries: async () => {
       await pubsub
-        .subscription(topology.workSubscription)
-        .modifyPushConfig({ pushEndpoint: `${stack.urls.frontDoor}/` });
+        .subscription(unit.topology.workSubscription)
+        .modifyPushConfig({ pushEndpoint: `${unit.frontDoor.url}/` });
     },
     purgeDeliveries: async () => {
       const spec = workSpec();
@@ -160,10 +166,12 @@ export async function startBenchStack(opts: {
     reconcileCallDurations: () => callDurations.splice(0),
     clearLedger: () => clearFirestore(hosts.firestoreHost, stack.projectId),
     setLiveWorkers: async (n) => {
-      if (n < 1 || n > stack.workers.length)
-        throw new RangeError(`the stack has workers 1..${stack.workers.length}; asked for ${n}`);
+      if (n < 1 || n > unit.workers.length)
+        throw new RangeError(
+          `the ${benchPipeline} pipeline has workers 1..${unit.workers.length}; asked for ${n}`,
+        );
       await Promise.all(
-        stack.workers.map(async (w, i) => {
+        unit.workers.map(async (w, i) => {
           if (i < n && stopped.has(i)) {
             stopped.delete(i);
             await w.start();
@@ -174,7 +182,7 @@ export async function startBenchStack(opts: {
         }),
       );
       liveWorkers = n;
-      opts.progress(`${n} of ${stack.workers.length} worker(s) running`);
+      opts.progress(`${n} of ${unit.workers.length} ${benchPipeline} worker(s) running`);
     },
     get liveWorkers() {
       return liveWorkers;

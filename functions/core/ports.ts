@@ -314,8 +314,12 @@ export interface Ledger {
 }
 
 export interface WorkQueue {
-  /** Publishes one doorbell per item (batched). Resolves when every message is accepted. */
-  publish(refs: ItemRef[]): Promise<void>;
+  /**
+   * Publishes one doorbell per item (batched) where `pipeline`'s workers receive them: every item is
+   * of a batch of that pipeline (issue #17 §1, one work topic per pipeline). Resolves when every
+   * message is accepted; rejects for a pipeline the queue does not route.
+   */
+  publish(pipeline: string, refs: ItemRef[]): Promise<void>;
   readonly published: number;
 }
 

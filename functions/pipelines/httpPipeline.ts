@@ -19,7 +19,7 @@
 //     everywhere — one rule, no guessing from the environment — so local runs and tests never
 //     reach for a metadata server; declare "oidc" for a target behind Cloud Run IAM.
 //   - cloudRunService: {name, location?, project?}, the Cloud Run service the calls go to. Only with
-//     auth "oidc". The stack then grants the worker's service account roles/run.invoker on exactly
+//     auth "oidc". The stack then grants this pipeline's worker account roles/run.invoker on exactly
 //     that service (infra/httpTargets.ts); location and project default to the stack's. The worker
 //     itself ignores it. When a step URL is a run.app URL, one of them must be that service's.
 //   - concurrency / ratePerSecond / burst: the worker's admission (rateLimiter.ts): concurrency per

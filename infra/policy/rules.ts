@@ -57,6 +57,9 @@ export const types = {
   dashboard: "gcp:monitoring/dashboard:Dashboard",
   metricReadiness: "pulumi-nodejs:dynamic/tally:MetricReadiness",
   propagationWait: "pulumi-nodejs:dynamic/tally:PropagationWait",
+  secretIamMember: "gcp:secretmanager/secretIamMember:SecretIamMember",
+  secretIamBinding: "gcp:secretmanager/secretIamBinding:SecretIamBinding",
+  secretIamPolicy: "gcp:secretmanager/secretIamPolicy:SecretIamPolicy",
 } as const;
 
 /** The Pub/Sub service agent, the identity that moves messages to dead-letter topics. */
@@ -765,6 +768,183 @@ export const bigqueryExportersCanTakeOver: Rule = {
   },
 };
 
+/** The secrets a function mounts (secret environment variables and secret volumes), by secret id. */
+function mountedSecrets(f: ResourceRecord): string[] {
+  const sc = f.props.serviceConfig ?? {};
+  const refs: unknown[] = [
+    ...(sc.secretEnvironmentVariables ?? []).map((s: { secret?: unknown }) => s.secret),
+    ...(sc.secretVolumes ?? []).map((s: { secret?: unknown }) => s.secret),
+  ];
+  return refs.map(lastSegment).filter((s): s is string => typeof s === "string");
+}
+
+export const secretGrantsScoped: Rule = {
+  name: "secret-grants-scoped",
+  description:
+    "Secret Manager access is granted one secret to one account (gcp.secretmanager.SecretIamMember, roles/secretmanager.secretAccessor), only to the runtime account of a function that mounts that secret, and every mounted secret is so granted; never on the project, never a binding or policy of several members.",
+  check: (resources) => {
+    const out: Violation[] = [];
+    for (const g of projectGrants(resources))
+      if (typeof g.role === "string" && g.role.startsWith("roles/secretmanager."))
+        out.push(
+          violation(
+            "secret-grants-scoped",
+            g.resource,
+            `${g.role} is granted on the whole project to ${g.members.join(", ")}: it would read every secret there; grant roles/secretmanager.secretAccessor on the one secret instead`,
+          ),
+        );
+    for (const r of [
+      ...ofType(resources, types.secretIamBinding),
+      ...ofType(resources, types.secretIamPolicy),
+    ])
+      out.push(
+        violation(
+          "secret-grants-scoped",
+          r,
+          `${r.type} ${r.name} is authoritative over the secret's members: grant each account with gcp.secretmanager.SecretIamMember instead`,
+        ),
+      );
+    const functions = ofType(resources, types.function);
+    // Runtime account → the secrets its functions mount.
+    const mountedBy = new Map<string, Set<string>>();
+    for (const f of functions) {
+      const member = serviceAccountMember(f.props.serviceConfig?.serviceAccountEmail);
+      if (!member) continue;
+      const set = mountedBy.get(member) ?? new Set<string>();
+      for (const s of mountedSecrets(f)) set.add(s);
+      mountedBy.set(member, set);
+    }
+    const grants = ofType(resources, types.secretIamMember);
+    for (const g of grants) {
+      const secret = lastSegment(g.props.secretId);
+      const member: unknown = g.props.member;
+      if (g.props.role !== "roles/secretmanager.secretAccessor")
+        out.push(
+          violation(
+            "secret-grants-scoped",
+            g,
+            `${g.props.role} on secret ${secret} to ${member}: a worker only reads its secrets (roles/secretmanager.secretAccessor)`,
+          ),
+        );
+      if (typeof member !== "string" || !member.startsWith("serviceAccount:")) {
+        out.push(
+          violation(
+            "secret-grants-scoped",
+            g,
+            `secret ${secret} is granted to ${member}, which is not one service account`,
+          ),
+        );
+        continue;
+      }
+      if (!mountedBy.get(member)?.has(secret ?? ""))
+        out.push(
+          violation(
+            "secret-grants-scoped",
+            g,
+            `secret ${secret} is granted to ${member}, but no function running as that account mounts it: the grant is wider than any pipeline needs`,
+          ),
+        );
+    }
+    for (const f of functions) {
+      const member = serviceAccountMember(f.props.serviceConfig?.serviceAccountEmail);
+      for (const secret of mountedSecrets(f))
+        if (
+          !grants.some(
+            (g) =>
+              lastSegment(g.props.secretId) === secret &&
+              g.props.member === member &&
+              g.props.role === "roles/secretmanager.secretAccessor",
+          )
+        )
+          out.push(
+            violation(
+              "secret-grants-scoped",
+              f,
+              `function ${f.props.name ?? f.name} mounts secret ${secret} but its account ${member} has no roles/secretmanager.secretAccessor on it: the revision would fail to deploy`,
+            ),
+          );
+    }
+    return out;
+  },
+};
+
+/** A worker's effective delivery settings: the stack-wide TALLY_* values, then its pipeline's own. */
+function workerDelivery(env: Record<string, string>): Record<string, number> {
+  const base: Record<string, number> = {
+    ackDeadlineSeconds: Number(env.TALLY_ACK_DEADLINE_SECONDS),
+    workerTimeoutSeconds: Number(env.TALLY_WORKER_TIMEOUT_SECONDS),
+    maxDeliveryAttempts: Number(env.TALLY_MAX_DELIVERY_ATTEMPTS),
+  };
+  let own: Record<string, number> = {};
+  try {
+    own =
+      (JSON.parse(env.TALLY_PIPELINE_DELIVERY ?? "{}") as Record<string, Record<string, number>>)[
+        env.TALLY_WORKER_PIPELINE ?? ""
+      ] ?? {};
+  } catch {
+    own = {};
+  }
+  return { ...base, ...own };
+}
+
+export const pipelineDeliveryConsistent: Rule = {
+  name: "pipeline-delivery-consistent",
+  description:
+    "Every pipeline's worker (a function labelled tally-handler=worker) is the push target of exactly one subscription, and the delivery settings it runs with (ack deadline, request timeout, delivery attempts) are that subscription's and its own function timeout.",
+  check: (resources) => {
+    const functions = ofType(resources, types.function);
+    const subscriptions = ofType(resources, types.subscription);
+    const out: Violation[] = [];
+    for (const f of functions.filter((x) => x.props.labels?.["tally-handler"] === "worker")) {
+      const name = f.props.name ?? f.name;
+      const fed = subscriptions.filter(
+        (s) => targetFunction(s.props.pushConfig?.pushEndpoint, functions) === f,
+      );
+      if (fed.length !== 1) {
+        out.push(
+          violation(
+            "pipeline-delivery-consistent",
+            f,
+            `worker ${name} is the push target of ${fed.length} subscriptions (${fed.map((s) => s.props.name).join(", ") || "none"}): each pipeline's worker receives exactly its own subscription`,
+          ),
+        );
+        continue;
+      }
+      const s = fed[0]!;
+      const env = f.props.serviceConfig?.environmentVariables;
+      if (!env || typeof env !== "object") continue;
+      const runs = workerDelivery(env);
+      const declared: [string, number | undefined, string][] = [
+        [
+          "ackDeadlineSeconds",
+          s.props.ackDeadlineSeconds ?? defaultAckDeadlineSeconds,
+          `subscription ${s.props.name}'s ackDeadlineSeconds`,
+        ],
+        [
+          "maxDeliveryAttempts",
+          s.props.deadLetterPolicy?.maxDeliveryAttempts,
+          `subscription ${s.props.name}'s deadLetterPolicy.maxDeliveryAttempts`,
+        ],
+        [
+          "workerTimeoutSeconds",
+          f.props.serviceConfig?.timeoutSeconds ?? defaultFunctionTimeoutSeconds,
+          `its function timeoutSeconds`,
+        ],
+      ];
+      for (const [setting, value, where] of declared)
+        if (value !== undefined && runs[setting] !== value)
+          out.push(
+            violation(
+              "pipeline-delivery-consistent",
+              f,
+              `worker ${name} runs with ${setting} ${runs[setting]} but ${where} is ${value}: the worker and Pub/Sub would disagree about this pipeline's delivery`,
+            ),
+          );
+    }
+    return out;
+  },
+};
+
 export const rules: Rule[] = [
   subscriptionsNeverExpire,
   subscriptionsDeadLetter,
@@ -783,6 +963,8 @@ export const rules: Rule[] = [
   projectGrantsScoped,
   pushIdentityTokenCreator,
   bigqueryExportersCanTakeOver,
+  secretGrantsScoped,
+  pipelineDeliveryConsistent,
 ];
 
 export function checkAll(resources: ResourceRecord[]): Violation[] {

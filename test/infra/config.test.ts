@@ -36,8 +36,18 @@ describe("stack configuration", () => {
     const cfg = parse({});
     expect(cfg.prefix).toBe("tally-dev");
     expect(cfg.region).toBe("us-central1");
-    expect(cfg.topology.workTopic).toBe("tally-dev-work");
-    expect(cfg.topology.workSubscription).toBe("tally-dev-work-push");
+    expect(cfg.topology.pipelines.map((x) => [x.pipeline, x.workTopic, x.workSubscription])).toEqual([
+      ["demo", "tally-dev-work-demo", "tally-dev-work-demo-push"],
+      ["text-stats", "tally-dev-work-text-stats", "tally-dev-work-text-stats-push"],
+    ]);
+    // Without tally:pipelines every pipeline runs as today's single worker did.
+    for (const d of cfg.pipelines)
+      expect(d).toMatchObject({
+        sizing: { cpu: "1", memory: "1Gi", concurrency: 16, minInstances: 0, maxInstances: 20 },
+        delivery: {},
+        environment: {},
+        secrets: [],
+      });
     expect(cfg.topology.delivery).toEqual(defaultDelivery);
     expect(cfg.topology.reconcile.schedule).toBe("* * * * *");
     expect(cfg.topology.reconcile.timeZone).toBe("Etc/UTC");
@@ -97,6 +107,7 @@ describe("stack configuration", () => {
     expect(cfg.topology.reconcile).toMatchObject({ schedule: "*/2 * * * *", timeZone: "Europe/Paris" });
     expect(cfg.coordinatorInvokers).toEqual(["user:ana@example.com", "group:ops@example.com"]);
     expect(cfg.worker).toEqual({
+      cpu: "1",
       timeoutSeconds: 240,
       concurrency: 4,
       maxInstances: 50,
@@ -274,6 +285,172 @@ describe("cron expressions", () => {
     expect(cronProblems("5-1 * * * *")).toEqual(['minute range "5-1" runs backwards']);
     expect(cronProblems("")).toEqual([
       "expected 5 space-separated fields (minute hour day-of-month month day-of-week), got 0",
+    ]);
+  });
+});
+
+describe("tally:pipelines: each pipeline's worker (issue #17 §1)", () => {
+  const pipelinesOf = (value: unknown, extra: Partial<Record<ConfigKey, string>> = {}) =>
+    parse({ pipelines: JSON.stringify(value), ...extra });
+  const problemsFor = (value: unknown, extra: Partial<Record<ConfigKey, string>> = {}) =>
+    problemsOf({ pipelines: JSON.stringify(value), ...extra });
+
+  it("an entry sizes its pipeline's worker and sets its delivery; unset fields keep the stack-wide keys", () => {
+    const cfg = pipelinesOf(
+      {
+        "text-stats": {
+          cpu: 2,
+          memory: "4Gi",
+          concurrency: 8,
+          maxInstances: 4,
+          timeoutSeconds: 200,
+          ackDeadlineSeconds: 240,
+          maxItemAttempts: 2,
+          environment: { MODEL: "small" },
+          secrets: { API_KEY: "text-stats-key", OTHER: { secret: "other_key", version: 7 } },
+        },
+      },
+      { workerMemory: "2Gi", workerMinInstances: "1" },
+    );
+    const stats = cfg.pipelines.find((p) => p.name === "text-stats")!;
+    expect(stats).toMatchObject({
+      kind: "code",
+      sizing: { cpu: "2", memory: "4Gi", concurrency: 8, minInstances: 1, maxInstances: 4 },
+      environment: { MODEL: "small" },
+      secrets: [
+        { variable: "API_KEY", secret: "text-stats-key", version: "latest" },
+        { variable: "OTHER", secret: "other_key", version: "7" },
+      ],
+    });
+    expect(cfg.topology.pipelines.find((x) => x.pipeline === "text-stats")!.delivery).toMatchObject({
+      ackDeadlineSeconds: 240,
+      workerTimeoutSeconds: 200,
+      maxItemAttempts: 2,
+      maxDeliveryAttempts: 10,
+    });
+    // The other pipeline: the stack-wide keys.
+    expect(cfg.pipelines.find((p) => p.name === "demo")!.sizing).toEqual({
+      cpu: "1",
+      memory: "2Gi",
+      concurrency: 16,
+      minInstances: 1,
+      maxInstances: 20,
+    });
+    expect(cfg.topology.pipelines.find((x) => x.pipeline === "demo")!.delivery).toEqual(defaultDelivery);
+  });
+
+  it("Cloud Run's CPU and memory rules, each problem naming its key", () => {
+    expect(problemsFor({ demo: { cpu: 4, memory: "1Gi" } })).toEqual([
+      "tally:pipelines.demo.memory: 4 CPUs need at least 2Gi of memory (got 1Gi)",
+    ]);
+    expect(problemsFor({ demo: { cpu: 8, memory: "2Gi" } })).toEqual([
+      "tally:pipelines.demo.memory: 8 CPUs need at least 4Gi of memory (got 2Gi)",
+    ]);
+    expect(problemsFor({ demo: { cpu: 1, memory: "8Gi" } })).toEqual([
+      "tally:pipelines.demo.memory: 8Gi is more than 1 CPU allows (at most 4Gi); raise cpu",
+    ]);
+    expect(problemsFor({ demo: { cpu: 3 } })[0]).toMatch(
+      /^tally:pipelines\.demo\.cpu: must be 1, 2, 4, 6 or 8/,
+    );
+    // Below one CPU: one request at a time, and at most 1Gi (512Mi below half a CPU).
+    expect(problemsFor({ demo: { cpu: "0.5", memory: "2Gi" } })).toEqual([
+      "tally:pipelines.demo.concurrency: must be 1 with less than 1 CPU (cpu 0.5, got 16)",
+      "tally:pipelines.demo.memory: more than 1Gi needs a whole CPU (cpu 0.5, got 2Gi)",
+    ]);
+    expect(problemsFor({ demo: { cpu: "0.25", memory: "1Gi", concurrency: 1 } })).toEqual([
+      "tally:pipelines.demo.memory: more than 512Mi needs at least 0.5 CPU (cpu 0.25, got 1Gi)",
+    ]);
+    // What Cloud Run accepts passes.
+    for (const ok of [
+      { cpu: 4, memory: "2Gi" },
+      { cpu: 8, memory: "32Gi" },
+      { cpu: "0.5", memory: "1Gi", concurrency: 1 },
+      { cpu: 6, memory: "4Gi" },
+    ])
+      expect(() => pipelinesOf({ demo: ok }), JSON.stringify(ok)).not.toThrow();
+  });
+
+  it("the platform's ranges: timeout 1..3600 (and within the ack deadline), ack deadline 10..600", () => {
+    expect(problemsFor({ demo: { timeoutSeconds: 3601 } })).toEqual([
+      "tally:pipelines.demo.timeoutSeconds: must be in 1..3600",
+    ]);
+    expect(problemsFor({ demo: { ackDeadlineSeconds: 601 } })).toEqual([
+      "tally:pipelines.demo.ackDeadlineSeconds: must be in 10..600",
+    ]);
+    expect(problemsFor({ demo: { ackDeadlineSeconds: 60 } })).toEqual([
+      "tally:pipelines.demo: timeoutSeconds (540) must fit inside ackDeadlineSeconds (60): for push the ack deadline is the request timeout",
+    ]);
+    expect(problemsFor({ demo: { maxItemAttempts: 10 } })[0]).toContain(
+      "tally:pipelines.demo: maxItemAttempts (10) must be less than maxDeliveryAttempts (10)",
+    );
+  });
+
+  it("secret names, version and environment variable names follow the platform's grammar", () => {
+    const problems = problemsFor({
+      demo: {
+        secrets: { API_KEY: "has a space", "1BAD": "ok-secret", TOKEN: { secret: "fine", version: "v2" } },
+        environment: { TALLY_PREFIX: "x", PORT: "1" },
+      },
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^tally:pipelines\.demo\.secrets\.API_KEY: must be a Secret Manager secret id/),
+        expect.stringMatching(/^tally:pipelines\.demo\.secrets\.1BAD: must be an environment variable name/),
+        expect.stringMatching(
+          /^tally:pipelines\.demo\.secrets\.TOKEN\.version: must be "latest" or a version number/,
+        ),
+        expect.stringMatching(/^tally:pipelines\.demo\.environment\.TALLY_PREFIX: is set by the stack/),
+        expect.stringMatching(/^tally:pipelines\.demo\.environment\.PORT: is set by the stack/),
+      ]),
+    );
+    expect(problemsFor({ demo: { secrets: { K: "a".repeat(256) } } })[0]).toMatch(
+      /^tally:pipelines\.demo\.secrets\.K: must be a Secret Manager secret id/,
+    );
+    expect(problemsFor({ demo: { secrets: { K: "s" }, environment: { K: "v" } } })).toEqual([
+      "tally:pipelines.demo.secrets.K: is also declared in tally:pipelines.demo.environment",
+    ]);
+  });
+
+  it("an unknown pipeline, an unknown field and bad JSON are named", () => {
+    expect(problemsFor({ nope: {} })).toEqual([
+      "tally:pipelines.nope: no such pipeline (known: demo, text-stats)",
+    ]);
+    expect(problemsFor({ demo: { gpu: 1 } })[0]).toMatch(/^tally:pipelines\.demo: Unrecognized key/);
+    expect(problemsOf({ pipelines: "{not json" })[0]).toMatch(/^tally:pipelines: not valid JSON/);
+  });
+
+  it("an HTTP pipeline's secretHeaders must read a variable its worker has", () => {
+    const http = JSON.stringify([
+      {
+        name: "llm",
+        url: "https://llm.example.com/v1",
+        timeoutSeconds: 60,
+        secretHeaders: { "X-Api-Key": "LLM_KEY" },
+      },
+    ]);
+    expect(problemsOf({ httpPipelines: http })).toEqual([
+      "tally:httpPipelines[0].secretHeaders.X-Api-Key: reads LLM_KEY, which pipeline llm's worker does not have: declare it in tally:pipelines.llm.secrets (a Secret Manager secret)",
+    ]);
+    const cfg = parse({
+      httpPipelines: http,
+      pipelines: JSON.stringify({ llm: { secrets: { LLM_KEY: "llm-key" } } }),
+    });
+    expect(cfg.pipelines.map((p) => [p.name, p.kind])).toEqual([
+      ["demo", "code"],
+      ["text-stats", "code"],
+      ["llm", "http"],
+    ]);
+  });
+
+  it("reports pipeline problems together with every other problem", () => {
+    const problems = problemsOf({
+      ackDeadlineSeconds: "900",
+      pipelines: JSON.stringify({ demo: { cpu: 4, memory: "1Gi" }, "text-stats": { concurrency: 0 } }),
+    });
+    expect(problems.map((p) => p.split(" ")[0])).toEqual([
+      "tally:ackDeadlineSeconds",
+      "tally:pipelines.text-stats.concurrency:",
+      "tally:pipelines.demo.memory:",
     ]);
   });
 });

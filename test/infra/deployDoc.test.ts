@@ -23,7 +23,9 @@ describe("docs/deploy.md matches the program", () => {
   let plain: StackRun;
   let withEmail: StackRun;
   let withInvoker: StackRun;
+  let withPipeline: StackRun;
   let withTarget: StackRun;
+  let withSecret: StackRun;
   let withLogSink: StackRun;
   beforeAll(async () => {
     plain = await runStack({});
@@ -32,17 +34,18 @@ describe("docs/deploy.md matches the program", () => {
       alertEmail: "ops@example.com",
       coordinatorInvokers: JSON.stringify(["user:ana@example.com"]),
     });
+    const predict = { name: "predict", url: "https://predict.example.com/v1", timeoutSeconds: 60 };
+    withPipeline = await runStack({
+      alertEmail: "ops@example.com",
+      httpPipelines: JSON.stringify([predict]),
+    });
     withTarget = await runStack({
       alertEmail: "ops@example.com",
-      httpPipelines: JSON.stringify([
-        {
-          name: "predict",
-          url: "https://predict.example.com/v1",
-          timeoutSeconds: 60,
-          auth: "oidc",
-          cloudRunService: { name: "predict" },
-        },
-      ]),
+      httpPipelines: JSON.stringify([{ ...predict, auth: "oidc", cloudRunService: { name: "predict" } }]),
+    });
+    withSecret = await runStack({
+      alertEmail: "ops@example.com",
+      pipelines: JSON.stringify({ demo: { secrets: { API_KEY: "demo-api-key" } } }),
     });
     withLogSink = await runStack({ alertEmail: "ops@example.com", logSinkDataset: "tally_dev_logs" });
   });
@@ -53,8 +56,12 @@ describe("docs/deploy.md matches the program", () => {
     expect(stated(/\+(\d+) per coordinator invoker/)).toBe(
       withInvoker.resources.length - withEmail.resources.length,
     );
-    expect(stated(/\+(\d+) per declared Cloud Run target/)).toBe(
-      withTarget.resources.length - withEmail.resources.length,
+    expect(stated(/\+(\d+) per pipeline —/)).toBe(withPipeline.resources.length - withEmail.resources.length);
+    expect(stated(/\+(\d+) per pipeline's declared Cloud Run target/)).toBe(
+      withTarget.resources.length - withPipeline.resources.length,
+    );
+    expect(stated(/\+(\d+) per secret a pipeline mounts/)).toBe(
+      withSecret.resources.length - withEmail.resources.length,
     );
     expect(stated(/\+(\d+) with `tally:logSinkDataset`/)).toBe(
       withLogSink.resources.length - withEmail.resources.length,

@@ -167,8 +167,8 @@ describe("every Monitoring filter the program emits", () => {
     )!;
     const before = backlog.props.conditions[0].conditionThreshold.filter as string;
     backlog.props.conditions[0].conditionThreshold.filter = before.replace(
-      'resource.labels.subscription_id = "tally-dev-work-push"',
-      'resource.labels.subscription_id=("tally-dev-work-push")',
+      'resource.labels.subscription_id = one_of("tally-dev-work-demo-push", "tally-dev-work-text-stats-push")',
+      'resource.labels.subscription_id=("tally-dev-work-demo-push" OR "tally-dev-work-text-stats-push")',
     );
     const dashboard = copy.find((r) => r.type === types.dashboard)!;
     dashboard.props.dashboardJson = dashboard.props.dashboardJson.replace(

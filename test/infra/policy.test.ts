@@ -23,7 +23,7 @@ const find = (resources: ResourceRecord[], type: string, pred: (props: Record<st
   return r;
 };
 const workSub = (rs: ResourceRecord[]) =>
-  find(rs, types.subscription, (p) => p.name === "tally-dev-work-push");
+  find(rs, types.subscription, (p) => p.name === "tally-dev-work-demo-push");
 const ruleNames = (violations: Violation[]) => [...new Set(violations.map((v) => v.rule))];
 const project = mockProject.projectId;
 
@@ -36,14 +36,16 @@ describe("policy rules over the mocked stack", () => {
   it("a subscription without a dead-letter policy is reported", () => {
     const v = checkAll(broken((rs) => delete workSub(rs).props.deadLetterPolicy));
     expect(ruleNames(v)).toEqual(["subscriptions-dead-letter"]);
-    expect(v[0]!.message).toContain("subscription tally-dev-work-push has no dead-letter policy");
-    expect(v[0]!.urn).toContain("tally-dev-sub-work");
+    expect(v[0]!.message).toContain("subscription tally-dev-work-demo-push has no dead-letter policy");
+    expect(v[0]!.urn).toContain("tally-dev-sub-work-demo");
   });
 
   it("an out-of-range maxDeliveryAttempts is reported", () => {
     const v = checkAll(broken((rs) => (workSub(rs).props.deadLetterPolicy.maxDeliveryAttempts = 3)));
     expect(v.map((x) => x.message)).toEqual([
-      "subscription tally-dev-work-push must set deadLetterPolicy.maxDeliveryAttempts in 5..100 (got 3)",
+      "subscription tally-dev-work-demo-push must set deadLetterPolicy.maxDeliveryAttempts in 5..100 (got 3)",
+      // …and its worker still counts on 10.
+      "worker tally-dev-worker-demo runs with maxDeliveryAttempts 10 but subscription tally-dev-work-demo-push's deadLetterPolicy.maxDeliveryAttempts is 3: the worker and Pub/Sub would disagree about this pipeline's delivery",
     ]);
   });
 
@@ -63,7 +65,11 @@ describe("policy rules over the mocked stack", () => {
     expect(v.map((x) => [x.rule, x.message])).toEqual([
       [
         "dead-letter-grants",
-        "the Pub/Sub service agent needs roles/pubsub.publisher on dead-letter topic tally-dev-work-dead-letter (used by subscription tally-dev-work-push)",
+        "the Pub/Sub service agent needs roles/pubsub.publisher on dead-letter topic tally-dev-work-dead-letter (used by subscription tally-dev-work-demo-push)",
+      ],
+      [
+        "dead-letter-grants",
+        "the Pub/Sub service agent needs roles/pubsub.publisher on dead-letter topic tally-dev-work-dead-letter (used by subscription tally-dev-work-text-stats-push)",
       ],
     ]);
   });
@@ -71,12 +77,16 @@ describe("policy rules over the mocked stack", () => {
   it("a subscriber grant to the wrong member is reported", () => {
     const v = checkAll(
       broken((rs) => {
-        const grant = find(rs, types.subscriptionIamMember, (p) => p.subscription === "tally-dev-work-push");
-        grant.props.member = `serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com`;
+        const grant = find(
+          rs,
+          types.subscriptionIamMember,
+          (p) => p.subscription === "tally-dev-work-demo-push",
+        );
+        grant.props.member = `serviceAccount:tally-dev-w-demo@${project}.iam.gserviceaccount.com`;
       }),
     );
     expect(v.map((x) => x.message)).toEqual([
-      "the Pub/Sub service agent needs roles/pubsub.subscriber on subscription tally-dev-work-push to forward its dead letters",
+      "the Pub/Sub service agent needs roles/pubsub.subscriber on subscription tally-dev-work-demo-push to forward its dead letters",
     ]);
   });
 
@@ -94,7 +104,7 @@ describe("policy rules over the mocked stack", () => {
     const v = checkAll(
       broken((rs) => {
         const hold = find(rs, types.subscription, (p) => p.name === "tally-dev-work-dead-letter-parked-hold");
-        hold.props.topic = "tally-dev-work";
+        hold.props.topic = "tally-dev-work-demo";
       }),
     );
     expect(ruleNames(v)).toContain("subscriptions-dead-letter");
@@ -134,19 +144,54 @@ describe("policy rules over the mocked stack", () => {
       }),
     );
     expect(v.filter((x) => x.rule === "push-and-scheduler-use-oidc").map((x) => x.resource)).toEqual([
-      "tally-dev-sub-work",
+      "tally-dev-sub-work-demo",
       "tally-dev-reconcile-job",
     ]);
   });
 
-  it("an ack deadline shorter than the worker's timeout is reported", () => {
+  it("an ack deadline shorter than the worker's timeout, or other than the one its worker runs with, is reported", () => {
     const v = checkAll(broken((rs) => (workSub(rs).props.ackDeadlineSeconds = 60)));
     expect(v.map((x) => [x.rule, x.message])).toEqual([
       [
         "deadlines-cover-timeouts",
-        "subscription tally-dev-work-push has ackDeadlineSeconds 60, shorter than the timeout of tally-dev-worker (540 s): Pub/Sub would redeliver while the first delivery still runs",
+        "subscription tally-dev-work-demo-push has ackDeadlineSeconds 60, shorter than the timeout of tally-dev-worker-demo (540 s): Pub/Sub would redeliver while the first delivery still runs",
+      ],
+      [
+        "pipeline-delivery-consistent",
+        "worker tally-dev-worker-demo runs with ackDeadlineSeconds 600 but subscription tally-dev-work-demo-push's ackDeadlineSeconds is 60: the worker and Pub/Sub would disagree about this pipeline's delivery",
       ],
     ]);
+  });
+
+  it("a worker whose delivery settings differ from its subscription's or function's is reported", () => {
+    const v = checkAll(
+      broken((rs) => {
+        workSub(rs).props.deadLetterPolicy.maxDeliveryAttempts = 20;
+        const demo = find(rs, types.function, (p) => p.name === "tally-dev-worker-demo");
+        demo.props.serviceConfig.timeoutSeconds = 500;
+      }),
+    );
+    expect(v.filter((x) => x.rule === "pipeline-delivery-consistent").map((x) => x.message)).toEqual([
+      "worker tally-dev-worker-demo runs with maxDeliveryAttempts 10 but subscription tally-dev-work-demo-push's deadLetterPolicy.maxDeliveryAttempts is 20: the worker and Pub/Sub would disagree about this pipeline's delivery",
+      "worker tally-dev-worker-demo runs with workerTimeoutSeconds 540 but its function timeoutSeconds is 500: the worker and Pub/Sub would disagree about this pipeline's delivery",
+    ]);
+  });
+
+  it("a pipeline worker fed by no subscription, or by two, is reported", () => {
+    const none = checkAll(
+      broken((rs) => {
+        const demoSub = workSub(rs);
+        const other = find(rs, types.subscription, (p) => p.name === "tally-dev-work-text-stats-push");
+        other.props.pushConfig = structuredClone(demoSub.props.pushConfig);
+      }),
+    );
+    expect(none.filter((x) => x.rule === "pipeline-delivery-consistent").map((x) => x.resource)).toEqual([
+      "tally-dev-fn-worker-demo",
+      "tally-dev-fn-worker-text-stats",
+    ]);
+    expect(none.find((x) => x.resource === "tally-dev-fn-worker-text-stats")!.message).toContain(
+      "is the push target of 0 subscriptions",
+    );
   });
 
   it("a scheduler attempt deadline shorter than the reconciler's timeout is reported", () => {
@@ -181,7 +226,7 @@ describe("policy rules over the mocked stack", () => {
   });
 
   it("a project-wide roles/run.invoker is reported, with or without a condition", () => {
-    const worker = `serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com`;
+    const worker = `serviceAccount:tally-dev-w-demo@${project}.iam.gserviceaccount.com`;
     const v = checkAll(
       broken((rs) => {
         rs.push({
@@ -313,7 +358,8 @@ describe("least privilege and the grants the deployed system needs", () => {
         for (const g of rs.filter((r) => r.type === types.serviceAccountIamMember)) g.props.member = builder;
       }),
     );
-    expect(v2.filter((x) => x.rule === "push-identity-token-creator")).toHaveLength(2);
+    // Both pipelines' work subscriptions (one push identity) and the dead-letter subscription.
+    expect(v2.filter((x) => x.rule === "push-identity-token-creator")).toHaveLength(3);
   });
 
   it("every BigQuery exporter holds bigquery.jobs.create and bigquery.jobs.get; roles/bigquery.jobUser alone is reported", () => {
@@ -323,7 +369,12 @@ describe("least privilege and the grants the deployed system needs", () => {
           r.type === types.function && r.props.serviceConfig.environmentVariables.TALLY_SINK === "bigquery",
       )
       .map((f) => f.props.name);
-    expect(exporters).toEqual(["tally-dev-coordinator", "tally-dev-worker", "tally-dev-reconciler"]);
+    expect(exporters).toEqual([
+      "tally-dev-coordinator",
+      "tally-dev-reconciler",
+      "tally-dev-worker-demo",
+      "tally-dev-worker-text-stats",
+    ]);
     const v = checkAll(
       broken((rs) => {
         for (const g of rs.filter(
@@ -333,14 +384,15 @@ describe("least privilege and the grants the deployed system needs", () => {
       }),
     );
     // (roles/bigquery.jobUser on the project is also an unconditioned grant outside the allowed list.)
-    expect(v.filter((x) => x.rule === "project-grants-scoped")).toHaveLength(3);
+    expect(v.filter((x) => x.rule === "project-grants-scoped")).toHaveLength(4);
     expect(v.filter((x) => x.rule !== "project-grants-scoped").map((x) => [x.rule, x.resource])).toEqual([
       ["bigquery-exporters-can-take-over", "tally-dev-fn-coordinator"],
-      ["bigquery-exporters-can-take-over", "tally-dev-fn-worker"],
       ["bigquery-exporters-can-take-over", "tally-dev-fn-reconciler"],
+      ["bigquery-exporters-can-take-over", "tally-dev-fn-worker-demo"],
+      ["bigquery-exporters-can-take-over", "tally-dev-fn-worker-text-stats"],
     ]);
-    expect(v.find((x) => x.resource === "tally-dev-fn-worker")!.message).toContain(
-      `exports results to BigQuery as serviceAccount:tally-dev-worker@${project}.iam.gserviceaccount.com, which lacks bigquery.jobs.get on the project`,
+    expect(v.find((x) => x.resource === "tally-dev-fn-worker-demo")!.message).toContain(
+      `exports results to BigQuery as serviceAccount:tally-dev-w-demo@${project}.iam.gserviceaccount.com, which lacks bigquery.jobs.get on the project`,
     );
     // A custom role without jobs.get is no better.
     const v2 = checkAll(
@@ -348,7 +400,68 @@ describe("least privilege and the grants the deployed system needs", () => {
         (rs) => (find(rs, types.projectCustomRole, () => true).props.permissions = ["bigquery.jobs.create"]),
       ),
     );
-    expect(v2.filter((x) => x.rule === "bigquery-exporters-can-take-over")).toHaveLength(3);
+    expect(v2.filter((x) => x.rule === "bigquery-exporters-can-take-over")).toHaveLength(4);
+  });
+});
+
+describe("secret grants: one secret, one account", () => {
+  let withSecrets: ResourceRecord[];
+  beforeAll(async () => {
+    withSecrets = (
+      await runStack({
+        pipelines: JSON.stringify({ "text-stats": { secrets: { LLM_API_KEY: "llm-api-key" } } }),
+      })
+    ).resources;
+  });
+  const mutate = (change: (rs: ResourceRecord[]) => void) => {
+    const copy = structuredClone(withSecrets);
+    change(copy);
+    return checkAll(copy).filter((x) => x.rule === "secret-grants-scoped");
+  };
+  const grantOf = (rs: ResourceRecord[]) =>
+    find(rs, types.secretIamMember, (p) => p.secretId === "llm-api-key");
+
+  it("the stack with a pipeline secret passes", () => {
+    expect(checkAll(withSecrets)).toEqual([]);
+  });
+
+  it("a grant to an account whose function does not mount the secret is reported", () => {
+    const v = mutate((rs) => {
+      grantOf(rs).props.member = `serviceAccount:tally-dev-w-demo@${project}.iam.gserviceaccount.com`;
+    });
+    expect(v.map((x) => x.message)).toEqual([
+      `secret llm-api-key is granted to serviceAccount:tally-dev-w-demo@${project}.iam.gserviceaccount.com, but no function running as that account mounts it: the grant is wider than any pipeline needs`,
+      `function tally-dev-worker-text-stats mounts secret llm-api-key but its account serviceAccount:tally-dev-w-text-stats@${project}.iam.gserviceaccount.com has no roles/secretmanager.secretAccessor on it: the revision would fail to deploy`,
+    ]);
+  });
+
+  it("a project-wide Secret Manager role, a binding of several members and a role beyond accessor are reported", () => {
+    const v = mutate((rs) => {
+      const member = grantOf(rs).props.member;
+      rs.push({
+        type: types.projectIamMember,
+        name: "wide-secrets",
+        props: { project, role: "roles/secretmanager.secretAccessor", member },
+      });
+      rs.push({
+        type: types.secretIamBinding,
+        name: "secret-binding",
+        props: {
+          secretId: "llm-api-key",
+          role: "roles/secretmanager.secretAccessor",
+          members: [member, "group:x@example.com"],
+        },
+      });
+      grantOf(rs).props.role = "roles/secretmanager.admin";
+    });
+    expect(v.map((x) => x.resource).sort()).toEqual(
+      [
+        "secret-binding",
+        "tally-dev-fn-worker-text-stats",
+        "tally-dev-worker-text-stats-secret-llm-api-key",
+        "wide-secrets",
+      ].sort(),
+    );
   });
 });
 
@@ -387,7 +500,7 @@ describe("the policy pack", () => {
     expect(reported).toHaveLength(1);
     expect(reported[0]![0]).toContain("has no dead-letter policy");
     expect(reported[0]![1]).toBe(
-      "urn:pulumi:dev::tally::gcp:pubsub/subscription:Subscription::tally-dev-sub-work",
+      "urn:pulumi:dev::tally::gcp:pubsub/subscription:Subscription::tally-dev-sub-work-demo",
     );
   });
 });

@@ -280,7 +280,8 @@ describe("ordering under mocks", () => {
 
   it("every function depends on every grant to its build account and on the IAM propagation wait after them", () => {
     const fns = run.ofType(types.function);
-    expect(fns).toHaveLength(3);
+    // The coordinator, the reconciler and one worker per code pipeline (demo, text-stats).
+    expect(fns).toHaveLength(4);
     const wait = run.ofType(types.propagationWait)[0]!;
     expect(wait.props.seconds).toBe(iamPropagationSeconds);
     for (const f of fns) {
@@ -305,11 +306,11 @@ describe("ordering under mocks", () => {
 
   it("a function that does not wait for IAM propagation, or a wait that misses a grant, is reported", () => {
     const copy = structuredClone(run.resources);
-    const worker = copy.find((r) => r.name === "tally-dev-fn-worker")!;
+    const worker = copy.find((r) => r.name === "tally-dev-fn-worker-demo")!;
     const wait = copy.find((r) => r.type === types.propagationWait)!;
     worker.dependencies = worker.dependencies!.filter((u) => u !== wait.urn);
     expect(checkAll(copy).map((v) => [v.rule, v.resource])).toEqual([
-      ["function-builds-wait-for-grants", "tally-dev-fn-worker"],
+      ["function-builds-wait-for-grants", "tally-dev-fn-worker-demo"],
     ]);
     const copy2 = structuredClone(run.resources);
     const grant = copy2.find((r) => r.name === "tally-dev-builder-object-admin")!;
@@ -318,8 +319,9 @@ describe("ordering under mocks", () => {
     const v = checkAll(copy2).filter((x) => x.rule === "function-builds-wait-for-grants");
     expect(v.map((x) => x.resource)).toEqual([
       "tally-dev-fn-coordinator",
-      "tally-dev-fn-worker",
       "tally-dev-fn-reconciler",
+      "tally-dev-fn-worker-demo",
+      "tally-dev-fn-worker-text-stats",
     ]);
     expect(v[0]!.message).toContain(
       "does not wait for IAM propagation after the grants to its build account",

@@ -12,7 +12,7 @@ import {
   firestoreIndexes,
   firestoreTtlFields,
 } from "../../functions/adapters/firestoreIndexes";
-import { loadConfig } from "../../functions/config";
+import { loadConfig, workerConfig } from "../../functions/config";
 import { requiredApis } from "../../infra/apis";
 import { checkAll, exportPermissions, type ResourceRecord, types } from "../../infra/policy/rules";
 import { exporterRoleId } from "../../infra/storage";
@@ -23,7 +23,9 @@ const N = mockProject.number;
 const sa = (id: string) => `${id}@${P}.iam.gserviceaccount.com`;
 const pubsubAgent = `serviceAccount:service-${N}@gcp-sa-pubsub.iam.gserviceaccount.com`;
 const url = (service: string) => `https://${service}-${N}.us-central1.run.app`;
-const workerUrl = url("tally-dev-worker");
+/** The code pipelines (functions/pipelines/registry.ts): each deployed as its own unit. */
+const pipelines = ["demo", "text-stats"] as const;
+const workerUrl = (pipeline: string) => url(`tally-dev-worker-${pipeline}`);
 const reconcilerUrl = url("tally-dev-reconciler");
 
 const config = {
@@ -50,10 +52,15 @@ describe("the stack under mocks", () => {
     const count = (type: string) => run.ofType(type).length;
     expect(count("gcp:projects/service:Service")).toBe(requiredApis.length);
     expect(count("gcp:projects/serviceIdentity:ServiceIdentity")).toBe(1);
-    expect(count("gcp:serviceaccount/account:Account")).toBe(7);
-    expect(count("gcp:pubsub/topic:Topic")).toBe(3);
-    expect(count(types.subscription)).toBe(3);
-    expect(count(types.function)).toBe(3);
+    // The shared accounts (coordinator, reconciler, two push identities, scheduler, builder) and
+    // one worker account per pipeline.
+    expect(count("gcp:serviceaccount/account:Account")).toBe(6 + pipelines.length);
+    // One work topic and push subscription per pipeline; the dead-letter and parking topics are shared.
+    expect(count("gcp:pubsub/topic:Topic")).toBe(2 + pipelines.length);
+    expect(count(types.subscription)).toBe(2 + pipelines.length);
+    expect(count(types.function)).toBe(2 + pipelines.length);
+    // No secrets declared: no secret grants.
+    expect(count(types.secretIamMember)).toBe(0);
     expect(count(types.schedulerJob)).toBe(1);
     expect(count("gcp:storage/bucket:Bucket")).toBe(1);
     expect(count("gcp:storage/bucketObject:BucketObject")).toBe(1);
@@ -91,22 +98,23 @@ describe("the stack under mocks", () => {
     );
   });
 
-  it("the work subscription pushes to the worker with OIDC, ack deadline, retry and dead-letter policy", () => {
-    expect(sub("tally-dev-work-push")).toMatchObject({
-      topic: "tally-dev-work",
-      ackDeadlineSeconds: 600,
-      messageRetentionDuration: "604800s",
-      expirationPolicy: { ttl: "" },
-      retryPolicy: { minimumBackoff: "10s", maximumBackoff: "300s" },
-      deadLetterPolicy: {
-        deadLetterTopic: `projects/${P}/topics/tally-dev-work-dead-letter`,
-        maxDeliveryAttempts: 10,
-      },
-      pushConfig: {
-        pushEndpoint: `${workerUrl}/`,
-        oidcToken: { serviceAccountEmail: sa("tally-dev-push"), audience: workerUrl },
-      },
-    });
+  it("each pipeline's work subscription pushes to its own worker with OIDC, ack deadline, retry and dead-letter policy", () => {
+    for (const pipeline of pipelines)
+      expect(sub(`tally-dev-work-${pipeline}-push`), pipeline).toMatchObject({
+        topic: `tally-dev-work-${pipeline}`,
+        ackDeadlineSeconds: 600,
+        messageRetentionDuration: "604800s",
+        expirationPolicy: { ttl: "" },
+        retryPolicy: { minimumBackoff: "10s", maximumBackoff: "300s" },
+        deadLetterPolicy: {
+          deadLetterTopic: `projects/${P}/topics/tally-dev-work-dead-letter`,
+          maxDeliveryAttempts: 10,
+        },
+        pushConfig: {
+          pushEndpoint: `${workerUrl(pipeline)}/`,
+          oidcToken: { serviceAccountEmail: sa("tally-dev-push"), audience: workerUrl(pipeline) },
+        },
+      });
   });
 
   it("the dead-letter subscription pushes to the reconciler's /dead-letter, and parks what it cannot deliver", () => {
@@ -133,7 +141,7 @@ describe("the stack under mocks", () => {
     expect(hold.pushConfig).toBeUndefined();
   });
 
-  it("deploys three nodejs22 functions from the content-hashed bundle, each with its own identity", () => {
+  it("deploys the coordinator, the reconciler and one worker per pipeline from the content-hashed bundle, each with its own identity", () => {
     const object = run.ofType("gcp:storage/bucketObject:BucketObject")[0]!.props;
     expect(object.name).toBe(run.outputs.functionSourceObject);
     expect(object.name).toMatch(/^functions-[0-9a-f]{24}\.zip$/);
@@ -150,12 +158,17 @@ describe("the stack under mocks", () => {
         ingress: "ALLOW_ALL",
         timeout: 900,
       },
-      "tally-dev-worker": {
-        entryPoint: "worker",
-        sa: "tally-dev-worker",
-        ingress: "ALLOW_INTERNAL_ONLY",
-        timeout: 540,
-      },
+      ...Object.fromEntries(
+        pipelines.map((pipeline) => [
+          `tally-dev-worker-${pipeline}`,
+          {
+            entryPoint: "worker",
+            sa: `tally-dev-w-${pipeline}`,
+            ingress: "ALLOW_INTERNAL_ONLY",
+            timeout: 540,
+          },
+        ]),
+      ),
       "tally-dev-reconciler": {
         entryPoint: "reconciler",
         sa: "tally-dev-recon",
@@ -179,26 +192,29 @@ describe("the stack under mocks", () => {
         allTrafficOnLatestRevision: true,
       });
     }
-    expect(fn("tally-dev-worker").serviceConfig).toMatchObject({
-      maxInstanceRequestConcurrency: 16,
-      maxInstanceCount: 20,
-      minInstanceCount: 0,
-      availableMemory: "1Gi",
-      availableCpu: "1",
-    });
+    // Without tally:pipelines every worker has today's single worker's size.
+    for (const pipeline of pipelines)
+      expect(fn(`tally-dev-worker-${pipeline}`).serviceConfig).toMatchObject({
+        maxInstanceRequestConcurrency: 16,
+        maxInstanceCount: 20,
+        minInstanceCount: 0,
+        availableMemory: "1Gi",
+        availableCpu: "1",
+      });
   });
 
   it("handler timeouts fit inside the ack deadlines of the subscriptions that push to them", () => {
-    expect(fn("tally-dev-worker").serviceConfig.timeoutSeconds).toBeLessThanOrEqual(
-      sub("tally-dev-work-push").ackDeadlineSeconds,
-    );
+    for (const pipeline of pipelines)
+      expect(fn(`tally-dev-worker-${pipeline}`).serviceConfig.timeoutSeconds).toBeLessThanOrEqual(
+        sub(`tally-dev-work-${pipeline}-push`).ackDeadlineSeconds,
+      );
     expect(fn("tally-dev-reconciler").serviceConfig.timeoutSeconds).toBeLessThanOrEqual(
       sub("tally-dev-work-dead-letter-push").ackDeadlineSeconds,
     );
   });
 
   it("the handlers' environment round-trips through functions/config.ts to the stack's topology", () => {
-    const worker = fn("tally-dev-worker").serviceConfig.environmentVariables as Record<string, string>;
+    const worker = fn("tally-dev-worker-demo").serviceConfig.environmentVariables as Record<string, string>;
     expect(worker).toMatchObject({
       NODE_ENV: "production",
       GOOGLE_CLOUD_PROJECT: P,
@@ -207,13 +223,19 @@ describe("the stack under mocks", () => {
       TALLY_BIGQUERY_DATASET: "tally_dev_results",
       TALLY_LEASE_SECONDS: "120",
       TALLY_ACK_DEADLINE_SECONDS: "600",
-      TALLY_OIDC_AUDIENCE: workerUrl,
+      TALLY_OIDC_AUDIENCE: workerUrl("demo"),
       TALLY_OIDC_SERVICE_ACCOUNT: sa("tally-dev-push"),
+      TALLY_WORKER_PIPELINE: "demo",
     });
     const loaded = loadConfig(worker);
     expect(loaded.projectId).toBe(P);
-    expect(loaded.topology.workTopic).toBe(run.outputs.workTopic);
-    expect(loaded.topology.workSubscription).toBe(run.outputs.workSubscription);
+    expect(loaded.workerPipeline).toBe("demo");
+    expect(loaded.topology.pipelines.map((x) => x.pipeline)).toEqual([...pipelines]);
+    const deployed = run.outputs.pipelines as Record<string, { workTopic: string; workSubscription: string }>;
+    for (const x of loaded.topology.pipelines) {
+      expect(x.workTopic).toBe(deployed[x.pipeline]!.workTopic);
+      expect(x.workSubscription).toBe(deployed[x.pipeline]!.workSubscription);
+    }
     expect(loaded.topology.delivery).toEqual({
       ackDeadlineSeconds: 600,
       maxDeliveryAttempts: 10,
@@ -257,7 +279,8 @@ describe("the stack under mocks", () => {
 
   it("grants exactly these roles, each scoped to its resource", () => {
     const member = (id: string) => `serviceAccount:${sa(id)}`;
-    const handlers = ["tally-dev-coord", "tally-dev-worker", "tally-dev-recon"];
+    const workers = pipelines.map((x) => `tally-dev-w-${x}`);
+    const handlers = ["tally-dev-coord", ...workers, "tally-dev-recon"];
     const grants = run.resources
       .filter((r) => /IAMMember|IamMember/.test(r.type))
       .map((r) => {
@@ -277,12 +300,21 @@ describe("the stack under mocks", () => {
       // dead-lettering: the Pub/Sub service agent
       `pubsub/topicIAMMember tally-dev-work-dead-letter roles/pubsub.publisher ${pubsubAgent}`,
       `pubsub/topicIAMMember tally-dev-work-dead-letter-parked roles/pubsub.publisher ${pubsubAgent}`,
-      `pubsub/subscriptionIAMMember tally-dev-work-push roles/pubsub.subscriber ${pubsubAgent}`,
+      ...pipelines.map(
+        (x) => `pubsub/subscriptionIAMMember tally-dev-work-${x}-push roles/pubsub.subscriber ${pubsubAgent}`,
+      ),
       `pubsub/subscriptionIAMMember tally-dev-work-dead-letter-push roles/pubsub.subscriber ${pubsubAgent}`,
-      // publishing doorbells
-      ...handlers.map((h) => `pubsub/topicIAMMember tally-dev-work roles/pubsub.publisher ${member(h)}`),
+      // publishing doorbells: coordinator and reconciler on every pipeline's topic, a worker on its own only
+      ...pipelines.flatMap((x) =>
+        ["tally-dev-coord", "tally-dev-recon", `tally-dev-w-${x}`].map(
+          (h) => `pubsub/topicIAMMember tally-dev-work-${x} roles/pubsub.publisher ${member(h)}`,
+        ),
+      ),
       // invoking the services
-      `cloudrunv2/serviceIamMember tally-dev-worker roles/run.invoker ${member("tally-dev-push")}`,
+      ...pipelines.map(
+        (x) =>
+          `cloudrunv2/serviceIamMember tally-dev-worker-${x} roles/run.invoker ${member("tally-dev-push")}`,
+      ),
       `cloudrunv2/serviceIamMember tally-dev-reconciler roles/run.invoker ${member("tally-dev-sched")}`,
       `cloudrunv2/serviceIamMember tally-dev-reconciler roles/run.invoker ${member("tally-dev-dlq")}`,
       "cloudrunv2/serviceIamMember tally-dev-coordinator roles/run.invoker user:ana@example.com",
@@ -371,7 +403,7 @@ describe("the stack under mocks", () => {
       run.ofType("gcp:logging/metric:Metric").map((m) => [m.props.name, m.props.filter]),
     );
     const services =
-      'resource.labels.service_name=("tally-dev-coordinator" OR "tally-dev-worker" OR "tally-dev-reconciler")';
+      'resource.labels.service_name=("tally-dev-coordinator" OR "tally-dev-reconciler" OR "tally-dev-worker-demo" OR "tally-dev-worker-text-stats")';
     expect(filters["tally-dev-item-dead-lettered"]).toContain('jsonPayload.event="item.dead_lettered"');
     expect(filters["tally-dev-item-dead-lettered"]).toContain(services);
     expect(filters["tally-dev-batch-failed"]).toContain(
@@ -405,7 +437,7 @@ describe("the stack under mocks", () => {
       "pubsub.googleapis.com/subscription/dead_letter_message_count",
     );
     expect(dead[0].conditionThreshold.filter).toContain(
-      'resource.labels.subscription_id = one_of("tally-dev-work-push", "tally-dev-work-dead-letter-push")',
+      'resource.labels.subscription_id = one_of("tally-dev-work-demo-push", "tally-dev-work-text-stats-push", "tally-dev-work-dead-letter-push")',
     );
     expect(dead[0].conditionThreshold).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 0 });
     expect(dead[1].conditionThreshold.filter).toContain(
@@ -414,7 +446,9 @@ describe("the stack under mocks", () => {
 
     const backlog = conditions("work backlog is old")[0].conditionThreshold;
     expect(backlog.filter).toContain("subscription/oldest_unacked_message_age");
-    expect(backlog.filter).toContain('resource.labels.subscription_id = "tally-dev-work-push"');
+    expect(backlog.filter).toContain(
+      'resource.labels.subscription_id = one_of("tally-dev-work-demo-push", "tally-dev-work-text-stats-push")',
+    );
     expect(backlog.thresholdValue).toBe(1800);
 
     const reconciler = conditions("reconciler failing or not running");
@@ -432,7 +466,9 @@ describe("the stack under mocks", () => {
 
     const ratio = conditions("worker 5xx ratio high")[0].conditionThreshold;
     expect(ratio.filter).toContain('metric.labels.response_code_class = "5xx"');
-    expect(ratio.filter).toContain('resource.labels.service_name = "tally-dev-worker"');
+    expect(ratio.filter).toContain(
+      'resource.labels.service_name = one_of("tally-dev-worker-demo", "tally-dev-worker-text-stats")',
+    );
     expect(ratio.denominatorFilter).toContain('metric.type = "run.googleapis.com/request_count"');
     expect(ratio.denominatorFilter).not.toContain("5xx");
     expect(ratio.thresholdValue).toBe(0.2);
@@ -444,11 +480,19 @@ describe("the stack under mocks", () => {
     expect(dashboard.mosaicLayout.tiles).toHaveLength(10);
     expect(run.outputs).toMatchObject({
       coordinatorUrl: url("tally-dev-coordinator"),
-      workerUrl,
       reconcilerUrl,
-      workTopic: "tally-dev-work",
+      pipelines: Object.fromEntries(
+        pipelines.map((x) => [
+          x,
+          {
+            workerUrl: workerUrl(x),
+            workTopic: `tally-dev-work-${x}`,
+            workSubscription: `tally-dev-work-${x}-push`,
+            serviceAccount: sa(`tally-dev-w-${x}`),
+          },
+        ]),
+      ),
       deadLetterTopic: "tally-dev-work-dead-letter",
-      workSubscription: "tally-dev-work-push",
       deadLetterSubscription: "tally-dev-work-dead-letter-push",
       schedulerJob: "tally-dev-reconcile",
       dashboardUrl: `https://console.cloud.google.com/monitoring/dashboards/custom/tally-dev-dashboard-0001?project=${P}`,
@@ -509,16 +553,16 @@ describe("the stack with other configuration", () => {
       },
       { stack: "prod" },
     );
-    const work = custom.ofType(types.subscription).find((s) => s.props.name === "acme-work-push")!.props;
+    const work = custom.ofType(types.subscription).find((s) => s.props.name === "acme-work-demo-push")!.props;
     expect(work).toMatchObject({
       ackDeadlineSeconds: 120,
       retryPolicy: { minimumBackoff: "1s", maximumBackoff: "60s" },
       deadLetterPolicy: { maxDeliveryAttempts: 12 },
-      pushConfig: { pushEndpoint: `https://acme-worker-${N}.europe-west1.run.app/` },
+      pushConfig: { pushEndpoint: `https://acme-worker-demo-${N}.europe-west1.run.app/` },
     });
     const fns = Object.fromEntries(custom.ofType(types.function).map((f) => [f.props.name, f.props]));
-    expect(fns["acme-worker"]!.serviceConfig.timeoutSeconds).toBe(100);
-    expect(fns["acme-worker"]!.serviceConfig.environmentVariables.TALLY_LEASE_SECONDS).toBe("30");
+    expect(fns["acme-worker-demo"]!.serviceConfig.timeoutSeconds).toBe(100);
+    expect(fns["acme-worker-demo"]!.serviceConfig.environmentVariables.TALLY_LEASE_SECONDS).toBe("30");
     // The reconciler's timeout is capped to the shared ack deadline.
     expect(fns["acme-reconciler"]!.serviceConfig.timeoutSeconds).toBe(120);
     const job = custom.ofType(types.schedulerJob)[0]!.props;
@@ -533,7 +577,7 @@ describe("the stack with other configuration", () => {
       uniqueWriterIdentity: true,
     });
     expect(sink.filter).toContain(
-      'resource.labels.service_name=("acme-coordinator" OR "acme-worker" OR "acme-reconciler")',
+      'resource.labels.service_name=("acme-coordinator" OR "acme-reconciler" OR "acme-worker-demo" OR "acme-worker-text-stats")',
     );
     // Every dataset a log sink writes to can be destroyed with its tables; the results never are.
     const datasets = custom.ofType("gcp:bigquery/dataset:Dataset");
@@ -564,5 +608,111 @@ describe("the stack with other configuration", () => {
         .filter((g) => g.props.name === "acme-coordinator"),
     ).toEqual([]);
     expect(checkAll(custom.resources)).toEqual([]);
+  });
+});
+
+describe("each pipeline a deployable unit (tally:pipelines)", () => {
+  let sized: StackRun;
+  beforeAll(async () => {
+    sized = await runStack({
+      pipelines: JSON.stringify({
+        "text-stats": {
+          cpu: 4,
+          memory: "8Gi",
+          concurrency: 1,
+          minInstances: 1,
+          maxInstances: 3,
+          timeoutSeconds: 300,
+          ackDeadlineSeconds: 320,
+          maxItemAttempts: 3,
+          environment: { MODEL: "large" },
+          secrets: { LLM_API_KEY: "llm-api-key", SERVICE_TOKEN: { secret: "svc-token", version: "2" } },
+        },
+      }),
+    });
+  });
+  const fnOf = (name: string) => sized.ofType(types.function).find((f) => f.props.name === name)!.props;
+  const subOf = (name: string) => sized.ofType(types.subscription).find((s) => s.props.name === name)!.props;
+
+  it("the sized pipeline's worker and subscription carry its settings; the other keeps the defaults", () => {
+    const ml = fnOf("tally-dev-worker-text-stats");
+    expect(ml.serviceConfig).toMatchObject({
+      serviceAccountEmail: sa("tally-dev-w-text-stats"),
+      availableCpu: "4",
+      availableMemory: "8Gi",
+      maxInstanceRequestConcurrency: 1,
+      minInstanceCount: 1,
+      maxInstanceCount: 3,
+      timeoutSeconds: 300,
+    });
+    expect(ml.serviceConfig.environmentVariables.MODEL).toBe("large");
+    // Its ratePerSecond is split across its own instance limit, not the stack-wide one (§2).
+    expect(ml.serviceConfig.environmentVariables.TALLY_WORKER_MAX_INSTANCES).toBe("3");
+    expect(ml.serviceConfig.secretEnvironmentVariables).toEqual([
+      { key: "LLM_API_KEY", projectId: P, secret: "llm-api-key", version: "latest" },
+      { key: "SERVICE_TOKEN", projectId: P, secret: "svc-token", version: "2" },
+    ]);
+    expect(subOf("tally-dev-work-text-stats-push")).toMatchObject({
+      ackDeadlineSeconds: 320,
+      deadLetterPolicy: { maxDeliveryAttempts: 10 },
+    });
+
+    const demo = fnOf("tally-dev-worker-demo");
+    expect(demo.serviceConfig).toMatchObject({
+      availableCpu: "1",
+      availableMemory: "1Gi",
+      maxInstanceRequestConcurrency: 16,
+      timeoutSeconds: 540,
+    });
+    expect(demo.serviceConfig.environmentVariables.MODEL).toBeUndefined();
+    expect(demo.serviceConfig.environmentVariables.TALLY_WORKER_MAX_INSTANCES).toBe("20");
+    expect(demo.serviceConfig.secretEnvironmentVariables).toEqual([]);
+    expect(subOf("tally-dev-work-demo-push").ackDeadlineSeconds).toBe(600);
+  });
+
+  it("a secretAccessor grant per declared secret, on that secret, to that pipeline's account only", () => {
+    const grants = sized
+      .ofType(types.secretIamMember)
+      .map((g) => `${g.props.secretId} ${g.props.role} ${g.props.member}`)
+      .sort();
+    expect(grants).toEqual([
+      `llm-api-key roles/secretmanager.secretAccessor serviceAccount:${sa("tally-dev-w-text-stats")}`,
+      `svc-token roles/secretmanager.secretAccessor serviceAccount:${sa("tally-dev-w-text-stats")}`,
+    ]);
+    // Nothing project-wide for Secret Manager.
+    expect(
+      sized
+        .ofType(types.projectIamMember)
+        .filter((g) => String(g.props.role).startsWith("roles/secretmanager.")),
+    ).toEqual([]);
+    // The worker is deployed after its secrets are readable (a revision that cannot read them fails).
+    const worker = sized.ofType(types.function).find((f) => f.props.name === "tally-dev-worker-text-stats")!;
+    for (const g of sized.ofType(types.secretIamMember)) expect(worker.dependencies).toContain(g.urn);
+  });
+
+  it("each worker runs with its own pipeline's delivery settings (functions/config.ts workerConfig)", () => {
+    const env = fnOf("tally-dev-worker-text-stats").serviceConfig.environmentVariables as Record<
+      string,
+      string
+    >;
+    const own = workerConfig(loadConfig(env));
+    expect(own.topology.delivery).toMatchObject({
+      ackDeadlineSeconds: 320,
+      workerTimeoutSeconds: 300,
+      maxItemAttempts: 3,
+    });
+    const demoEnv = fnOf("tally-dev-worker-demo").serviceConfig.environmentVariables as Record<
+      string,
+      string
+    >;
+    expect(workerConfig(loadConfig(demoEnv)).topology.delivery).toMatchObject({
+      ackDeadlineSeconds: 600,
+      workerTimeoutSeconds: 540,
+      maxItemAttempts: 5,
+    });
+  });
+
+  it("passes every policy in the pack", () => {
+    expect(checkAll(sized.resources)).toEqual([]);
   });
 });

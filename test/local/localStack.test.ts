@@ -108,14 +108,17 @@ describe("local stack", () => {
     const lines = stack.readyLines;
     expect(lines[0]).toBe(`coordinator: ${stack.urls.coordinator}`);
     expect(lines[1]).toBe(`dashboard: ${stack.urls.coordinator}/`);
-    expect(lines[2]).toMatch(/^worker 1: http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
-    expect(lines[3]).toMatch(/^worker 2: http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
-    expect(lines[4]).toMatch(/^reconciler: http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
-    expect(lines[5]).toBe(`results: ${stack.resultsPath}`);
-    expect(lines[6]).toBe("ready");
+    // Two workers per pipeline, numbered across the groups, each line naming its pipeline.
+    expect(lines[2]).toMatch(/^worker 1 \(demo\): http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
+    expect(lines[3]).toMatch(/^worker 2 \(demo\): http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
+    expect(lines[4]).toMatch(/^worker 3 \(text-stats\): http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
+    expect(lines[5]).toMatch(/^worker 4 \(text-stats\): http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
+    expect(lines[6]).toMatch(/^reconciler: http:\/\/127\.0\.0\.1:\d+ pid \d+$/);
+    expect(lines[7]).toBe(`results: ${stack.resultsPath}`);
+    expect(lines[8]).toBe("ready");
   });
 
-  it("finishes a 200-item batch submitted over HTTP, the invariant holds, the front door used both workers", async () => {
+  it("finishes a 200-item batch submitted over HTTP, the invariant holds, the demo front door used both demo workers", async () => {
     const items = Array.from({ length: 200 }, (_, i) => {
       const n = i + 1;
       const payload: Record<string, unknown> = { value: n };
@@ -146,10 +149,13 @@ describe("local stack", () => {
     expect(report.failedByKind).toEqual({ permanent: 4 });
     expect(report.sinkRows).toBe(196);
 
-    const stats = stack.frontDoor.stats();
+    const demo = stack.pipeline("demo");
+    const stats = demo.frontDoor.stats();
     console.log(
-      `front door: ${JSON.stringify(stats)}; push relay: ${JSON.stringify(stack.pushRelay?.stats())}`,
+      `demo front door: ${JSON.stringify(stats)}; push relay: ${JSON.stringify(demo.pushRelay?.stats())}`,
     );
+    // Only demo's group: the text-stats workers (3, 4) are behind another front door.
+    expect(Object.keys(stats.forwarded).sort()).toEqual(["worker 1", "worker 2"]);
     expect(stats.forwarded["worker 1"]).toBeGreaterThan(20);
     expect(stats.forwarded["worker 2"]).toBeGreaterThan(20);
     expect(stats.responses["worker 1"]?.["2xx"]).toBeGreaterThan(0);

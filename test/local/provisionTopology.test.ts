@@ -1,7 +1,8 @@
 // The local topology is provisioned from the same Topology object the Pulumi program declares, and
-// the emulator keeps every delivery setting: read back what was created and compare.
+// the emulator keeps every delivery setting: read back what was created and compare. Each pipeline
+// has its own work topic and push subscription, to its own endpoint, with its own settings.
 import { describe, expect, it } from "vitest";
-import { buildTopology } from "../../functions/topology";
+import { buildTopology, pipelineTopology } from "../../functions/topology";
 import { provisionSubscriptions, subscriptionSpecs } from "../../local/provisionTopology";
 import { testPubSub, uniqueProjectId } from "../support/cloud";
 
@@ -17,19 +18,31 @@ describe("provisionSubscriptions", () => {
       maximumBackoffSeconds: 20,
       maxDeliveryAttempts: 7,
     },
+    pipelines: [
+      { name: "alpha" },
+      {
+        name: "beta",
+        delivery: { ackDeadlineSeconds: 12, workerTimeoutSeconds: 10, maxDeliveryAttempts: 9 },
+      },
+    ],
   });
-  const endpoints = { worker: "http://127.0.0.1:41001/", deadLetter: "http://127.0.0.1:41002/dead-letter" };
+  const alpha = pipelineTopology(topology, "alpha");
+  const beta = pipelineTopology(topology, "beta");
+  const endpoints = {
+    workers: { alpha: "http://127.0.0.1:41001/", beta: "http://127.0.0.1:41004/" },
+    deadLetter: "http://127.0.0.1:41002/dead-letter",
+  };
 
-  it("creates both topics and push subscriptions with the topology's delivery settings", async () => {
+  it("creates every pipeline's topic and push subscription, and the dead-letter pair, with their delivery settings", async () => {
     await provisionSubscriptions(pubsub, topology, projectId, endpoints);
     const [topics] = await pubsub.getTopics();
     expect(topics.map((t) => t.name.split("/").pop()).sort()).toEqual(
-      [topology.deadLetterTopic, topology.workTopic].sort(),
+      [topology.deadLetterTopic, "tally-work-alpha", "tally-work-beta"].sort(),
     );
 
-    const [work] = await pubsub.subscription(topology.workSubscription).getMetadata();
-    expect(work.topic).toBe(`projects/${projectId}/topics/${topology.workTopic}`);
-    expect(work.pushConfig?.pushEndpoint).toBe(endpoints.worker);
+    const [work] = await pubsub.subscription(alpha.workSubscription).getMetadata();
+    expect(work.topic).toBe(`projects/${projectId}/topics/tally-work-alpha`);
+    expect(work.pushConfig?.pushEndpoint).toBe(endpoints.workers.alpha);
     expect(work.ackDeadlineSeconds).toBe(30);
     expect(Number(work.retryPolicy?.minimumBackoff?.seconds)).toBe(1);
     expect(Number(work.retryPolicy?.maximumBackoff?.seconds)).toBe(20);
@@ -41,6 +54,13 @@ describe("provisionSubscriptions", () => {
     expect(work.expirationPolicy).toBeTruthy();
     expect(work.expirationPolicy?.ttl ?? null).toBeNull();
 
+    // beta: its own topic, endpoint and settings.
+    const [other] = await pubsub.subscription(beta.workSubscription).getMetadata();
+    expect(other.topic).toBe(`projects/${projectId}/topics/tally-work-beta`);
+    expect(other.pushConfig?.pushEndpoint).toBe(endpoints.workers.beta);
+    expect(other.ackDeadlineSeconds).toBe(12);
+    expect(other.deadLetterPolicy?.maxDeliveryAttempts).toBe(9);
+
     const [dead] = await pubsub.subscription(topology.deadLetterSubscription).getMetadata();
     expect(dead.topic).toBe(`projects/${projectId}/topics/${topology.deadLetterTopic}`);
     expect(dead.pushConfig?.pushEndpoint).toBe(endpoints.deadLetter);
@@ -48,16 +68,19 @@ describe("provisionSubscriptions", () => {
   });
 
   it("is idempotent and updates an existing subscription's endpoint", async () => {
-    const moved = { ...endpoints, worker: "http://127.0.0.1:41003/" };
+    const moved = { ...endpoints, workers: { ...endpoints.workers, alpha: "http://127.0.0.1:41003/" } };
     await provisionSubscriptions(pubsub, topology, projectId, moved);
-    const [work] = await pubsub.subscription(topology.workSubscription).getMetadata();
-    expect(work.pushConfig?.pushEndpoint).toBe(moved.worker);
+    const [work] = await pubsub.subscription(alpha.workSubscription).getMetadata();
+    expect(work.pushConfig?.pushEndpoint).toBe(moved.workers.alpha);
     expect(work.deadLetterPolicy?.maxDeliveryAttempts).toBe(7);
   });
 
-  it("derives every setting from the topology", () => {
+  it("derives every setting from the topology, and refuses a pipeline without an endpoint", () => {
     const [work] = subscriptionSpecs(topology, "p", endpoints);
-    expect(work!.name).toBe("tally-work-push");
+    expect(work!.name).toBe("tally-work-alpha-push");
     expect(work!.metadata.ackDeadlineSeconds).toBe(topology.delivery.ackDeadlineSeconds);
+    expect(() =>
+      subscriptionSpecs(topology, "p", { ...endpoints, workers: { alpha: endpoints.workers.alpha } }),
+    ).toThrow("no local push endpoint for pipeline beta");
   });
 });

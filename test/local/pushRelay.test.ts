@@ -4,7 +4,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
-import { buildTopology } from "../../functions/topology";
+import { buildTopology, pipelineTopology } from "../../functions/topology";
 import { provisionSubscriptions } from "../../local/provisionTopology";
 import { startPushRelay } from "../../local/pushRelay";
 import { testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
@@ -28,7 +28,9 @@ describe("push relay", async () => {
       minimumBackoffSeconds: 0,
       maximumBackoffSeconds: 1,
     },
+    pipelines: [{ name: "relayed" }],
   });
+  const work = pipelineTopology(topology, "relayed");
   const received: Received[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
@@ -60,13 +62,13 @@ describe("push relay", async () => {
     pubsub,
     topology,
     projectId,
-    { worker: endpoint, deadLetter: `${endpoint}dead-letter` },
+    { workers: { relayed: endpoint }, deadLetter: `${endpoint}dead-letter` },
     { relayWork: true },
   );
   const relay = startPushRelay({
     emulatorHost: process.env.PUBSUB_EMULATOR_HOST!,
     projectId,
-    subscription: topology.workSubscription,
+    subscription: work.workSubscription,
     endpoint,
     concurrency: 8,
     ackDeadlineSeconds: topology.delivery.ackDeadlineSeconds,
@@ -78,14 +80,14 @@ describe("push relay", async () => {
   });
 
   it("provisions the work subscription as pull with the declared delivery settings", async () => {
-    const [meta] = await pubsub.subscription(topology.workSubscription).getMetadata();
+    const [meta] = await pubsub.subscription(work.workSubscription).getMetadata();
     expect(meta.pushConfig?.pushEndpoint ?? "").toBe("");
     expect(meta.ackDeadlineSeconds).toBe(20);
     expect(meta.deadLetterPolicy?.maxDeliveryAttempts).toBe(topology.delivery.maxDeliveryAttempts);
   });
 
   it("pushes the envelope with up to `concurrency` requests in flight, acks 2xx, redelivers a refusal", async () => {
-    const topic = pubsub.topic(topology.workTopic);
+    const topic = pubsub.topic(work.workTopic);
     const ids = ["fail-once", ...Array.from({ length: 39 }, (_, i) => `i${i}`)];
     await Promise.all(
       ids.map((itemId) =>
@@ -101,7 +103,7 @@ describe("push relay", async () => {
     expect(maxInFlight).toBeGreaterThan(2);
     expect(maxInFlight).toBeLessThanOrEqual(8);
     const first = received.find((r) => r.body.message.attributes.itemId === "i0")!;
-    expect(first.body.subscription).toBe(`projects/${projectId}/subscriptions/${topology.workSubscription}`);
+    expect(first.body.subscription).toBe(`projects/${projectId}/subscriptions/${work.workSubscription}`);
     expect(first.body.message.attributes).toEqual({ batchId: "b", itemId: "i0", generation: "1" });
     expect(first.body.message.messageId).toMatch(/\S/);
     const retried = received.filter((r) => r.body.message.attributes.itemId === "fail-once");

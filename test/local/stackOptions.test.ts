@@ -116,8 +116,8 @@ describe("ready lines", () => {
       coordinator: "http://127.0.0.1:8080",
       dashboard: "http://127.0.0.1:8080/",
       workers: [
-        { url: "http://127.0.0.1:40001", pid: 11 },
-        { url: "http://127.0.0.1:40002", pid: 12 },
+        { url: "http://127.0.0.1:40001", pid: 11, pipeline: "demo" },
+        { url: "http://127.0.0.1:40002", pid: 12, pipeline: "text-stats" },
       ],
       reconciler: { url: "http://127.0.0.1:40003", pid: 13 },
       results: "/tmp/data/results.duckdb",
@@ -126,8 +126,8 @@ describe("ready lines", () => {
     expect(lines).toEqual([
       "coordinator: http://127.0.0.1:8080",
       "dashboard: http://127.0.0.1:8080/",
-      "worker 1: http://127.0.0.1:40001 pid 11",
-      "worker 2: http://127.0.0.1:40002 pid 12",
+      "worker 1 (demo): http://127.0.0.1:40001 pid 11",
+      "worker 2 (text-stats): http://127.0.0.1:40002 pid 12",
       "reconciler: http://127.0.0.1:40003 pid 13",
       "results: /tmp/data/results.duckdb",
       "ready",

@@ -5,6 +5,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { waitFor } from "../support/cloud";
+import { harnessWorkSubscription, harnessWorkTopic } from "../support/harnessTopics";
 import {
   deadLetterEnvelope,
   type ReconcilerHarness,
@@ -131,13 +132,13 @@ describe("dead-letter receiver", () => {
       await dlTopic.createSubscription(t.deadLetterSubscription, {
         pushConfig: { pushEndpoint: `${h.url}${t.deadLetterPath}` },
       });
-      await h.pubsub.topic(t.workTopic).createSubscription(t.workSubscription, {
+      await h.pubsub.topic(harnessWorkTopic(t)).createSubscription(harnessWorkSubscription(t), {
         pushConfig: { pushEndpoint: failingUrl },
         ackDeadlineSeconds: 10,
         deadLetterPolicy: { deadLetterTopic: dlTopic.name, maxDeliveryAttempts: 5 },
         retryPolicy: { minimumBackoff: { seconds: 0 }, maximumBackoff: { seconds: 1 } },
       });
-      await h.deps.queue.publish([{ batchId: "e2e", itemId: "i0", generation: 1 }]);
+      await h.deps.queue.publish("demo", [{ batchId: "e2e", itemId: "i0", generation: 1 }]);
       const item = await waitFor(
         "the dead-lettered item",
         async () => {
@@ -152,7 +153,7 @@ describe("dead-letter receiver", () => {
       );
       expect(deliveries).toBeGreaterThanOrEqual(5);
       expect(item.error?.kind).toBe("dead_lettered");
-      expect(item.error?.details?.sourceSubscription).toContain(t.workSubscription);
+      expect(item.error?.details?.sourceSubscription).toContain(harnessWorkSubscription(t));
       expect(item.error?.details?.deliveryCount).toBeGreaterThanOrEqual(5);
       await waitFor(
         "the batch finalized",

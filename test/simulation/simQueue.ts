@@ -48,7 +48,8 @@ export class SimQueue {
   view(actor: Actor): WorkQueue {
     const q = this;
     return {
-      async publish(refs: ItemRef[]): Promise<void> {
+      // One queue for every pipeline: the simulator's workers take any pipeline.
+      async publish(_pipeline: string, refs: ItemRef[]): Promise<void> {
         if (refs.length === 0) return;
         await q.sched.point(actor, "publish", () =>
           refs.map((r) => `${r.batchId}/${r.itemId}@${r.generation}`).join(","),

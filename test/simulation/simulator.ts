@@ -522,7 +522,9 @@ async function runSimulation(sched: Scheduler, opts: SimOptions): Promise<SimRes
           (await ledger.releaseItem(ref, owner, error, clock.now(), { refundAttempt })).kind === "done";
       });
       if (released && clock.now() - deliveredAt >= delivery.ackDeadlineSeconds * 1000 * 0.9)
-        await quietly(proc.actor, "republish", () => proc.deps.queue.publish([ref]));
+        await quietly(proc.actor, "republish", () =>
+          proc.deps.queue.publish(proc.pipelines.get(ref.batchId)!, [ref]),
+        );
     };
     const retryOrFail = async (message: string) => {
       if (attempt >= maxAttempts)

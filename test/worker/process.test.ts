@@ -82,7 +82,7 @@ describe("a worker process that dies", () => {
       async () => (await item(batchId, "resumable")).lease!.until < Date.now(),
     );
     await deps.ledger.redriveItem(refs[0]!, config.topology.delivery.maxItemAttempts, Date.now());
-    await deps.queue.publish(refs);
+    await deps.queue.publish("demo", refs);
 
     const done = await waitFor("resumed and succeeded", async () => {
       const i = await item(batchId, "resumable");

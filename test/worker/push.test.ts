@@ -9,6 +9,7 @@ import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import { PubSubWorkQueue } from "../../functions/adapters/pubsubWorkQueue";
 import type { Item } from "../../functions/core/model";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
+import { harnessWorkTopic } from "../support/harnessTopics";
 import { Switchboard } from "./support/switchboard";
 import { executions, testPipelineLookup } from "./support/testPipelines";
 import {
@@ -106,7 +107,7 @@ describe("success path", () => {
         ] as const
       ).map((m) => [m, vi.spyOn(deps.ledger, m)]),
     );
-    await deps.queue.publish(refs);
+    await deps.queue.publish("demo", refs);
     const batch = await finalized(batchId);
     expect(batch.status).toBe("succeeded");
     expect(batch.summary?.counts).toMatchObject({ total: 10, succeeded: 10, failed: 0 });
@@ -281,7 +282,7 @@ describe("duplicates", () => {
         publish: false,
       },
     );
-    await deps.queue.publish([refs[0]!, refs[0]!, refs[0]!, refs[0]!, refs[0]!]);
+    await deps.queue.publish("test-counting", [refs[0]!, refs[0]!, refs[0]!, refs[0]!, refs[0]!]);
     await finalized(batchId);
     await answered("dup-pub", 5);
     expect(executions.get("dup-pub")).toBe(1);
@@ -336,7 +337,7 @@ describe("leases", () => {
           ((await item(batchId, "long")).lease?.until ?? 0) > Date.now(),
         15_000,
       );
-      await deps.queue.publish(refs);
+      await deps.queue.publish("test-counting", refs);
       const done = await terminal(batchId, "long");
       expect(done).toMatchObject({ status: "succeeded", attempt: 1, result: { execution: 1, attempt: 1 } });
       expect(executions.get("long")).toBe(1);
@@ -382,7 +383,7 @@ describe("leases", () => {
 
 describe("delivery forms and poison", () => {
   it("acknowledges poison (bad attributes, unknown batch, unknown item) and logs it at ERROR with the message id", async () => {
-    const topic = pubsub.topic(config.topology.workTopic);
+    const topic = pubsub.topic(harnessWorkTopic(config.topology));
     const { batchId } = await submitBatch(deps, "demo", [], { publish: false });
     const ids = await Promise.all([
       topic.publishMessage({ data: Buffer.from("junk"), attributes: { foo: "bar" } }),
@@ -428,7 +429,7 @@ describe("delivery forms and poison", () => {
     // A topic of its own whose only subscription pushes unwrapped, through a recording front of its
     // own: the wrapped work subscription never sees this doorbell, so only the unwrapped delivery
     // can complete the item.
-    const unwrappedTopic = `${config.topology.workTopic}-unwrapped`;
+    const unwrappedTopic = `${harnessWorkTopic(config.topology)}-unwrapped`;
     const front = new Switchboard();
     await front.start();
     front.target = worker.url;
@@ -444,7 +445,7 @@ describe("delivery forms and poison", () => {
         [{ itemId: "unwrapped", payload: { value: 7 } }],
         { publish: false },
       );
-      await new PubSubWorkQueue(pubsub, unwrappedTopic).publish(refs);
+      await new PubSubWorkQueue(pubsub, () => unwrappedTopic).publish("demo", refs);
       const done = await terminal(batchId, "unwrapped");
       expect(done).toMatchObject({ status: "succeeded", attempt: 1, result: { value: 7 } });
       const delivered = await waitFor("the unwrapped delivery answered", () => {

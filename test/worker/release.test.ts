@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Clock } from "../../functions/core/ports";
 import { definePipeline } from "../../functions/pipelines/definePipeline";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
+import { harnessWorkTopic } from "../support/harnessTopics";
 import {
   buildDeps,
   envelope,
@@ -57,8 +58,8 @@ const received: string[] = [];
 
 beforeAll(async () => {
   deps = { ...(await buildDeps(config, db, pubsub)), clock };
-  const [topic] = await pubsub.createTopic(config.topology.workTopic);
-  [doorbells] = await topic.createSubscription(`${config.topology.workTopic}-observer`);
+  const [topic] = await pubsub.createTopic(harnessWorkTopic(config.topology));
+  [doorbells] = await topic.createSubscription(`${harnessWorkTopic(config.topology)}-observer`);
   doorbells.on("message", (m) => {
     received.push(`${m.attributes.batchId}/${m.attributes.itemId}`);
     m.ack();
@@ -75,7 +76,7 @@ afterAll(async () => {
 
 /** Publishes a sentinel doorbell and waits for it: anything published before it has arrived too. */
 async function settled(tag: string) {
-  await deps.queue.publish([{ batchId: "sentinel", itemId: tag, generation: 1 }]);
+  await deps.queue.publish("demo", [{ batchId: "sentinel", itemId: tag, generation: 1 }]);
   await waitFor(`sentinel ${tag}`, async () => received.includes(`sentinel/${tag}`), 20_000);
 }
 

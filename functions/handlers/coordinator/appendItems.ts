@@ -210,7 +210,7 @@ async function storeAppend(
     while (cursor < storedUpTo) {
       const refs = await ledger.readItemRefs(batchId, cursor, Math.min(page, storedUpTo - cursor));
       if (refs.length === 0) break;
-      await env.deps.queue.publish(refs);
+      await env.deps.queue.publish(batch.pipeline, refs);
       cursor += refs.length;
       published += refs.length;
     }

@@ -96,7 +96,7 @@ export async function retryBatch(
       // progress each page tells the reconciler this retry is alive, not stale.
       const refs = await ledger.resetFailedItems(batchId, generation, settings.operatorPageSize, clock.now());
       if (refs.length === 0) break;
-      await queue.publish(refs);
+      await queue.publish(started.pipeline, refs);
       reset += refs.length;
       await ledger.recordProgress(batchId, clock.now());
     }

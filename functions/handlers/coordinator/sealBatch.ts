@@ -113,7 +113,7 @@ async function startSealed(env: SubmissionEnv, sealed: Batch, total: number): Pr
     const refs = await ledger.readItemRefs(current.batchId, cursor, Math.min(page, total - cursor));
     if (refs.length === 0) break;
     await ledger.touchPending(refs, clock.now());
-    await queue.publish(refs);
+    await queue.publish(current.pipeline, refs);
     cursor += refs.length;
     await ledger.advanceCursor(current.batchId, cursor, clock.now(), cursor);
   }

@@ -540,7 +540,7 @@ export class SubmissionWriter {
     // stale-pending sweep. A new batch's items were stored publishable.
     if (refs.length > 0 && !this.fresh)
       await this.env.deps.ledger.touchPending(refs, this.env.deps.clock.now());
-    if (refs.length > 0) await this.env.deps.queue.publish(refs);
+    if (refs.length > 0) await this.env.deps.queue.publish(this.batch.pipeline, refs);
     this.timings.publishMs += Date.now() - t0;
     this.published += refs.length;
   }
@@ -732,7 +732,7 @@ export class SubmissionWriter {
       );
       if (refs.length === 0) break;
       await ledger.touchPending(refs, clock.now());
-      await queue.publish(refs);
+      await queue.publish(this.batch.pipeline, refs);
       this.published += refs.length;
       at += refs.length;
       await ledger.advanceCursor(this.batchId, at, clock.now());

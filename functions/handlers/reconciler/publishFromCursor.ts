@@ -27,7 +27,7 @@ export async function publishFromCursor(ctx: ReconcileContext, batch: Batch): Pr
     // Items of a blocked batch were stored unpublishable (no pendingSince); marking them before the
     // publish means a lost publish is still found by the stale-pending sweep.
     await ledger.touchPending(refs, ctx.now());
-    await queue.publish(refs);
+    await queue.publish(batch.pipeline, refs);
     cursor += refs.length;
     published += refs.length;
     ctx.publishBudget.remaining -= refs.length;

@@ -26,7 +26,7 @@ export async function resumeSubmission(ctx: ReconcileContext, batch: Batch): Pro
   if (batch.generation > 1) {
     // An operator retry whose coordinator stopped mid-way: its items were reset to pending (and
     // may never have been published). Republish those, then end the retry's submission.
-    published += await republishPendingItems(ctx, batch.batchId);
+    published += await republishPendingItems(ctx, batch);
     started = await ledger.markRetrySubmitted(batch.batchId, ctx.now());
   } else {
     started = await ledger.markSubmitted(batch.batchId, batch.total!, ctx.now());
@@ -35,8 +35,9 @@ export async function resumeSubmission(ctx: ReconcileContext, batch: Batch): Pro
   return { published, started, finalized };
 }
 
-async function republishPendingItems(ctx: ReconcileContext, batchId: string): Promise<number> {
+async function republishPendingItems(ctx: ReconcileContext, batch: Batch): Promise<number> {
   const { ledger, queue } = ctx.deps;
+  const { batchId } = batch;
   let pageToken: string | undefined;
   let published = 0;
   for (let page = 0; page < ctx.maxPagesPerSweep; page++) {
@@ -47,7 +48,7 @@ async function republishPendingItems(ctx: ReconcileContext, batchId: string): Pr
     });
     const refs = entries.map((it) => ({ batchId, itemId: it.itemId, generation: it.generation }));
     if (refs.length > 0) {
-      await queue.publish(refs);
+      await queue.publish(batch.pipeline, refs);
       await ledger.touchPending(refs, ctx.now());
       published += refs.length;
     }

@@ -5,7 +5,9 @@
 // between, or an overlapping tick, makes it a no-op.
 import type { ItemRef, RedriveResult } from "../../core/ports";
 import { getPipeline } from "../../pipelines/registry";
+import type { Topology } from "../../topology";
 import { mapLimited } from "./mapLimited";
+import { pipelinesOfBatches, publishByPipeline } from "./publishByPipeline";
 import { type ReconcileContext, settleFromTick } from "./reconcileContext";
 
 export interface ExpiredLeaseSummary {
@@ -19,7 +21,7 @@ export interface ExpiredLeaseSummary {
 const sweep = "expiredLeases";
 
 export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<ExpiredLeaseSummary> {
-  const { ledger, queue, config } = ctx.deps;
+  const { ledger, config } = ctx.deps;
   const maxAttempts = config.topology.delivery.maxItemAttempts;
   const summary: ExpiredLeaseSummary = { found: 0, redriven: 0, exhausted: 0, skipped: 0 };
   for (let page = 0; ; page++) {
@@ -29,7 +31,8 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
     }
     const refs = await ledger.findExpiredLeases(ctx.startedAt, ctx.pageSize);
     summary.found += refs.length;
-    const attemptsOf = await maxAttemptsByBatch(ctx, refs, maxAttempts);
+    const pipelineOf = await pipelinesOfBatches(ctx, refs);
+    const attemptsOf = maxAttemptsByBatch(config.topology, pipelineOf);
     const outcomes = await mapLimited(refs, ctx.concurrency, (ref) =>
       ctx.guard({ sweep, batchId: ref.batchId, itemId: ref.itemId }, () =>
         ledger.redriveItem(ref, attemptsOf.get(ref.batchId) ?? maxAttempts, ctx.now()),
@@ -59,7 +62,8 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
     if (redriven.length > 0)
       await ctx.guard({ sweep }, async () => {
         try {
-          await queue.publish(redriven);
+          // A redriven item's batch was read just above, so every one of them has a pipeline.
+          await publishByPipeline(ctx, redriven, pipelineOf);
         } catch (err) {
           await ledger.touchPending(redriven, 0);
           throw err;
@@ -74,17 +78,16 @@ export async function sweepExpiredLeases(ctx: ReconcileContext): Promise<Expired
   return summary;
 }
 
-/** Each batch's pipeline's attempt limit (the worker applies the same one when it leases). */
-async function maxAttemptsByBatch(
-  ctx: ReconcileContext,
-  refs: ItemRef[],
-  fallback: number,
-): Promise<Map<string, number>> {
-  const ids = [...new Set(refs.map((r) => r.batchId))];
-  const batches = ids.length > 0 ? await ctx.deps.ledger.getBatches(ids) : [];
+/**
+ * Each batch's pipeline's attempt limit, as that pipeline's worker applies it when it leases: the
+ * pipeline's own maxAttempts, else its deployment's maxItemAttempts (tally:pipelines), else the
+ * topology's.
+ */
+function maxAttemptsByBatch(topology: Topology, pipelineOf: Map<string, string>): Map<string, number> {
   const out = new Map<string, number>();
-  batches.forEach((b, i) => {
-    if (b) out.set(ids[i]!, getPipeline(b.pipeline)?.maxAttempts ?? fallback);
-  });
+  for (const [batchId, name] of pipelineOf) {
+    const deployed = topology.pipelines.find((x) => x.pipeline === name)?.delivery.maxItemAttempts;
+    out.set(batchId, getPipeline(name)?.maxAttempts ?? deployed ?? topology.delivery.maxItemAttempts);
+  }
   return out;
 }

@@ -2,6 +2,7 @@
 // never have been published (the publish failed, or its publisher died right after the write).
 // Republishing is safe — a duplicate doorbell finds the item leased or terminal and is skipped —
 // and touching the items keeps the next tick from picking them again.
+import { pipelinesOfBatches, publishByPipeline } from "./publishByPipeline";
 import type { ReconcileContext } from "./reconcileContext";
 
 export interface StalePendingSummary {
@@ -12,7 +13,7 @@ export interface StalePendingSummary {
 const sweep = "stalePending";
 
 export async function sweepStalePending(ctx: ReconcileContext): Promise<StalePendingSummary> {
-  const { ledger, queue, config } = ctx.deps;
+  const { ledger, config } = ctx.deps;
   const before = ctx.startedAt - config.topology.reconcile.stalePendingSeconds * 1000;
   const summary: StalePendingSummary = { found: 0, republished: 0 };
   for (let page = 0; ; page++) {
@@ -24,8 +25,10 @@ export async function sweepStalePending(ctx: ReconcileContext): Promise<StalePen
     summary.found += refs.length;
     if (refs.length === 0) break;
     // Publish first, then touch: a failure in between republishes again (harmless), never skips.
+    // Each on its batch's pipeline's topic. Items of a batch that no longer exists are touched
+    // without a doorbell: no worker could run them, and they must not come back every tick.
     const ok = await ctx.guard({ sweep }, async () => {
-      await queue.publish(refs);
+      await publishByPipeline(ctx, refs, await pipelinesOfBatches(ctx, refs));
       await ledger.touchPending(refs, ctx.now());
       return true;
     });

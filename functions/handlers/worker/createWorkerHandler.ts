@@ -237,6 +237,18 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
 
     const pipelineName = await pipelineNameOf(ref.batchId);
     if (pipelineName === null) return poison(ilog, delivery, `unknown batch ${ref.batchId}`);
+    // A worker deployed for one pipeline (its resources, its secrets) never runs another's item. A
+    // doorbell on the wrong topic is acknowledged untouched: the item stays pending, and the
+    // reconciler's stale-pending sweep publishes it on its own pipeline's topic (it may publish
+    // there; this worker may not).
+    if (config.workerPipeline !== undefined && pipelineName !== config.workerPipeline) {
+      ilog.warn(
+        "item.misrouted",
+        `item of pipeline ${pipelineName} reached the ${config.workerPipeline} worker: left pending for the reconciler to republish`,
+        { pipeline: pipelineName, worker: config.workerPipeline },
+      );
+      return ack("misrouted", { pipeline: pipelineName });
+    }
     const pipeline = lookupPipeline(pipelineName);
     const maxAttempts = pipeline?.maxAttempts ?? settings.maxItemAttempts;
 
@@ -347,7 +359,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
           message: `pipeline ${pipelineName} is not registered in this worker`,
           step: null,
         };
-    return settleOutcome(ref, owner, item.attempt, maxAttempts, outcome, startedAt, ilog);
+    return settleOutcome(ref, pipelineName, owner, item.attempt, maxAttempts, outcome, startedAt, ilog);
   }
 
   /** Sleeps `ms` unless the worker shuts down first (false then). */
@@ -400,6 +412,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
 
   async function settleOutcome(
     ref: ItemRef,
+    pipelineName: string,
     owner: string,
     attempt: number,
     maxAttempts: number,
@@ -437,7 +450,8 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
       await settle(ref.batchId, ilog);
       return ack("succeeded");
     }
-    if (outcome.kind === "continued") return continueInFreshDelivery(ref, owner, outcome, ilog, fields);
+    if (outcome.kind === "continued")
+      return continueInFreshDelivery(ref, pipelineName, owner, outcome, ilog, fields);
     if (outcome.kind === "interrupted") {
       stats.interrupted++;
       if (outcome.reason === "lease_lost") {
@@ -485,6 +499,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
   /** Hands the item to a fresh delivery that resumes at the next step, as the same attempt. */
   async function continueInFreshDelivery(
     ref: ItemRef,
+    pipelineName: string,
     owner: string,
     outcome: Extract<RunOutcome, { kind: "continued" }>,
     ilog: Logger,
@@ -508,7 +523,7 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     }
     stats.continued++;
     try {
-      await deps.queue.publish([ref]);
+      await deps.queue.publish(pipelineName, [ref]);
     } catch (err) {
       // The item is pending with its checkpoints: a redelivery of this message resumes it as well
       // (and if none comes, the stale-pending sweep republishes it).
@@ -625,7 +640,9 @@ export function createWorkerHandler(deps: WorkerDeps, opts: WorkerHandlerOptions
     }
     if (released && clock.now() - opts.deliveredAt >= ackDeadlineMs * 0.9) {
       try {
-        await deps.queue.publish([ref]);
+        // The batch's pipeline is cached from this delivery's own lookup: its topic is this worker's.
+        const pipelineName = await pipelineNameOf(ref.batchId);
+        if (pipelineName !== null) await deps.queue.publish(pipelineName, [ref]);
         ilog.info(
           "item.republished",
           "released after the delivery's ack deadline: a fresh doorbell was published",

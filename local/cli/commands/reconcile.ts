@@ -10,7 +10,9 @@ export async function reconcileCommand(
   io: CliIo,
 ): Promise<number> {
   const http = new HttpClient(cmd.reconcilerUrl, "reconciler");
-  const res = await http.request("POST", buildTopology({ prefix: "tally" }).reconcilePath, { json: {} });
+  const res = await http.request("POST", buildTopology({ prefix: "tally", pipelines: [] }).reconcilePath, {
+    json: {},
+  });
   println(io.out, JSON.stringify(res.body ?? {}, null, 2));
   return 0;
 }

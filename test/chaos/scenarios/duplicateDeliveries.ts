@@ -30,7 +30,7 @@ export const duplicateDeliveries: Scenario = {
     await env.api.submit({ id: batchId, pipeline: "demo", items });
 
     // The extra copies, exactly as the coordinator publishes doorbells (attributes, no data).
-    const topic = env.pubsub.topic(env.stack.config.topology.workTopic, {
+    const topic = env.pubsub.topic(env.stack.pipeline("demo").topology.workTopic, {
       batching: { maxMessages: 1000, maxMilliseconds: 10 },
     });
     await Promise.all(

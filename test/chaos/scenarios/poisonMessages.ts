@@ -75,7 +75,9 @@ export const poisonMessages: Scenario = {
         attributes: { batchId: unknownBatch, itemId: "x", generation: "1" },
       },
     ];
-    const { workTopic, deadLetterTopic } = env.stack.config.topology;
+    // Poison on demo's work topic: the proxy watches that pipeline's deliveries.
+    const { workTopic } = env.stack.pipeline("demo").topology;
+    const { deadLetterTopic } = env.stack.config.topology;
     const publishedAt = Date.now();
     const published = await Promise.all(
       poison.map(async (p) => ({

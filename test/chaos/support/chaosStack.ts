@@ -137,18 +137,20 @@ export async function startChaosStack(opts: ChaosStackOptions): Promise<ChaosSta
     });
     cleanups.push(() => pubsub.close());
 
-    const workProxy = await startChaosProxy({ target: stack.urls.frontDoor });
+    // The scenarios submit `demo` items: the proxy sits in front of that pipeline's unit.
+    const demo = stack.pipeline("demo");
+    const workProxy = await startChaosProxy({ target: demo.frontDoor.url });
     cleanups.push(() => workProxy.close());
     const deadLetterProxy = await startChaosProxy({ target: stack.urls.reconciler });
     cleanups.push(() => deadLetterProxy.close());
-    // The stack relays the work subscription to its front door (pushConcurrency); relay it to the
+    // The stack relays demo's work subscription to its front door (pushConcurrency); relay it to the
     // proxy instead: same subscription, same envelope, same concurrency.
-    check(stack.pushRelay, "the chaos stack needs the local stack's push relay (pushConcurrency > 0)");
-    await stack.pushRelay.stop();
+    check(demo.pushRelay, "the chaos stack needs the local stack's push relay (pushConcurrency > 0)");
+    await demo.pushRelay.stop();
     const relay = startPushRelay({
       emulatorHost: stack.emulators.pubsubHost,
       projectId: stack.projectId,
-      subscription: topology.workSubscription,
+      subscription: demo.topology.workSubscription,
       endpoint: `${workProxy.url}/`,
       concurrency: pushConcurrency,
       ackDeadlineSeconds: s.ackDeadlineSeconds,

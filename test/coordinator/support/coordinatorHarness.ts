@@ -21,6 +21,7 @@ import { type CoordinatorOptions, createCoordinatorHandler } from "../../../func
 import type { HandlerDeps } from "../../../functions/handlers/coordinator/handlerDeps";
 import { startStreamingServer } from "../../../functions/http/streamingServer";
 import { emulatorHosts, testFirestore, testPubSub, uniqueProjectId, waitFor } from "../../support/cloud";
+import { harnessWorkTopic } from "../../support/harnessTopics";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
 
@@ -49,12 +50,12 @@ export async function startCoordinatorHarness(opts: CoordinatorOptions = {}) {
   const logs: LogLine[] = [];
   const log = createLogger({ component: "coordinator", sink: (line) => logs.push(JSON.parse(line)) });
 
-  const [topic] = await pubsub.createTopic(config.topology.workTopic);
-  const subscriptionName = `${config.topology.workTopic}-counter`;
+  const [topic] = await pubsub.createTopic(harnessWorkTopic(config.topology));
+  const subscriptionName = `${harnessWorkTopic(config.topology)}-counter`;
   // A long ack deadline: a doorbell counted once is never redelivered during the test, so the
   // totals below count publishes, not redeliveries.
   await topic.createSubscription(subscriptionName, { ackDeadlineSeconds: 600 });
-  const queue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
+  const queue = new PubSubWorkQueue(pubsub, () => harnessWorkTopic(config.topology));
   const deps: HandlerDeps = { config, ledger, queue, sink, clock: systemClock, log };
 
   const handler = createCoordinatorHandler(deps, opts);

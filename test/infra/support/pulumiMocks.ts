@@ -170,20 +170,16 @@ export async function runStack(
   const { resources } = await installMocks(opts.stack ?? "dev");
   setStackConfig(config);
   const stackOutputs: StackOutputs = createStack({ bundle: opts.bundle ?? testBundle });
-  const outputs: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(stackOutputs)) {
-    if (pulumi.Output.isInstance(v)) outputs[k] = await resolve(v);
-    else if (v && typeof v === "object")
-      outputs[k] = Object.fromEntries(
-        await Promise.all(
-          Object.entries(v as Record<string, pulumi.Output<string>>).map(async ([kk, vv]) => [
-            kk,
-            await resolve(vv),
-          ]),
-        ),
+  // Outputs nest (serviceAccounts by role, pipelines by name → their outputs): resolved at any depth.
+  const resolveDeep = async (v: unknown): Promise<unknown> => {
+    if (pulumi.Output.isInstance(v)) return resolve(v as pulumi.Output<unknown>);
+    if (v && typeof v === "object")
+      return Object.fromEntries(
+        await Promise.all(Object.entries(v).map(async ([k, inner]) => [k, await resolveDeep(inner)])),
       );
-    else outputs[k] = v;
-  }
+    return v;
+  };
+  const outputs = (await resolveDeep(stackOutputs)) as Record<string, unknown>;
   await registrationsSettled();
   return {
     resources,

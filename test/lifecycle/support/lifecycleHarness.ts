@@ -45,6 +45,7 @@ import { getPipeline } from "../../../functions/pipelines/registry";
 import type { HandlerDeps } from "../../../functions/runtime";
 import { checkLedgerInvariant, formatInvariantReport, type InvariantReport } from "../../../local/invariant";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../../support/cloud";
+import { harnessWorkTopic } from "../../support/harnessTopics";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
 
@@ -91,13 +92,13 @@ export class HookedQueue implements WorkQueue {
   hook: ((refs: ItemRef[]) => Promise<"publish" | "drop"> | "publish" | "drop") | null = null;
   dropped: ItemRef[] = [];
   constructor(readonly inner: PubSubWorkQueue) {}
-  async publish(refs: ItemRef[]): Promise<void> {
+  async publish(pipeline: string, refs: ItemRef[]): Promise<void> {
     const decision = this.hook ? await this.hook(refs) : "publish";
     if (decision === "drop") {
       this.dropped.push(...refs);
       return;
     }
-    await this.inner.publish(refs);
+    await this.inner.publish(pipeline, refs);
   }
   get published() {
     return this.inner.published;
@@ -166,11 +167,11 @@ export async function startLifecycle(opts: LifecycleOptions = {}) {
   const logs: LogLine[] = [];
   const log = createLogger({ component: "lifecycle", sink: (line) => logs.push(JSON.parse(line)) });
 
-  const [topic] = await pubsub.createTopic(config.topology.workTopic);
-  const [subscription] = await topic.createSubscription(`${config.topology.workTopic}-pump`, {
+  const [topic] = await pubsub.createTopic(harnessWorkTopic(config.topology));
+  const [subscription] = await topic.createSubscription(`${harnessWorkTopic(config.topology)}-pump`, {
     ackDeadlineSeconds: 60,
   });
-  const baseQueue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
+  const baseQueue = new PubSubWorkQueue(pubsub, () => harnessWorkTopic(config.topology));
   const coordinatorQueue = new HookedQueue(baseQueue);
   const reconcilerClock = { offsetMs: 0, now: () => Date.now() + reconcilerClock.offsetMs };
   const common = { config, ledger, sink, log };

@@ -25,6 +25,7 @@ import {
 } from "../../../functions/handlers/reconciler/reconcilerHandler";
 import type { HandlerDeps } from "../../../functions/runtime";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../../support/cloud";
+import { harnessWorkTopic } from "../../support/harnessTopics";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
 
@@ -78,8 +79,8 @@ export async function startReconcilerHarness(opts: HarnessOptions = {}) {
   const logs: LogLine[] = [];
   const log = createLogger({ component: "reconciler", sink: (line) => logs.push(JSON.parse(line)) });
 
-  const [topic] = await pubsub.createTopic(config.topology.workTopic);
-  const [subscription] = await topic.createSubscription(`${config.topology.workTopic}-observer`, {
+  const [topic] = await pubsub.createTopic(harnessWorkTopic(config.topology));
+  const [subscription] = await topic.createSubscription(`${harnessWorkTopic(config.topology)}-observer`, {
     ackDeadlineSeconds: 60,
   });
   const doorbells: Array<ItemRef & { messageId: string; at: number }> = [];
@@ -103,7 +104,7 @@ export async function startReconcilerHarness(opts: HarnessOptions = {}) {
   subscription.on("error", () => {
     /* the observer is best effort; assertions say what is missing */
   });
-  const queue = new PubSubWorkQueue(pubsub, config.topology.workTopic);
+  const queue = new PubSubWorkQueue(pubsub, () => harnessWorkTopic(config.topology));
   const deps: HandlerDeps = { config, ledger, queue, sink, clock: systemClock, log };
 
   const name = `reconciler-${prefix}`;

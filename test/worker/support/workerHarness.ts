@@ -27,6 +27,7 @@ import {
 } from "../../../functions/handlers/worker";
 import { answerFrameworkErrorsWithJson } from "../../../functions/http/frameworkErrors";
 import { emulatorHosts } from "../../support/cloud";
+import { harnessWorkSubscription, harnessWorkTopic } from "../../support/harnessTopics";
 
 export type LogLine = Record<string, unknown> & { event: string; severity: string; message: string };
 
@@ -68,7 +69,7 @@ export async function buildDeps(
   return {
     config,
     ledger,
-    queue: new PubSubWorkQueue(pubsub, config.topology.workTopic),
+    queue: new PubSubWorkQueue(pubsub, () => harnessWorkTopic(config.topology)),
     sink,
     clock: systemClock,
     log: createLogger({
@@ -127,10 +128,10 @@ export async function provisionPush(
 ): Promise<PushTopology> {
   const t = config.topology;
   const d = t.delivery;
-  const [work] = await pubsub.createTopic(t.workTopic);
+  const [work] = await pubsub.createTopic(harnessWorkTopic(t));
   const [dead] = await pubsub.createTopic(t.deadLetterTopic);
   const [deadLetters] = await dead.createSubscription(`${t.deadLetterTopic}-observer`);
-  const [push] = await work.createSubscription(t.workSubscription, {
+  const [push] = await work.createSubscription(harnessWorkSubscription(t), {
     pushConfig: { pushEndpoint: endpoint },
     ackDeadlineSeconds: d.ackDeadlineSeconds,
     retryPolicy: {
@@ -166,7 +167,7 @@ export async function submitBatch(
   await deps.ledger.advanceCursor(batchId, items.length, now);
   await deps.ledger.markSubmitted(batchId, items.length, now);
   const refs = items.map((i) => ({ batchId, itemId: i.itemId, generation: 1 }));
-  if (opts.publish ?? true) await deps.queue.publish(refs);
+  if (opts.publish ?? true) await deps.queue.publish(pipeline, refs);
   return { batchId, refs };
 }
 
