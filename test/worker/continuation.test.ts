@@ -149,7 +149,8 @@ describe("continuations: a 4-step item of 34 s under a 10-s ack deadline", () =>
     expect(eventsOf(batchId, "item.continued").map((l) => l.nextStep)).toEqual(["s2", "s3"]);
     const calls = target.requests.filter((r) => r.batchId === batchId).map((c) => c.step);
     expect(calls).toEqual(["s1", "s2", "s3"]);
+    // Not cut before its budget; how soon after it depends on the machine's load (a loaded run took
+    // over 25 s), and that the run ended at the budget is what the calls and the error above say.
     expect(item.finishedAt! - item.runStartedAt!).toBeGreaterThanOrEqual(20_000);
-    expect(item.finishedAt! - item.runStartedAt!).toBeLessThan(25_000);
   });
 });
