@@ -1,9 +1,11 @@
 // F9: worker processes are SIGKILLed mid-item, several times during one batch. A killed process
 // releases nothing: its items stay `running` under a lease nobody renews. The reconciler finds each
-// lapsed lease and redrives the item, so every item the killed worker held is back in play within
-// leaseSeconds + one tick (measured from the SIGKILL to the ledger showing the items pending or
-// leased by another worker, while the killed worker restarts: the restart is not part of it);
-// meanwhile no item is lost, and at the end every item succeeded exactly once.
+// lapsed lease and redrives the item. Asserted causally, not as a timing: no reconcile tick that
+// started after a held item's lease expired ended without that item back in play (redriven, or
+// leased by another worker) — the first sweep that could redrive it did. The time from the SIGKILL
+// to the ledger showing the items back is reported (typically lease + one tick; the restart of the
+// killed worker runs beside it and is not part of it); meanwhile no item is lost, and at the end
+// every item succeeded exactly once.
 import { checkNoItemLost } from "../../../local/invariant";
 import { waitFor } from "../../../local/waitFor";
 import { finalBatchStatuses, leaseOwnerPid } from "../support/chaosApi";
@@ -21,10 +23,7 @@ import {
   waitFinal,
 } from "./scenario";
 
-/**
- * Slack over leaseSeconds + one tick + the longest reconcile call, for polling and the API calls on
- * 2 busy cores (fresh-clone CI runs missed a 4 s slack by 0.1 s with the whole suite's emulator load).
- */
+/** Slack over leaseSeconds + one tick in the deadline of the wait (a hang guard, not the assertion). */
 export const redriveSlackMs = 8_000;
 
 /** Every `baitEvery`-th item sleeps `baitSleepMs` (20 items of 2,000: about 15 s more in all). */
@@ -56,6 +55,7 @@ export const workerKilled: Scenario = {
     const redriveMs: number[] = [];
     const heldByKilled = new Set<string>();
     let kills = 0;
+    const leaseUntil = new Map<string, number>();
     for (const [k, fraction] of killAt.entries()) {
       const progress = await waitDone(env, batchId, Math.floor(n * fraction), finalDeadlineMs(n));
       if (finalBatchStatuses.includes(progress.status)) break; // a small batch can finish first
@@ -116,9 +116,14 @@ export const workerKilled: Scenario = {
         env.stack.killWorker(target.worker, "SIGKILL");
         const killedAt = Date.now();
         kills++;
-        const held = (await env.api.allItems(batchId, { status: "running" }))
-          .filter((it) => leaseOwnerPid(it) === target.pid)
-          .map((it) => it.id);
+        const heldItems = (await env.api.allItems(batchId, { status: "running" })).filter(
+          (it) => leaseOwnerPid(it) === target.pid,
+        );
+        const held = heldItems.map((it) => it.id);
+        // When each lease runs out (nobody renews it now); no `until` read proves nothing: -∞ makes
+        // every later tick count as one that should have redriven it.
+        for (const it of heldItems)
+          leaseUntil.set(it.id, it.lease?.until ? Date.parse(it.lease.until) : Number.NEGATIVE_INFINITY);
         // The restart runs beside the redrive measurement below, which must not wait for it: the
         // dead worker's items are back in play through the reconciler and the live worker alone.
         const restarted = env.stack
@@ -169,21 +174,32 @@ export const workerKilled: Scenario = {
       });
       const took = backAt - killedAt;
       const restartMs = (await restarted) - killedAt;
-      const longestTickMs = Math.max(
-        0,
-        ...env.logs
-          .recentTicks()
-          .filter((e) => e.at >= killedAt)
-          .map((e) => Number(e.fields.durationMs) || 0),
-      );
-      const boundMs = baseBoundMs + longestTickMs;
       redriveMs.push(took);
       say(
         `kill ${k + 1}: SIGKILL worker ${worker} (pid ${pid}) holding ${held.length} item(s); back in play after ${took} ms (the worker was restarted after ${restartMs} ms)`,
       );
-      check(
-        took <= boundMs,
-        `the items of SIGKILLed worker ${worker} were back in play after ${took} ms; expected ≤ ${boundMs} ms (lease ${leaseSeconds} s + tick ${tickSeconds} s + the longest reconcile call ${longestTickMs} ms + ${redriveSlackMs} ms slack)`,
+      // The first sweep that could redrive each item did: no tick that began after the item's lease
+      // expired ended before the item was back (a tick's start is its summary's time minus its
+      // duration; the expired-lease sweep looks for leases that ran out before the tick began).
+      const ticks = env.logs
+        .recentTicks()
+        .map((t) => ({ start: t.at - (Number(t.fields.durationMs) || 0), end: t.at }));
+      checkNone(
+        held.flatMap((id) => {
+          const until = leaseUntil.get(id)!;
+          const back =
+            env.logs
+              .events({ batchId, itemId: id })
+              .find((e) => e.at >= killedAt && (e.event === "item.redriven" || e.event === "item.leased"))
+              ?.at ?? backAt;
+          return ticks
+            .filter((t) => t.start > until && t.end < back)
+            .map(
+              (t) =>
+                `${id}: a tick began ${t.start - until} ms after its lease expired and ended ${back - t.end} ms before the item was back: ${itemHistory(env, batchId, id, killedAt)}`,
+            );
+        }),
+        `item(s) of SIGKILLed worker ${worker} left running by a sweep that should have redriven them`,
       );
       if (k === 0) {
         // Before finalization: no item is lost — each is listed once, pending, running or terminal.
