@@ -98,7 +98,8 @@ export function parseBenchArgs(argv: string[]): BenchOptions | null {
         tickSeconds: 1,
         costItems: 1_000_000,
         phases: [...phaseNames],
-        outDir: "bench/results",
+        // A quick run never overwrites the full run's report, which the docs quote.
+        outDir: "bench/results/quick",
       }
     : {
         quick,
