@@ -13,6 +13,14 @@
 //                                         event-driven finalization, as when a worker dies right
 //                                         after its last completion write (F3, F5). Set it for the
 //                                         workers only; the reconciler's safety net must finalize.
+//   TALLY_FAULT_COORDINATOR_KILL_TOKEN  path  a one-shot kill token (see coordinatorKillSwitchFromEnv):
+//                                         while the file exists, the coordinator SIGKILLs itself
+//                                         right after storing the named chunk of the named batch
+//                                         (F4), deleting the file first so its restart does not
+//                                         die again on the client's re-send.
+
+import { readFileSync, unlinkSync } from "node:fs";
+import { isAbsolute } from "node:path";
 
 export interface Faults {
   /** Fraction of completion writes (result + succeeded) that fail before reaching the ledger (F1). */
@@ -31,6 +39,8 @@ const rateVariables = {
   skipFinalizeRate: "TALLY_FAULT_SKIP_FINALIZE_RATE",
 } as const satisfies Record<keyof Faults, string>;
 
+const killTokenVariable = "TALLY_FAULT_COORDINATOR_KILL_TOKEN";
+
 export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
   const names = Object.keys(env).filter(
     (k) => k.startsWith("TALLY_FAULT_") && env[k] !== "" && env[k] !== undefined,
@@ -40,11 +50,13 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv): Faults {
     throw new Error(
       `fault injection (${names.join(", ")}) is refused in a deployment (NODE_ENV=production or Cloud Run): unset these variables`,
     );
-  const known = new Set<string>(Object.values(rateVariables));
+  const known = new Set<string>([...Object.values(rateVariables), killTokenVariable]);
   const problems = names
     .filter((n) => !known.has(n))
     .map((n) => `${n} is not a fault this build knows (known: ${[...known].join(", ")})`);
   const faults: Faults = { ...noFaults };
+  if (env[killTokenVariable] && !isAbsolute(env[killTokenVariable]!))
+    problems.push(`${killTokenVariable} must be an absolute path (got ${env[killTokenVariable]})`);
   for (const [key, name] of Object.entries(rateVariables) as [keyof Faults, string][]) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
@@ -136,4 +148,45 @@ export function assertCrashPointsAllowed(env: NodeJS.ProcessEnv = process.env): 
     throw new Error(
       "crash points (CoordinatorOptions.crashAt) are refused in a deployment (NODE_ENV=production or Cloud Run)",
     );
+}
+
+/** What a kill token file holds: the batch, and after how many stored chunks of it to die. */
+export interface KillToken {
+  batchId: string;
+  /** The coordinator dies right after the `afterChunks`-th chunk of this batch is stored (≥ 1). */
+  afterChunks: number;
+}
+
+/**
+ * The coordinator's crash switch from TALLY_FAULT_COORDINATOR_KILL_TOKEN, or undefined when unset.
+ * A real SIGKILL of the process at a chosen place, instead of a test's signal racing the
+ * submission: the chaos suite writes the token, sends the stream, and the coordinator kills itself
+ * right after storing the chosen chunk (its doorbells not yet published; chunks stored before it
+ * may or may not be). The token is deleted before the kill (an unlink succeeds once), so the
+ * restarted process serves the client's re-send. Validated by faultsFromEnv, which runtime.ts
+ * calls first: refused in a deployment.
+ */
+export function coordinatorKillSwitchFromEnv(env: NodeJS.ProcessEnv): CrashSwitch | undefined {
+  const path = env[killTokenVariable];
+  if (!path) return undefined;
+  const storedChunks = new Map<string, number>();
+  return crashSwitch(["afterChunkStore"], (_point, batchId) => {
+    let token: KillToken;
+    try {
+      token = JSON.parse(readFileSync(path, "utf8")) as KillToken;
+    } catch {
+      return false; // no token (or one being written): no kill
+    }
+    if (token.batchId !== batchId) return false;
+    const stored = (storedChunks.get(batchId) ?? 0) + 1;
+    storedChunks.set(batchId, stored);
+    if (stored < token.afterChunks) return false;
+    try {
+      unlinkSync(path);
+    } catch {
+      return false; // another chunk of this request took the token already
+    }
+    process.kill(process.pid, "SIGKILL");
+    return true; // not reached: the signal ends the process
+  });
 }

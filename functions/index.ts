@@ -12,6 +12,7 @@ import { http } from "@google-cloud/functions-framework";
 import { workerConfig } from "./config";
 import { createLogger } from "./core/logger";
 import { createDashboard } from "./dashboard";
+import { coordinatorKillSwitchFromEnv } from "./faults";
 import { createCoordinatorHandler } from "./handlers/coordinator";
 import { createReconcilerHandler } from "./handlers/reconciler/reconcilerHandler";
 import { createWorkerHandler, installShutdown, type WorkerHandler } from "./handlers/worker";
@@ -55,7 +56,12 @@ function lazy<H extends AnyHandler>(component: string, build: (deps: HandlerDeps
 }
 
 const coordinator = lazy("coordinator", (deps) =>
-  createCoordinatorHandler(deps, { dashboard: createDashboard(deps) as HttpHandler }),
+  createCoordinatorHandler(deps, {
+    dashboard: createDashboard(deps) as HttpHandler,
+    // Fault injection (chaos F4 only; undefined unless TALLY_FAULT_COORDINATOR_KILL_TOKEN is set,
+    // refused in a deployment).
+    crashAt: coordinatorKillSwitchFromEnv(process.env),
+  }),
 );
 const worker = lazy(
   "worker",

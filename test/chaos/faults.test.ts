@@ -2,9 +2,13 @@
 // switch on in a deployment: with NODE_ENV=production or on Cloud Run (K_SERVICE set) any
 // TALLY_FAULT_* variable is refused, and so is an unknown one or a rate outside 0..1. The ledger
 // honours each fault; off by default.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
-import { faultsFromEnv, noFaults } from "../../functions/faults";
+import { coordinatorKillSwitchFromEnv, faultsFromEnv, noFaults } from "../../functions/faults";
 import { testFirestore, uniqueProjectId } from "../support/cloud";
 
 describe("fault injection configuration", () => {
@@ -47,6 +51,57 @@ describe("fault injection configuration", () => {
     ).toThrow(
       /TALLY_FAULT_TYPO is not a fault this build knows.*TALLY_FAULT_COMPLETE_FAIL_RATE must be in 0\.\.1 \(got 1\.5\).*TALLY_FAULT_SKIP_FINALIZE_RATE must be in 0\.\.1 \(got often\)/,
     );
+  });
+});
+
+describe("the coordinator's one-shot kill token (chaos F4)", () => {
+  it("is refused in a deployment and must be an absolute path", () => {
+    expect(() =>
+      faultsFromEnv({ K_SERVICE: "tally-coordinator", TALLY_FAULT_COORDINATOR_KILL_TOKEN: "/tmp/t" }),
+    ).toThrow(/TALLY_FAULT_COORDINATOR_KILL_TOKEN\) is refused in a deployment/);
+    expect(() => faultsFromEnv({ TALLY_FAULT_COORDINATOR_KILL_TOKEN: "token.json" })).toThrow(
+      /TALLY_FAULT_COORDINATOR_KILL_TOKEN must be an absolute path \(got token\.json\)/,
+    );
+    expect(faultsFromEnv({ TALLY_FAULT_COORDINATOR_KILL_TOKEN: "/tmp/t" })).toEqual(noFaults);
+    expect(coordinatorKillSwitchFromEnv({})).toBeUndefined();
+  });
+
+  it("asks only after a chunk store, and without a token (or for another batch) never kills", () => {
+    const token = join(mkdtempSync(join(tmpdir(), "tally-kill-")), "token.json");
+    const sw = coordinatorKillSwitchFromEnv({ TALLY_FAULT_COORDINATOR_KILL_TOKEN: token })!;
+    expect(sw.points).toEqual(["afterChunkStore"]);
+    expect(sw("afterChunkStore", "b1")).toBe(false);
+    writeFileSync(token, JSON.stringify({ batchId: "b2", afterChunks: 1 }));
+    expect(sw("afterChunkStore", "b1")).toBe(false);
+    expect(sw("afterPublish", "b2")).toBe(false);
+    expect(existsSync(token)).toBe(true);
+  });
+
+  it("SIGKILLs the process at the chosen chunk of the chosen batch, taking the token once", () => {
+    const token = join(mkdtempSync(join(tmpdir(), "tally-kill-")), "token.json");
+    writeFileSync(token, JSON.stringify({ batchId: "b1", afterChunks: 3 }));
+    // A child process plays the coordinator: it reports each chunk before asking the switch.
+    const script = `
+      const { coordinatorKillSwitchFromEnv } = require(${JSON.stringify(join(__dirname, "..", "..", "functions", "faults.ts"))});
+      const sw = coordinatorKillSwitchFromEnv(process.env);
+      for (let chunk = 1; chunk <= 5; chunk++) {
+        process.stdout.write("chunk " + chunk + "\\n");
+        sw("afterChunkStore", "b1");
+      }
+      process.stdout.write("survived\\n");`;
+    const run = () =>
+      spawnSync(process.execPath, ["--import", "tsx", "-e", script], {
+        env: { ...process.env, TALLY_FAULT_COORDINATOR_KILL_TOKEN: token },
+        encoding: "utf8",
+      });
+    const killed = run();
+    expect(killed.signal).toBe("SIGKILL");
+    expect(killed.stdout.trim().split("\n")).toEqual(["chunk 1", "chunk 2", "chunk 3"]);
+    expect(existsSync(token)).toBe(false);
+    // The restarted process finds no token: the client's re-send is served.
+    const restarted = run();
+    expect(restarted.signal).toBeNull();
+    expect(restarted.stdout).toContain("survived");
   });
 });
 

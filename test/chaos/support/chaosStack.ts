@@ -72,6 +72,11 @@ export interface ChaosStack {
   settings: ChaosSettings;
   /** Reconcile URLs: the stack's reconciler first, then the second one when started. */
   reconcileUrls: string[];
+  /**
+   * The coordinator's one-shot kill token (functions/faults.ts, TALLY_FAULT_COORDINATOR_KILL_TOKEN):
+   * write a KillToken here and the coordinator SIGKILLs itself after storing that chunk of that batch.
+   */
+  coordinatorKillToken: string;
   /** A new batch id, unique to this stack and call (a scenario may run more than once). */
   batchId(name: string): string;
   /** The last lines of the stack's own output and of every warning/error, for failure messages. */
@@ -88,6 +93,7 @@ export async function startChaosStack(opts: ChaosStackOptions): Promise<ChaosSta
   };
   const dataDir = mkdtempSync(join(tmpdir(), `tally-chaos-${opts.name}-`));
   const runId = randomUUID().slice(0, 6);
+  const coordinatorKillToken = join(dataDir, "coordinator-kill-token.json");
   let batches = 0;
   const s = chaosSettings;
   const stack = await startLocalStack({
@@ -108,7 +114,10 @@ export async function startChaosStack(opts: ChaosStackOptions): Promise<ChaosSta
     staleSubmissionSeconds: s.staleSubmissionSeconds,
     stalePendingSeconds: s.stalePendingSeconds,
     pushConcurrency,
-    componentEnv: opts.workerEnv ? { worker: opts.workerEnv } : undefined,
+    componentEnv: {
+      coordinator: { TALLY_FAULT_COORDINATOR_KILL_TOKEN: coordinatorKillToken },
+      ...(opts.workerEnv ? { worker: opts.workerEnv } : {}),
+    },
     quiet: true,
     output: (line) => {
       remember(line);
@@ -191,6 +200,7 @@ export async function startChaosStack(opts: ChaosStackOptions): Promise<ChaosSta
       pubsub,
       settings: s,
       reconcileUrls,
+      coordinatorKillToken,
       batchId: (name) => `chaos-${runId}-${++batches}-${name}`,
       recentOutput: () => [...recent],
       stop,
