@@ -34,7 +34,8 @@ export const coordinatorKilled: Scenario = {
     // coordinator starts, so the window is its few hundred milliseconds of writes). With 8 chunks
     // in flight, chunks 1–2 may be published or not and chunk 4 stored or not when it dies. (At
     // 5,000 items some chunks were still unstored at the kill, but the scenario took 365 s instead
-    // of 102 s; the re-send's append of unstored items is covered by test/coordinator/resubmission.test.ts: a stream cut half-way, then re-sent.)
+    // of 102 s; the re-send's append of unstored items is covered by
+    // test/coordinator/resubmission.test.ts: a stream cut half-way, then re-sent.)
     const n = clamp(scale.items, 2000, 20000);
     const killAfterChunks = 3;
     const batchId = env.batchId("coordkill");
