@@ -203,7 +203,7 @@ export function renderCapacityModel(m: CapacityModel): string {
       (p) => `| ${p} | ${fmt(m.summary[p].perBatch)} | ${fmt(m.summary[p].system)} |`,
     ),
     "",
-    "| Batch size | Submit + finish from cold, per-batch subcollections (ramp 500/50/5 per batch) | Same, one shared warm collection |",
+    "| Batch size | Submit + finish from cold, per-batch subcollections (ramp 500/50/5 per batch) | For comparison (not chosen): document keys of one warm shared collection |",
     "|---|---|---|",
     ...m.fromCold.map(
       (c) =>

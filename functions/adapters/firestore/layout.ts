@@ -17,7 +17,7 @@ export const itemShards = 16;
 /** Every shard, as the `in` filter a query over a sharded index carries. */
 export const allItemShards: readonly number[] = Array.from({ length: itemShards }, (_, i) => i);
 
-/** 32-bit FNV-1a: fast, stable across runtimes, and spread enough to place keys (not a security hash). */
+/** 32-bit FNV-1a: fast, stable across runtimes (not a security hash). */
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
@@ -25,6 +25,27 @@ function fnv1a(text: string): number {
     h = Math.imul(h, 0x01000193);
   }
   return h >>> 0;
+}
+
+/**
+ * MurmurHash3's 32-bit finalizer. FNV-1a alone leaves its top bits poorly mixed for keys that differ
+ * only in their last characters (positions "0", "1", …; ids k1, k2, …): measured on 10,000 such ids,
+ * its first hex digit put 458 to 754 items in a shard where 625 ± 25 was due (1.6× between the
+ * fullest and the emptiest), so one shard's index tail took 20 % more than its share. Finalized, the
+ * spread is what a uniform hash gives (test/infra/itemKeySpread.test.ts).
+ */
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** The hash that places an item: spread over the key space in every digit. */
+function placeHash(text: string): number {
+  return fmix32(fnv1a(text));
 }
 
 /** Firestore's cap on a document id (1,500 bytes); longer item ids are stored under a hash of themselves. */
@@ -35,7 +56,7 @@ const maxDocIdBytes = 1500;
  * id) and its shard (the first hex digit of that hash, so the shard is spread exactly as the ids are).
  */
 export function itemKey(batchId: string, itemId: string): { docId: string; shard: number } {
-  const hash = fnv1a(`${batchId}\u0000${itemId}`).toString(16).padStart(8, "0");
+  const hash = placeHash(`${batchId}\u0000${itemId}`).toString(16).padStart(8, "0");
   const shard = Number.parseInt(hash[0]!, 16) % itemShards;
   let docId = `${hash}-${itemId}`;
   if (Buffer.byteLength(docId) > maxDocIdBytes) {
