@@ -9,6 +9,7 @@
 // read that admitted an item-creating or item-resetting commit) and nothing else, so the simulator
 // can show what the fence prevents (issue #15 items 1 and 2).
 import { allItemShards, itemKey } from "../../functions/adapters/firestore/layout";
+import { batchPageOf, decodePageToken, encodeToken } from "../../functions/adapters/firestore/storage";
 import { RetryRefusedError } from "../../functions/adapters/firestoreLedger";
 import {
   exportBackoffMs,
@@ -122,18 +123,6 @@ export interface ItemDoc {
   pendingSince: number | null;
   expireAt: number;
 }
-
-const encodeToken = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
-function decodeToken<T>(token: string | undefined): T | undefined {
-  if (!token) return undefined;
-  try {
-    return JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-export class InvalidPageTokenError extends Error {}
 
 export function toBatch(data: DocData | undefined): Batch | null {
   if (!data) return null;
@@ -256,8 +245,7 @@ export class MemoryLedger implements Ledger {
   }
 
   async listBatches(opts: ListBatchesOptions): Promise<Page<Batch>> {
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
+    const after = decodePageToken(opts.pageToken);
     const direction = opts.oldestFirst ? "asc" : "desc";
     const snap = await this.db.query({
       collection: batchesCollection,
@@ -271,20 +259,15 @@ export class MemoryLedger implements Ledger {
     });
     this.ops.queries++;
     this.ops.reads += snap.length;
-    const all = snap.map((d) => toBatch(d.data)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return {
-      entries,
-      nextPageToken:
-        all.length > opts.limit && last ? encodeToken([last.createdAt, last.batchId]) : undefined,
-    };
+    return batchPageOf(
+      snap.map((d) => toBatch(d.data)!),
+      opts.limit,
+      (b) => b.createdAt,
+    );
   }
 
   async findBatches(opts: FindBatchesOptions): Promise<Page<Batch>> {
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
-    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
+    const after = decodePageToken(opts.pageToken);
     const snap = await this.db.query({
       collection: batchesCollection,
       where: [
@@ -295,19 +278,16 @@ export class MemoryLedger implements Ledger {
         ["progressAt", "asc"],
         ["__name__", "asc"],
       ],
-      startAfter: after && valid ? [after[0], batchPath(after[1])] : undefined,
+      startAfter: after ? [after[0], batchPath(after[1])] : undefined,
       limit: opts.limit + 1,
     });
     this.ops.queries++;
     this.ops.reads += snap.length;
-    const all = snap.map((d) => toBatch(d.data)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return {
-      entries,
-      nextPageToken:
-        all.length > opts.limit && last ? encodeToken([last.progressAt, last.batchId]) : undefined,
-    };
+    return batchPageOf(
+      snap.map((d) => toBatch(d.data)!),
+      opts.limit,
+      (b) => b.progressAt,
+    );
   }
 
   // --- submission ------------------------------------------------------------------------------
@@ -644,9 +624,7 @@ export class MemoryLedger implements Ledger {
     batchId: string,
     opts: { status?: ItemStatus; limit: number; pageToken?: string },
   ): Promise<Page<Item>> {
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
-    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
+    const after = decodePageToken(opts.pageToken);
     const items = this.items(batchId);
     const snap = await this.db.query({
       ...items,
@@ -655,7 +633,7 @@ export class MemoryLedger implements Ledger {
         ["seq", "asc"],
         ["__name__", "asc"],
       ],
-      startAfter: after && valid ? [after[0], `${items.parent}/${items.collection}/${after[1]}`] : undefined,
+      startAfter: after ? [after[0], `${items.parent}/${items.collection}/${after[1]}`] : undefined,
       limit: opts.limit + 1,
     });
     this.ops.queries++;

@@ -11,13 +11,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
-import { finalizedWithInvariant, serveCoordinator, submit, TargetServer } from "./support/httpTarget";
 import {
-  buildDeps,
+  finalizedWithInvariant,
+  serveWorkerStack,
+  submit,
+  TargetServer,
+  type WorkerStack,
+} from "./support/httpTarget";
+import {
+  type buildDeps,
   type PushTopology,
-  provisionPush,
   type ServedWorker,
-  serveWorker,
+  setProcessEnv,
+  tearDown,
   tempDataDir,
   testConfig,
 } from "./support/workerHarness";
@@ -33,9 +39,9 @@ const stepNames = ["s1", "s2", "s3", "s4"];
 
 let deps: Awaited<ReturnType<typeof buildDeps>>;
 let worker: ServedWorker;
-let coordinator: Awaited<ReturnType<typeof serveCoordinator>>;
+let coordinator: WorkerStack["coordinator"];
 let topology: PushTopology;
-const saved = process.env.TALLY_HTTP_PIPELINES;
+let restoreEnv = () => {};
 
 beforeAll(async () => {
   await target.start();
@@ -46,7 +52,7 @@ beforeAll(async () => {
     { name: "long-item", steps: steps("long"), timeoutSeconds: 60, maxAttempts: 2 },
     { name: "long-item-short-budget", steps: steps("short"), timeoutSeconds: 20, maxAttempts: 1 },
   ]);
-  process.env.TALLY_HTTP_PIPELINES = json;
+  restoreEnv = setProcessEnv({ TALLY_HTTP_PIPELINES: json });
   for (const prefix of ["long", "short"])
     for (const name of stepNames)
       target.behaviours.set(`/${prefix}/${name}`, () => ({
@@ -59,24 +65,15 @@ beforeAll(async () => {
     TALLY_ACK_DEADLINE_SECONDS: "10",
     TALLY_WORKER_TIMEOUT_SECONDS: "10",
   });
-  deps = await buildDeps(config, db, pubsub);
-  worker = await serveWorker(deps);
-  coordinator = await serveCoordinator(deps);
-  topology = await provisionPush(pubsub, config, worker.url);
+  ({ deps, worker, coordinator, topology } = await serveWorkerStack(config, db, pubsub));
 });
 
 afterAll(async () => {
-  await topology?.deadLetters.close();
-  await topology?.close();
-  await worker?.close();
-  await coordinator?.close();
-  await target.stop();
-  await deps?.close();
-  await pubsub.close();
-  await db.terminate();
-  data.remove();
-  if (saved === undefined) delete process.env.TALLY_HTTP_PIPELINES;
-  else process.env.TALLY_HTTP_PIPELINES = saved;
+  await tearDown(
+    [topology?.deadLetters, topology, worker, coordinator, { close: () => target.stop() }, deps],
+    { pubsub, db, data },
+  );
+  restoreEnv();
 });
 
 const eventsOf = (batchId: string, event: string) =>

@@ -14,16 +14,23 @@ import { FirestoreLedger } from "../../functions/adapters/firestoreLedger";
 import { limits } from "../../functions/core/limits";
 import type { Item } from "../../functions/core/model";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
-import { finalizedWithInvariant, serveCoordinator, submit, TargetServer } from "./support/httpTarget";
 import {
-  buildDeps,
+  finalizedWithInvariant,
+  serveWorkerStack,
+  submit,
+  TargetServer,
+  type WorkerStack,
+} from "./support/httpTarget";
+import {
+  type buildDeps,
   envelope,
   type PushTopology,
   post,
-  provisionPush,
   type ServedWorker,
   serveWorker,
+  setProcessEnv,
   submitBatch,
+  tearDown,
   tempDataDir,
   testConfig,
 } from "./support/workerHarness";
@@ -45,14 +52,10 @@ const fakeJwt = (audience: string) => {
 
 let deps: Awaited<ReturnType<typeof buildDeps>>;
 let worker: ServedWorker;
-let coordinator: Awaited<ReturnType<typeof serveCoordinator>>;
+let coordinator: WorkerStack["coordinator"];
 let topology: PushTopology;
 let deadUrl: string;
-const saved = {
-  pipelines: process.env.TALLY_HTTP_PIPELINES,
-  metadata: process.env.GCE_METADATA_HOST,
-  secret: process.env.HTTP_TEST_API_KEY,
-};
+let restoreEnv = () => {};
 
 beforeAll(async () => {
   await target.start();
@@ -96,40 +99,36 @@ beforeAll(async () => {
     { name: "http-crash", url: target.url("/crash"), timeoutSeconds: 10 },
   ];
   const json = JSON.stringify(declarations);
-  process.env.TALLY_HTTP_PIPELINES = json;
-  process.env.GCE_METADATA_HOST = `127.0.0.1:${(metadata.address() as AddressInfo).port}`;
-  process.env.HTTP_TEST_API_KEY = "s3cret";
+  restoreEnv = setProcessEnv({
+    TALLY_HTTP_PIPELINES: json,
+    GCE_METADATA_HOST: `127.0.0.1:${(metadata.address() as AddressInfo).port}`,
+    HTTP_TEST_API_KEY: "s3cret",
+  });
   const config = testConfig(projectId, data.dir, {
     TALLY_HTTP_PIPELINES: json,
     TALLY_MAX_ITEM_ATTEMPTS: "3",
     TALLY_MAX_DELIVERY_ATTEMPTS: "6",
   });
-  deps = await buildDeps(config, db, pubsub);
   // The worker finds the HTTP pipelines in the registry, as deployed (no `pipelines` option).
-  worker = await serveWorker(deps);
-  coordinator = await serveCoordinator(deps);
-  topology = await provisionPush(pubsub, config, worker.url);
+  ({ deps, worker, coordinator, topology } = await serveWorkerStack(config, db, pubsub));
 });
 
 afterAll(async () => {
-  await topology?.deadLetters.close();
-  await topology?.close();
-  await worker?.close();
-  await coordinator?.close();
-  await target.stop();
-  await new Promise<void>((resolve) => (metadata ? metadata.close(() => resolve()) : resolve()));
-  await deps?.close();
-  await pubsub.close();
-  await db.terminate();
-  data.remove();
-  for (const [key, value] of [
-    ["TALLY_HTTP_PIPELINES", saved.pipelines],
-    ["GCE_METADATA_HOST", saved.metadata],
-    ["HTTP_TEST_API_KEY", saved.secret],
-  ] as const) {
-    if (value === undefined) delete process.env[key];
-    else process.env[key] = value;
-  }
+  await tearDown(
+    [
+      topology?.deadLetters,
+      topology,
+      worker,
+      coordinator,
+      { close: () => target.stop() },
+      {
+        close: () => new Promise<void>((resolve) => (metadata ? metadata.close(() => resolve()) : resolve())),
+      },
+      deps,
+    ],
+    { pubsub, db, data },
+  );
+  restoreEnv();
 });
 
 const echo = (req: { body: unknown; itemId: string; step: string }) => ({

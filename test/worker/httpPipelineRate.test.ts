@@ -21,7 +21,9 @@ import {
   provisionPush,
   type ServedWorker,
   serveWorker,
+  setProcessEnv,
   submitBatch,
+  tearDown,
   tempDataDir,
   testConfig,
 } from "./support/workerHarness";
@@ -44,7 +46,7 @@ let frontDoor: FrontDoor;
 let refusingWorker: ServedWorker;
 let coordinator: Awaited<ReturnType<typeof serveCoordinator>>;
 let topology: PushTopology;
-const saved = process.env.TALLY_HTTP_PIPELINES;
+let restoreEnv = () => {};
 
 beforeAll(async () => {
   await target.start();
@@ -52,7 +54,7 @@ beforeAll(async () => {
     { name: "http-rated", url: target.url("/rated"), timeoutSeconds: 10, ratePerSecond: rate },
     { name: "http-single", url: target.url("/hold"), timeoutSeconds: 30, concurrency: 1 },
   ]);
-  process.env.TALLY_HTTP_PIPELINES = json;
+  restoreEnv = setProcessEnv({ TALLY_HTTP_PIPELINES: json });
   const config = testConfig(projectId, data.dir, {
     TALLY_HTTP_PIPELINES: json,
     TALLY_WORKER_MAX_INSTANCES: String(instances),
@@ -74,20 +76,21 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await topology?.deadLetters.close();
-  await topology?.close();
-  await frontDoor?.close();
-  await worker?.close();
-  await worker2?.close();
-  await refusingWorker?.close();
-  await coordinator?.close();
-  await target.stop();
-  await deps?.close();
-  await pubsub.close();
-  await db.terminate();
-  data.remove();
-  if (saved === undefined) delete process.env.TALLY_HTTP_PIPELINES;
-  else process.env.TALLY_HTTP_PIPELINES = saved;
+  await tearDown(
+    [
+      topology?.deadLetters,
+      topology,
+      frontDoor,
+      worker,
+      worker2,
+      refusingWorker,
+      coordinator,
+      { close: () => target.stop() },
+      deps,
+    ],
+    { pubsub, db, data },
+  );
+  restoreEnv();
 });
 
 describe("rate limit", () => {

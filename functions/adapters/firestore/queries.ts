@@ -8,7 +8,7 @@ import { errorKinds } from "../../core/model";
 import type { FindBatchesOptions, ItemRef, ListBatchesOptions, Page } from "../../core/ports";
 import { batchesCollection, itemsCollection } from "../firestoreIndexes";
 import { allItemShards } from "./layout";
-import { decodeToken, encodeToken, InvalidPageTokenError, LedgerPart, toBatch, toItem } from "./storage";
+import { batchPageOf, decodePageToken, encodeToken, LedgerPart, toBatch, toItem } from "./storage";
 
 export class FirestoreLedgerQueries extends LedgerPart {
   async listBatches(opts: ListBatchesOptions): Promise<Page<Batch>> {
@@ -16,20 +16,7 @@ export class FirestoreLedgerQueries extends LedgerPart {
     if (opts.status) q = q.where("status", "==", opts.status);
     const direction = opts.oldestFirst ? "asc" : "desc";
     q = q.orderBy("createdAt", direction).orderBy("batchId", direction);
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    if (opts.pageToken && !after) throw new InvalidPageTokenError("pageToken is not valid");
-    if (after) q = q.startAfter(after[0], after[1]);
-    const snap = await q.limit(opts.limit + 1).get();
-    this.ops.queries++;
-    this.ops.reads += snap.size;
-    const all = snap.docs.map((d) => toBatch(d)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return {
-      entries,
-      nextPageToken:
-        all.length > opts.limit && last ? encodeToken([last.createdAt, last.batchId]) : undefined,
-    };
+    return this.batchPage(q, opts, (b) => b.createdAt);
   }
 
   async findBatches(opts: FindBatchesOptions): Promise<Page<Batch>> {
@@ -38,21 +25,25 @@ export class FirestoreLedgerQueries extends LedgerPart {
     // The document id breaks ties between batches that progressed in the same millisecond, so a page
     // boundary between them skips neither (every index ends with __name__ ascending).
     q = q.orderBy("progressAt").orderBy(FieldPath.documentId());
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
-    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
-    if (after && valid) q = q.startAfter(after[0], after[1]);
+    return this.batchPage(q, opts, (b) => b.progressAt);
+  }
+
+  /** One page of `q`, ordered by (a number, the batch id): one query, `limit + 1` reads. */
+  private async batchPage(
+    q: Query,
+    opts: { limit: number; pageToken?: string },
+    orderedBy: (b: Batch) => number,
+  ): Promise<Page<Batch>> {
+    const after = decodePageToken(opts.pageToken);
+    if (after) q = q.startAfter(after[0], after[1]);
     const snap = await q.limit(opts.limit + 1).get();
     this.ops.queries++;
     this.ops.reads += snap.size;
-    const all = snap.docs.map((d) => toBatch(d)!);
-    const entries = all.slice(0, opts.limit);
-    const last = entries[entries.length - 1];
-    return {
-      entries,
-      nextPageToken:
-        all.length > opts.limit && last ? encodeToken([last.progressAt, last.batchId]) : undefined,
-    };
+    return batchPageOf(
+      snap.docs.map((d) => toBatch(d)!),
+      opts.limit,
+      orderedBy,
+    );
   }
 
   async findDependents(batchId: string, limit: number): Promise<Batch[]> {
@@ -123,10 +114,8 @@ export class FirestoreLedgerQueries extends LedgerPart {
     // Position, then document id: two items can share a position (a race of two submissions), and a
     // cursor on the position alone would skip one of them.
     q = q.orderBy("seq").orderBy(FieldPath.documentId());
-    const after = decodeToken<[number, string]>(opts.pageToken);
-    const valid = Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string";
-    if (opts.pageToken && !valid) throw new InvalidPageTokenError("pageToken is not valid");
-    if (after && valid) q = q.startAfter(after[0], after[1]);
+    const after = decodePageToken(opts.pageToken);
+    if (after) q = q.startAfter(after[0], after[1]);
     const snap = await q.limit(opts.limit + 1).get();
     this.ops.queries++;
     this.ops.reads += snap.size;

@@ -14,7 +14,7 @@ import {
 import type { FenceDecision } from "../../core/batchFence";
 import { BatchFencedError } from "../../core/errors";
 import type { Batch, Item, ItemError, ItemStatus } from "../../core/model";
-import type { LedgerOpCounts } from "../../core/ports";
+import type { LedgerOpCounts, Page } from "../../core/ports";
 import { batchesCollection, defaultRetentionDays, itemsCollection } from "../firestoreIndexes";
 import { itemKey } from "./layout";
 
@@ -85,6 +85,31 @@ export function decodeToken<T>(token: string | undefined): T | undefined {
 }
 
 export class InvalidPageTokenError extends Error {}
+
+/**
+ * A page token of a listing: the last entry's ordering number (creation, progress or position) and
+ * id. Undefined without a token; a malformed one is refused (400 at the API).
+ */
+export function decodePageToken(token: string | undefined): [number, string] | undefined {
+  if (!token) return undefined;
+  const after = decodeToken<[number, string]>(token);
+  if (!(Array.isArray(after) && typeof after[0] === "number" && typeof after[1] === "string"))
+    throw new InvalidPageTokenError("pageToken is not valid");
+  return after;
+}
+
+/**
+ * A page of batches from a query that read `limit + 1` in order: the first `limit`, and when more
+ * follow, the token after the last (its ordering number and id).
+ */
+export function batchPageOf(read: Batch[], limit: number, orderedBy: (b: Batch) => number): Page<Batch> {
+  const entries = read.slice(0, limit);
+  const last = entries[entries.length - 1];
+  return {
+    entries,
+    nextPageToken: read.length > limit && last ? encodeToken([orderedBy(last), last.batchId]) : undefined,
+  };
+}
 
 export class RetryRefusedError extends Error {}
 

@@ -5,14 +5,18 @@
 // the registry) and the ledger invariant is read back through it (local/invariant.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Firestore } from "@google-cloud/firestore";
 import { http } from "@google-cloud/functions-framework";
 import { getTestServer } from "@google-cloud/functions-framework/testing";
+import type { PubSub } from "@google-cloud/pubsub";
 import { expect } from "vitest";
+import type { TallyConfig } from "../../../functions/config";
 import type { Batch } from "../../../functions/core/model";
 import { createCoordinatorHandler } from "../../../functions/handlers/coordinator";
 import type { HandlerDeps } from "../../../functions/runtime";
 import { checkLedgerInvariant, formatInvariantReport, type InvariantReport } from "../../../local/invariant";
 import { waitFor } from "../../support/cloud";
+import { buildDeps, type PushTopology, provisionPush, type ServedWorker, serveWorker } from "./workerHarness";
 
 export interface TargetRequest {
   path: string;
@@ -137,6 +141,29 @@ export async function serveCoordinator(deps: HandlerDeps): Promise<{ url: string
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * The HTTP-pipeline tests' stack on the emulators: the adapters, one worker and the coordinator on
+ * loopback ports, and the push topology to the worker.
+ */
+export async function serveWorkerStack(
+  config: TallyConfig,
+  db: Firestore,
+  pubsub: PubSub,
+): Promise<WorkerStack> {
+  const deps = await buildDeps(config, db, pubsub);
+  const worker = await serveWorker(deps);
+  const coordinator = await serveCoordinator(deps);
+  const topology = await provisionPush(pubsub, config, worker.url);
+  return { deps, worker, coordinator, topology };
+}
+
+export interface WorkerStack {
+  deps: Awaited<ReturnType<typeof buildDeps>>;
+  worker: ServedWorker;
+  coordinator: Awaited<ReturnType<typeof serveCoordinator>>;
+  topology: PushTopology;
 }
 
 /** POST /v1/batches through the coordinator; returns the status and body. */

@@ -209,3 +209,35 @@ export async function post(
   }
   return { status: res.status, body: parsed };
 }
+
+/**
+ * Sets process environment variables for a test file (the worker reads some of them, e.g.
+ * TALLY_HTTP_PIPELINES, from the process); the returned function puts the old values back.
+ */
+export function setProcessEnv(vars: Record<string, string>): () => void {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  return () => {
+    for (const [key, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  };
+}
+
+/** Anything a test file starts and closes (servers, topologies, clients). */
+type Closable = { close(): Promise<unknown> | unknown } | undefined | null;
+
+/**
+ * A test file's teardown: closes what it started, in order (an entry is undefined when the
+ * beforeAll failed before starting it), then the emulator clients and the data folder.
+ */
+export async function tearDown(
+  started: Closable[],
+  clients: { pubsub: PubSub; db: Firestore; data: { remove(): void } },
+): Promise<void> {
+  for (const part of started) await part?.close();
+  await clients.pubsub.close();
+  await clients.db.terminate();
+  clients.data.remove();
+}
