@@ -5,17 +5,16 @@
 // aborted) and resumed from the stored prefix: every position holds exactly its own item, once,
 // and every doorbell is published. Nothing runs the items (the work topic has no subscription
 // here: test/coordinator/submissionOver32MiB.test.ts runs a > 32 MiB batch to its sink rows).
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { http } from "@google-cloud/functions-framework";
-import { getTestServer } from "@google-cloud/functions-framework/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createCoordinatorHandler } from "../../functions/handlers/coordinator";
-import { type SubmitProgress, TallyClient } from "../../local/client/tallyClient";
 import { testFirestore, testPubSub, uniqueProjectId } from "../support/cloud";
 import { harnessWorkTopic } from "../support/harnessTopics";
 import { buildDeps, tempDataDir, testConfig } from "../worker/support/workerHarness";
-import { type CloudRunFront, cloudRunMaxRequestBytes, startCloudRunFront } from "./support/cloudRunFront";
+import {
+  expectRefusedAsOneRequest,
+  serveCoordinatorBehindFront,
+  submitInterruptedThenResumed,
+} from "./support/bigSubmission";
+import { cloudRunMaxRequestBytes } from "./support/cloudRunFront";
 
 const projectId = uniqueProjectId("many");
 const db = testFirestore(projectId);
@@ -24,26 +23,17 @@ const data = tempDataDir();
 const config = testConfig(projectId, data.dir);
 
 let deps: Awaited<ReturnType<typeof buildDeps>>;
-let framework: Server;
-let front: CloudRunFront;
+let coordinator: Awaited<ReturnType<typeof serveCoordinatorBehindFront>>;
 
 beforeAll(async () => {
   deps = await buildDeps(config, db, pubsub);
   // The doorbells' topic, without a subscription: published and dropped (nothing runs the items).
   await pubsub.createTopic(harnessWorkTopic(config.topology));
-  const name = `many-coordinator-${process.pid}`;
-  http(name, createCoordinatorHandler(deps)); // deployed settings: 500-item chunks, 8 in flight
-  framework = getTestServer(name);
-  await new Promise<void>((resolve) => framework.listen(0, "127.0.0.1", resolve));
-  front = await startCloudRunFront(`http://127.0.0.1:${(framework.address() as AddressInfo).port}`);
+  coordinator = await serveCoordinatorBehindFront(deps); // deployed settings: 500-item chunks
 });
 
 afterAll(async () => {
-  await front?.close();
-  if (framework) {
-    framework.closeAllConnections();
-    await new Promise<void>((resolve) => framework.close(() => resolve()));
-  }
+  await coordinator?.close();
   await deps?.close();
   await Promise.allSettled([pubsub.close(), db.terminate()]);
   data.remove();
@@ -64,6 +54,7 @@ function* source() {
   for (let i = 0; i < n; i++) yield { payload: payloadOf(i) };
 }
 const header = { id: "many-small-items", pipeline: "demo" };
+const front = () => coordinator.front;
 
 describe("a few hundred thousand items, over 32 MiB, against the deployed path", () => {
   it(`${n.toLocaleString("en")} items: refused as one request; open/append/seal, interrupted half-way and resumed`, {
@@ -71,48 +62,21 @@ describe("a few hundred thousand items, over 32 MiB, against the deployed path",
     timeout: 900_000,
   }, async () => {
     const started = Date.now();
-    const whole = JSON.stringify({ ...header, items: [...source()] });
-    const bytes = Buffer.byteLength(whole);
-    expect(bytes).toBeGreaterThan(cloudRunMaxRequestBytes);
-    const refused = await fetch(`${front.url}/v1/batches`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: whole,
-    });
-    expect(refused.status).toBe(413);
-    expect(await deps.ledger.getBatch(header.id)).toBeNull();
+    const bytes = await expectRefusedAsOneRequest(front(), deps.ledger, { ...header, items: [...source()] });
 
-    const client = new TallyClient({ baseUrl: front.url });
-    const stop = new AbortController();
-    const seen: SubmitProgress[] = [];
-    const first = client.submit(header, source(), {
-      signal: stop.signal,
-      onProgress: (p) => {
-        seen.push(p);
-        if (p.stored >= n / 2 && !stop.signal.aborted)
-          setTimeout(() => stop.abort(new Error("interrupted")), 20);
-      },
+    const { half, resumed } = await submitInterruptedThenResumed({
+      frontUrl: front().url,
+      ledger: deps.ledger,
+      header,
+      source,
+      n,
     });
-    await expect(first).rejects.toThrow("interrupted");
-    const interrupted = await deps.ledger.getBatch(header.id);
-    expect(interrupted).toMatchObject({ status: "submitting", submissionComplete: false });
-    const half = interrupted!.received;
-    expect(half).toBeGreaterThanOrEqual(n / 2);
-    expect(half).toBeLessThan(n);
-    // Progress was reported along the way, never backwards.
-    expect(seen.length).toBeGreaterThan(3);
-    expect(seen.every((p, i) => i === 0 || p.stored >= seen[i - 1]!.stored)).toBe(true);
-    console.log(`interrupted at ${half} of ${n} items stored, ${Date.now() - started} ms in`);
-
-    const resumed = await new TallyClient({ baseUrl: front.url }).submit(header, source(), { resume: true });
-    expect(resumed).toMatchObject({ created: false, items: n });
-    expect(resumed.resumedAt).toBeGreaterThanOrEqual(half);
     expect(resumed.batch.progress).toMatchObject({ received: n, cursor: n, submissionComplete: true });
     expect(resumed.batch.status).toBe("running");
-    expect(front.stats.refused).toBe(1);
-    expect(front.stats.largestForwardedBytes).toBeLessThan(cloudRunMaxRequestBytes);
+    expect(front().stats.refused).toBe(1);
+    expect(front().stats.largestForwardedBytes).toBeLessThan(cloudRunMaxRequestBytes);
     console.log(
-      `submitted ${n} items (${(bytes / 2 ** 20).toFixed(1)} MiB as one body) in ${front.stats.forwarded} requests; resumed at ${resumed.resumedAt}; ${Date.now() - started} ms`,
+      `submitted ${n} items (${(bytes / 2 ** 20).toFixed(1)} MiB as one body) in ${front().stats.forwarded} requests; resumed at ${resumed.resumedAt}; ${Date.now() - started} ms`,
     );
 
     // Every position holds exactly its own item, once: n stored, all pending, and the items around

@@ -5,13 +5,7 @@
 // it goes through — interrupted by the client half-way (its in-flight request aborted) and resumed
 // from the stored prefix: every item stored once, the batch finalized, succeeded = total, one sink
 // row per item. Payloads are ~28 KB so the batch is > 32 MiB with few items (the test stays fast).
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { http } from "@google-cloud/functions-framework";
-import { getTestServer } from "@google-cloud/functions-framework/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createCoordinatorHandler } from "../../functions/handlers/coordinator";
-import { type SubmitProgress, TallyClient } from "../../local/client/tallyClient";
 import { testFirestore, testPubSub, uniqueProjectId, waitFor } from "../support/cloud";
 import {
   buildDeps,
@@ -22,7 +16,11 @@ import {
   tempDataDir,
   testConfig,
 } from "../worker/support/workerHarness";
-import { type CloudRunFront, cloudRunMaxRequestBytes, startCloudRunFront } from "./support/cloudRunFront";
+import {
+  expectRefusedAsOneRequest,
+  serveCoordinatorBehindFront,
+  submitInterruptedThenResumed,
+} from "./support/bigSubmission";
 
 const projectId = uniqueProjectId("big");
 const db = testFirestore(projectId);
@@ -33,29 +31,21 @@ const config = testConfig(projectId, data.dir);
 let deps: Awaited<ReturnType<typeof buildDeps>>;
 let worker: ServedWorker;
 let topology: PushTopology;
-let framework: Server;
-let front: CloudRunFront;
+let coordinator: Awaited<ReturnType<typeof serveCoordinatorBehindFront>>;
+const front = () => coordinator.front;
 
 beforeAll(async () => {
   deps = await buildDeps(config, db, pubsub);
   worker = await serveWorker(deps);
   topology = await provisionPush(pubsub, config, worker.url);
-  const name = `big-coordinator-${process.pid}`;
   // Deployed settings, except 100-item chunks: the Firestore emulator takes no request over 4 MiB
   // (its gRPC message cap; a larger commit hangs), and 500 items of ~28 KB are ~14 MB. Firestore
   // itself takes 10 MiB, which the ledger's commit groups (≤ ~8 MiB) respect.
-  http(name, createCoordinatorHandler(deps, { chunkItems: 100 }));
-  framework = getTestServer(name);
-  await new Promise<void>((resolve) => framework.listen(0, "127.0.0.1", resolve));
-  front = await startCloudRunFront(`http://127.0.0.1:${(framework.address() as AddressInfo).port}`);
+  coordinator = await serveCoordinatorBehindFront(deps, { chunkItems: 100 });
 });
 
 afterAll(async () => {
-  await front?.close();
-  if (framework) {
-    framework.closeAllConnections();
-    await new Promise<void>((resolve) => framework.close(() => resolve()));
-  }
+  await coordinator?.close();
   await worker?.close();
   await topology?.close();
   await deps?.close();
@@ -79,52 +69,23 @@ describe("a submission over 32 MiB against the deployed path", () => {
   }, async () => {
     const started = Date.now();
     // As one request: the front refuses it before the coordinator sees it.
-    const whole = JSON.stringify({ ...header, items: [...source()] });
-    expect(Buffer.byteLength(whole)).toBeGreaterThan(cloudRunMaxRequestBytes);
-    const refused = await fetch(`${front.url}/v1/batches`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: whole,
-    });
-    expect(refused.status).toBe(413);
-    expect(front.stats.refused).toBe(1);
-    expect(await deps.ledger.getBatch(header.id)).toBeNull();
+    await expectRefusedAsOneRequest(front(), deps.ledger, { ...header, items: [...source()] });
 
-    // The client, stopped half-way: the append in flight when it stops is aborted.
-    const client = new TallyClient({ baseUrl: front.url, maxBytesPerRequest: 4 * 1024 * 1024 });
-    const stop = new AbortController();
-    const seen: SubmitProgress[] = [];
-    const first = client.submit(header, source(), {
-      signal: stop.signal,
-      onProgress: (p) => {
-        seen.push(p);
-        if (p.stored >= n / 2 && !stop.signal.aborted)
-          setTimeout(() => stop.abort(new Error("interrupted")), 20);
-      },
-    });
-    await expect(first).rejects.toThrow("interrupted");
-    const interrupted = await deps.ledger.getBatch(header.id);
-    expect(interrupted).toMatchObject({ status: "submitting", submissionComplete: false });
-    const half = interrupted!.received;
-    expect(half).toBeGreaterThanOrEqual(n / 2);
-    expect(half).toBeLessThan(n);
-    console.log(`interrupted at ${half} of ${n} items stored, ${Date.now() - started} ms in`);
-
-    // Resumed: a new run reads the source again, skips the stored prefix, appends the rest, seals.
-    const resumed = await new TallyClient({ baseUrl: front.url, maxBytesPerRequest: 4 * 1024 * 1024 }).submit(
+    // The client, stopped half-way (the append in flight when it stops is aborted), then resumed
+    // from the stored prefix.
+    const { half, resumed } = await submitInterruptedThenResumed({
+      frontUrl: front().url,
+      ledger: deps.ledger,
       header,
-      source(),
-      { resume: true },
-    );
-    expect(resumed.created).toBe(false);
-    expect(resumed.resumedAt).toBeGreaterThanOrEqual(half);
-    expect(resumed.items).toBe(n);
-    expect(resumed.batch.progress).toMatchObject({ received: n, submissionComplete: true });
-    expect(front.stats.refused).toBe(1);
-    expect(front.stats.largestForwardedBytes).toBeLessThanOrEqual(4 * 1024 * 1024 + 64 * 1024);
+      source,
+      n,
+      client: { maxBytesPerRequest: 4 * 1024 * 1024 },
+    });
+    expect(front().stats.refused).toBe(1);
+    expect(front().stats.largestForwardedBytes).toBeLessThanOrEqual(4 * 1024 * 1024 + 64 * 1024);
     const bytes = n * Buffer.byteLength(JSON.stringify({ payload: { value: `${filler}-${n}` } }));
     console.log(
-      `submitted ${n} items (${(bytes / 2 ** 20).toFixed(1)} MiB) in ${front.stats.forwarded} requests through the front; resumed at ${resumed.resumedAt}; ${Date.now() - started} ms`,
+      `submitted ${n} items (${(bytes / 2 ** 20).toFixed(1)} MiB) in ${front().stats.forwarded} requests through the front; resumed at ${resumed.resumedAt}; ${Date.now() - started} ms`,
     );
 
     // The workers run every item; the batch finalizes with one row per item.
