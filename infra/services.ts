@@ -189,13 +189,7 @@ export function createServices(
           serviceAccountEmail: identities[role].email,
           ingressSettings: ingress[role],
           timeoutSeconds: s.timeoutSeconds,
-          availableMemory: s.memory,
-          // More than one concurrent request per instance needs at least one whole CPU.
-          availableCpu: s.cpu,
-          maxInstanceRequestConcurrency: s.concurrency,
-          maxInstanceCount: s.maxInstances,
-          minInstanceCount: s.minInstances,
-          allTrafficOnLatestRevision: true,
+          ...instanceSizing(s),
           environmentVariables: env[role],
         },
       },
@@ -266,12 +260,7 @@ export function createServices(
           ingressSettings: "ALLOW_INTERNAL_ONLY",
           // Fits inside this pipeline's ack deadline (functions/topology.ts validateDelivery).
           timeoutSeconds: x.delivery.workerTimeoutSeconds,
-          availableMemory: s.memory,
-          availableCpu: s.cpu,
-          maxInstanceRequestConcurrency: s.concurrency,
-          maxInstanceCount: s.maxInstances,
-          minInstanceCount: s.minInstances,
-          allTrafficOnLatestRevision: true,
+          ...instanceSizing(s),
           environmentVariables: workerEnv,
           secretEnvironmentVariables: deployment.secrets.map((sec) => ({
             key: sec.variable,
@@ -331,5 +320,25 @@ export function createServices(
     urls,
     workers,
     reconcilerReady: [functions.reconciler, reconcilerSchedulerInvoker, reconcilerDeadLetterInvoker],
+  };
+}
+
+/** A function's instances as sized (memory, CPU, concurrency, instance bounds), on its latest revision. */
+function instanceSizing(s: {
+  memory: string;
+  cpu: string;
+  concurrency: number;
+  maxInstances: number;
+  minInstances: number;
+}) {
+  return {
+    availableMemory: s.memory,
+    // More than one concurrent request per instance needs at least one whole CPU (checked where
+    // the sizes are read: infra/pipelineDeployments.ts).
+    availableCpu: s.cpu,
+    maxInstanceRequestConcurrency: s.concurrency,
+    maxInstanceCount: s.maxInstances,
+    minInstanceCount: s.minInstances,
+    allTrafficOnLatestRevision: true,
   };
 }
