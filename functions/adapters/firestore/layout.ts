@@ -32,7 +32,9 @@ function fnv1a(text: string): number {
  * only in their last characters (positions "0", "1", …; ids k1, k2, …): measured on 10,000 such ids,
  * its first hex digit put 458 to 754 items in a shard where 625 ± 25 was due (1.6× between the
  * fullest and the emptiest), so one shard's index tail took 20 % more than its share. Finalized, the
- * spread is what a uniform hash gives (test/infra/itemKeySpread.test.ts).
+ * spread is what a uniform hash gives (test/infra/itemKeySpread.test.ts). Changing this hash moves
+ * every item's document: items stored under the old ids (a local `--persist` data folder from before
+ * 2026-12-06; nothing was deployed) are not found after the change.
  */
 function fmix32(h: number): number {
   h ^= h >>> 16;
