@@ -157,13 +157,25 @@ export interface KillToken {
   afterChunks: number;
 }
 
+function isKillToken(v: unknown): v is KillToken {
+  const t = v as Partial<KillToken> | null;
+  return (
+    typeof t === "object" &&
+    t !== null &&
+    typeof t.batchId === "string" &&
+    Number.isInteger(t.afterChunks) &&
+    (t.afterChunks ?? 0) >= 1
+  );
+}
+
 /**
  * The coordinator's crash switch from TALLY_FAULT_COORDINATOR_KILL_TOKEN, or undefined when unset.
  * A real SIGKILL of the process at a chosen place, instead of a test's signal racing the
  * submission: the chaos suite writes the token, sends the stream, and the coordinator kills itself
  * right after storing the chosen chunk (its doorbells not yet published; chunks stored before it
  * may or may not be). The token is deleted before the kill (an unlink succeeds once), so the
- * restarted process serves the client's re-send. Validated by faultsFromEnv, which runtime.ts
+ * restarted process serves the client's re-send. A token of the wrong shape fails the request
+ * with an error naming it, rather than killing at some other place or never. Validated by faultsFromEnv, which runtime.ts
  * calls first: refused in a deployment.
  */
 export function coordinatorKillSwitchFromEnv(env: NodeJS.ProcessEnv): CrashSwitch | undefined {
@@ -171,12 +183,16 @@ export function coordinatorKillSwitchFromEnv(env: NodeJS.ProcessEnv): CrashSwitc
   if (!path) return undefined;
   const storedChunks = new Map<string, number>();
   return crashSwitch(["afterChunkStore"], (_point, batchId) => {
-    let token: KillToken;
+    let token: unknown;
     try {
-      token = JSON.parse(readFileSync(path, "utf8")) as KillToken;
+      token = JSON.parse(readFileSync(path, "utf8"));
     } catch {
       return false; // no token (or one being written): no kill
     }
+    if (!isKillToken(token))
+      throw new Error(
+        `${killTokenVariable}: ${path} must hold {"batchId": string, "afterChunks": integer ≥ 1}, got ${JSON.stringify(token).slice(0, 200)}`,
+      );
     if (token.batchId !== batchId) return false;
     const stored = (storedChunks.get(batchId) ?? 0) + 1;
     storedChunks.set(batchId, stored);

@@ -77,6 +77,23 @@ describe("the coordinator's one-shot kill token (chaos F4)", () => {
     expect(existsSync(token)).toBe(true);
   });
 
+  it("refuses a token of the wrong shape, naming it, and kills nothing", () => {
+    const token = join(mkdtempSync(join(tmpdir(), "tally-kill-")), "token.json");
+    const sw = coordinatorKillSwitchFromEnv({ TALLY_FAULT_COORDINATOR_KILL_TOKEN: token })!;
+    for (const bad of [
+      { batchId: "b1" },
+      { batchId: "b1", afterChunks: 0 },
+      { batchId: 7, afterChunks: 1 },
+      [1],
+    ]) {
+      writeFileSync(token, JSON.stringify(bad));
+      expect(() => sw("afterChunkStore", "b1")).toThrow(
+        /TALLY_FAULT_COORDINATOR_KILL_TOKEN: .*token\.json must hold \{"batchId": string, "afterChunks": integer ≥ 1\}, got /,
+      );
+      expect(existsSync(token)).toBe(true);
+    }
+  });
+
   it("SIGKILLs the process at the chosen chunk of the chosen batch, taking the token once", () => {
     const token = join(mkdtempSync(join(tmpdir(), "tally-kill-")), "token.json");
     writeFileSync(token, JSON.stringify({ batchId: "b1", afterChunks: 3 }));
